@@ -1,0 +1,74 @@
+"""What this installation can do: one place that probes the compiled core, devices and optional packages."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+from typing import Any
+
+from mlaga_fast._version import __version__
+
+# Distribution names; versions come from metadata, so probing imports nothing heavy.
+_PACKAGES = {
+    "torch": "torch",
+    "triton": "triton",
+    "open_clip": "open_clip_torch",
+    "transformers": "transformers",
+    "flash_attn": "flash-attn",
+}
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def compiled_core() -> dict[str, Any]:
+    """Facts from mlaga_fast._C, or why it could not be loaded."""
+    try:
+        _C = importlib.import_module("mlaga_fast._C")
+    except ImportError as exc:
+        return {"loaded": False, "error": str(exc)}
+    return {
+        "loaded": True,
+        "built_with_cuda": bool(_C.built_with_cuda()),
+        "cuda_devices": int(_C.cuda_device_count()),
+        "cuda_status": _C.cuda_status() or "ok",
+        "openmp_threads": int(_C.openmp_max_threads()),
+    }
+
+
+def torch_cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def report() -> dict[str, Any]:
+    core = compiled_core()
+    return {
+        "mlaga_fast": __version__,
+        "core": core,
+        "cuda_device_usable": bool(core.get("cuda_devices", 0)) and torch_cuda_available(),
+        "packages": {name: package_version(dist) or "missing" for name, dist in _PACKAGES.items()},
+    }
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    core = rep["core"]
+    lines = [f"mlaga_fast {rep['mlaga_fast']}"]
+    if core["loaded"]:
+        lines += [
+            f"  _C built with CUDA: {'yes' if core['built_with_cuda'] else 'no'}",
+            f"  CUDA device usable: {'yes' if rep['cuda_device_usable'] else 'no'}"
+            + ("" if rep["cuda_device_usable"] else f" ({core['cuda_status']})"),
+            f"  OpenMP threads: {core['openmp_threads']}",
+        ]
+    else:
+        lines.append(f"  _C: not loaded ({core['error']})")
+    lines.append("  packages:")
+    lines += [f"    {name}: {ver}" for name, ver in rep["packages"].items()]
+    return "\n".join(lines)
