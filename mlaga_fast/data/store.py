@@ -1,0 +1,176 @@
+"""The dataset directory: ``graph.json`` (manifest) plus one ``.npy`` per array.
+
+``save`` builds the whole directory under a temporary sibling name and renames it into place, so
+an interrupted save leaves either the previous dataset or nothing; never a directory that loads.
+``load`` memory-maps large arrays and validates everything before returning. The format is
+documented in docs/data_format.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mlaga_fast.data.graph import LINK_FIELDS, LinkSplit, MultimodalGraph
+from mlaga_fast.data.images import image_source_from_manifest
+from mlaga_fast.utils.io import atomic_dir, atomic_np_save, atomic_write_bytes, atomic_write_json
+
+FORMAT = "mlaga_fast.dataset"
+FORMAT_VERSION = 1
+MANIFEST = "graph.json"
+MMAP_BYTES = 1 << 20  # arrays larger than this are memory-mapped on load
+
+
+def _version() -> str:
+    from mlaga_fast import __version__
+
+    return __version__
+
+
+def _put(d: Path, rel: str, arr: np.ndarray) -> dict:
+    arr = np.asarray(arr)
+    atomic_np_save(d / rel, arr)
+    return {"file": rel, "dtype": arr.dtype.name, "shape": list(arr.shape)}
+
+
+def _get(d: Path, spec: dict, field: str) -> np.ndarray:
+    path = d / spec["file"]
+    if not path.is_file():
+        raise ValueError(f"dataset {d}: array file for {field} is missing ({spec['file']})")
+    try:
+        size = path.stat().st_size
+        arr = np.load(path, mmap_mode="r" if size > MMAP_BYTES else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"dataset {d}: cannot read {field} from {spec['file']}: {e}") from e
+    if arr.dtype.name != spec["dtype"] or list(arr.shape) != list(spec["shape"]):
+        raise ValueError(f"dataset {d}: {field} is {arr.dtype.name} {list(arr.shape)}, manifest says "
+                         f"{spec['dtype']} {spec['shape']}")
+    return arr
+
+
+def _write_texts(d: Path, texts: list[str]) -> dict:
+    # One UTF-8 blob plus offsets: compact, and loads with one read instead of a JSON parse of N strings.
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    atomic_write_bytes(d / "texts.bin", b"".join(encoded))
+    return {"blob": "texts.bin", "offsets": _put(d, "text_offsets.npy", offsets)}
+
+
+def _read_texts(d: Path, spec: dict, n: int) -> list[str]:
+    offsets = np.asarray(_get(d, spec["offsets"], "text_offsets"))
+    blob_path = d / spec["blob"]
+    if not blob_path.is_file():
+        raise ValueError(f"dataset {d}: texts blob {spec['blob']} is missing")
+    blob = blob_path.read_bytes()
+    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(blob):
+        raise ValueError(f"dataset {d}: text offsets do not match {n} nodes and a {len(blob)}-byte blob")
+    try:
+        return [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n)]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"dataset {d}: texts blob is not valid UTF-8 ({e})") from e
+
+
+def _link_manifest(d: Path, split: LinkSplit, sub: str = "link_split") -> dict:
+    return {f: _put(d, f"{sub}/{f}.npy", getattr(split, f)) for f in LINK_FIELDS}
+
+
+def save(graph: MultimodalGraph, out_dir: str | os.PathLike) -> Path:
+    """Write ``graph`` as a dataset directory (replacing any existing one at the end, atomically).
+    Returns the directory. Note: the whole directory is replaced, including anything other tools
+    wrote into it (e.g. a features/ folder); use ``save_link_split`` to add a link split in place."""
+    out_dir = Path(out_dir)
+    graph.validate()
+    fp = graph.fingerprint
+    with atomic_dir(out_dir) as d:
+        manifest: dict = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "name": graph.name,
+            "num_nodes": graph.num_nodes, "num_edges": graph.num_edges,
+            "num_stored_edges": int(graph.indices.shape[0]), "num_classes": len(graph.class_names),
+            "class_names": graph.class_names, "fingerprint": fp,
+            "arrays": {k: _put(d, f"{k}.npy", getattr(graph, k))
+                       for k in ("indptr", "indices", "labels", "train", "val", "test")},
+            "texts": _write_texts(d, graph.texts) if graph.texts is not None else None,
+            "images": graph.images.to_manifest(d) if graph.images is not None else None,
+            "link_split": _link_manifest(d, graph.link_split) if graph.link_split is not None else None,
+            "features": {k: _put(d, f"node_features/{k}.npy", v) for k, v in sorted(graph.features.items())},
+            "stats": graph.stats, "meta": graph.meta,
+            "mlaga_fast_version": _version(),
+        }
+        atomic_write_json(d / MANIFEST, manifest)  # written last: its presence marks a complete dataset
+    return out_dir
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    d = Path(data_dir)
+    path = d / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{d} is not a dataset directory (no {MANIFEST}); create one with "
+                         "`mlaga-fast data prepare` or mlaga_fast.data.save")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if m.get("format") != FORMAT:
+        raise ValueError(f"{path}: format is {m.get('format')!r}, expected {FORMAT!r}")
+    if int(m.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {m['format_version']} is newer than this mlaga_fast "
+                         f"supports ({FORMAT_VERSION}); upgrade mlaga_fast")
+    return m
+
+
+def load(data_dir: str | os.PathLike, validate: bool = True, verify_fingerprint: bool = False) -> MultimodalGraph:
+    """Open a dataset directory. Large arrays are memory-mapped (read-only). ``verify_fingerprint``
+    rehashes the content and refuses a mismatch with the stored fingerprint."""
+    d = Path(data_dir)
+    m = read_manifest(d)
+    arrays = {k: _get(d, spec, k) for k, spec in m["arrays"].items()}
+    n = int(m["num_nodes"])
+    if arrays["indptr"].shape != (n + 1,):
+        raise ValueError(f"dataset {d}: indptr has {arrays['indptr'].shape[0]} entries, expected {n + 1}")
+    texts = _read_texts(d, m["texts"], n) if m.get("texts") else None
+    images = image_source_from_manifest(m["images"], d) if m.get("images") else None
+    link = None
+    if m.get("link_split"):
+        link = LinkSplit(**{f: _get(d, m["link_split"][f], f"link_split.{f}") for f in LINK_FIELDS})
+    feats = {k: _get(d, spec, f"features[{k!r}]") for k, spec in (m.get("features") or {}).items()}
+    g = MultimodalGraph(m["name"], arrays["indptr"], arrays["indices"], texts=texts, images=images,
+                        labels=arrays["labels"], class_names=m["class_names"], train=arrays["train"],
+                        val=arrays["val"], test=arrays["test"], link_split=link, stats=m.get("stats"),
+                        features=feats, meta=m.get("meta"), fingerprint=m.get("fingerprint"), validate=validate)
+    if verify_fingerprint:
+        actual = g.compute_fingerprint()
+        if actual != m.get("fingerprint"):
+            raise ValueError(f"dataset {d}: content fingerprint {actual[:16]} does not match graph.json "
+                             f"({str(m.get('fingerprint'))[:16]}); the directory was modified")
+    return g
+
+
+def save_link_split(data_dir: str | os.PathLike, split: LinkSplit, params: dict | None = None) -> MultimodalGraph:
+    """Add (or replace) the link split of an existing dataset without rewriting the rest of the
+    directory. The new arrays go to a fresh sub-directory; rewriting graph.json (atomic) is the
+    commit point, so an interrupted call leaves the old dataset loadable."""
+    d = Path(data_dir)
+    m = read_manifest(d)
+    g = load(d)
+    g.set_link_split(split)  # validates against the full graph
+    old = (m.get("link_split") or {}).get("train_pos", {}).get("file", "")
+    sub = "link_split_b" if old.startswith("link_split/") else "link_split"
+    with atomic_dir(d / sub) as tmp:
+        for f in LINK_FIELDS:
+            atomic_np_save(tmp / f"{f}.npy", getattr(split, f))
+    m["link_split"] = {f: {"file": f"{sub}/{f}.npy", "dtype": "int64", "shape": list(getattr(split, f).shape)}
+                       for f in LINK_FIELDS}
+    m["fingerprint"] = g.compute_fingerprint()
+    m.setdefault("meta", {})["link_split_params"] = params or {}
+    m["mlaga_fast_version"] = _version()
+    atomic_write_json(d / MANIFEST, m)
+    if old:
+        import shutil
+
+        old_dir = d / old.split("/")[0]
+        if old_dir.name != sub:
+            shutil.rmtree(old_dir, ignore_errors=True)
+    return load(d)

@@ -1,0 +1,119 @@
+"""Dataset directory: round trip, memory-mapping, atomic writes, and refusal of damaged directories."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import mlaga_fast.data.store as store
+from mlaga_fast.data import ArrayImageSource, LinkSplit, MultimodalGraph, load, save, save_link_split, split_links
+
+
+def _graph(n=50, seed=0, **kw) -> MultimodalGraph:
+    rng = np.random.default_rng(seed)
+    src, dst = rng.integers(0, n, 4 * n), rng.integers(0, n, 4 * n)
+    labels = rng.integers(-1, 3, n)
+    texts = [f"produit n°{i} – «{'x' * (i % 7)}» 🧸" for i in range(n)]
+    return MultimodalGraph.from_edges("toy", src, dst, n, labels=labels, class_names=["a", "b", "c"], texts=texts,
+                                      train=np.arange(0, 10), val=np.arange(10, 15), test=np.arange(15, 20),
+                                      features={"clip": rng.standard_normal((n, 4)).astype(np.float32)}, **kw)
+
+
+def test_roundtrip_everything(tmp_path):
+    g = _graph(images=ArrayImageSource(np.full((50, 4, 4, 3), 7, np.uint8)))
+    g.set_link_split(split_links(g, 0.1, 0.1, seed=1))
+    save(g, tmp_path / "ds")
+    h = load(tmp_path / "ds", verify_fingerprint=True)
+    for f in ("indptr", "indices", "labels", "train", "val", "test"):
+        np.testing.assert_array_equal(getattr(h, f), getattr(g, f))
+        assert getattr(h, f).dtype == np.int64
+    assert h.texts == g.texts and h.class_names == g.class_names and h.name == "toy"
+    np.testing.assert_array_equal(h.features["clip"], g.features["clip"])
+    for f, a in g.link_split.arrays().items():
+        np.testing.assert_array_equal(getattr(h.link_split, f), a)
+    np.testing.assert_array_equal(h.train_graph()[1], g.train_graph()[1])
+    assert h.stats == g.stats
+    m = json.loads((tmp_path / "ds" / "graph.json").read_text())
+    assert m["fingerprint"] == g.fingerprint == h.fingerprint
+    assert m["num_nodes"] == 50 and m["num_edges"] == g.num_edges
+    assert "mlaga_fast_version" in m
+
+
+def test_large_arrays_are_memory_mapped(tmp_path):
+    n = 40_000
+    rng = np.random.default_rng(0)
+    g = MultimodalGraph.from_edges("big", rng.integers(0, n, 150_000), rng.integers(0, n, 150_000), n)
+    assert g.indices.nbytes > store.MMAP_BYTES
+    save(g, tmp_path / "ds")
+    h = load(tmp_path / "ds")
+    assert isinstance(h.indices, np.memmap) or isinstance(h.indices.base, np.memmap)
+    np.testing.assert_array_equal(h.indices, g.indices)
+
+
+def test_interrupted_save_leaves_old_dataset(tmp_path, monkeypatch):
+    old = _graph(seed=0)
+    save(old, tmp_path / "ds")
+    real = store._write_texts
+
+    def boom(d, texts):
+        real(d, texts)
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(store, "_write_texts", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save(_graph(seed=1), tmp_path / "ds")
+    h = load(tmp_path / "ds", verify_fingerprint=True)
+    assert h.fingerprint == old.fingerprint
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no half-written sibling left behind
+    with pytest.raises(KeyboardInterrupt):
+        save(_graph(seed=1), tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_damaged_directories_refused(tmp_path):
+    save(_graph(), tmp_path / "ds")
+    d = tmp_path / "ds"
+    with pytest.raises(ValueError, match="not a dataset directory"):
+        load(tmp_path)
+    m = json.loads((d / "graph.json").read_text())
+    m2 = dict(m, arrays=dict(m["arrays"], labels=dict(m["arrays"]["labels"], shape=[49])))
+    (d / "graph.json").write_text(json.dumps(m2))
+    with pytest.raises(ValueError, match=r"labels is int64 \[50\], manifest says int64 \[49\]"):
+        load(d)
+    (d / "graph.json").write_text(json.dumps(dict(m, format_version=99)))
+    with pytest.raises(ValueError, match="newer than this mlaga_fast supports"):
+        load(d)
+    (d / "graph.json").write_text(json.dumps(m))
+    np.save(d / "labels.npy", np.full(50, 9, np.int64))  # same shape, out-of-range content
+    with pytest.raises(ValueError, match=r"labels: value 9 at index 0"):
+        load(d)
+    np.save(d / "labels.npy", np.zeros(50, np.int64))
+    with pytest.raises(ValueError, match="fingerprint .* does not match"):
+        load(d, verify_fingerprint=True)
+    (d / "indices.npy").unlink()
+    with pytest.raises(ValueError, match="array file for indices is missing"):
+        load(d)
+    (d / "graph.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load(d)
+
+
+def test_save_link_split_in_place_keeps_other_files(tmp_path):
+    g = _graph()
+    save(g, tmp_path / "ds")
+    (tmp_path / "ds" / "features").mkdir()  # another tool's output inside the dataset dir
+    (tmp_path / "ds" / "features" / "manifest.json").write_text("{}")
+    s1 = split_links(g, 0.1, 0.1, seed=0)
+    h = save_link_split(tmp_path / "ds", s1, {"seed": 0})
+    assert (tmp_path / "ds" / "features" / "manifest.json").exists()
+    assert h.fingerprint != g.fingerprint
+    s2 = split_links(g, 0.2, 0.1, seed=5)
+    h2 = save_link_split(tmp_path / "ds", s2)
+    np.testing.assert_array_equal(h2.link_split.val_pos, s2.val_pos)
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir() if p.name.startswith("link_split")) == ["link_split_b"]
+    assert load(tmp_path / "ds", verify_fingerprint=True).fingerprint == h2.fingerprint
+    bad = LinkSplit(s1.train_pos, s1.val_pos, s1.val_pos, s1.test_pos, s1.test_neg)
+    with pytest.raises(ValueError, match="val_neg: pair .* is an edge"):
+        save_link_split(tmp_path / "ds", bad)
+    np.testing.assert_array_equal(load(tmp_path / "ds").link_split.val_pos, s2.val_pos)
