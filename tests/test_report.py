@@ -1,0 +1,105 @@
+"""The shared result format: metrics from hand-computed cases, atomic JSON, table and plot."""
+import json
+
+import numpy as np
+import pytest
+
+from mlaga_fast.eval.report import (
+    make_result,
+    plot_confusion,
+    read_result_json,
+    results_table_markdown,
+    write_result_json,
+)
+
+
+def test_make_result_nc_hand_computed():
+    # true: a a a b b c ; pred: a b a b -1 a
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 1, 0, 1, -1, 0]
+    r = make_result(task="nc", method="m", dataset="d", y_true=y_true, y_pred=y_pred,
+                    class_names=["a", "b", "c"], extra={"seed": 3})
+    assert r["accuracy"] == pytest.approx(3 / 6)
+    assert r["num_examples"] == 6
+    assert r["num_invalid"] == 1
+    assert r["confusion"] == [[2, 1, 0], [0, 1, 0], [1, 0, 0]]
+    assert r["per_class_accuracy"] == {"a": pytest.approx(2 / 3), "b": 0.5, "c": 0.0}
+    assert r["extra"] == {"seed": 3}
+    assert r["split"] == "test"
+
+
+def test_make_result_lp_defaults_and_absent_class():
+    r = make_result(task="lp", method="gcn", dataset="d", y_true=np.array([1, 1, 1]),
+                    y_pred=np.array([1, 0, 1]))
+    assert r["class_names"] == ["No", "Yes"]
+    assert r["per_class_accuracy"] == {"No": None, "Yes": pytest.approx(2 / 3)}
+    assert r["confusion"] == [[0, 0], [1, 2]]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(task="xx"), "task"),
+    (dict(y_true=[0, 3, 1]), r"y_true.*index 1"),
+    (dict(y_pred=[0, 1, -2]), r"y_pred.*index 2"),
+    (dict(y_pred=[0, 1]), "y_pred: length"),
+    (dict(y_true=[0.0, 1.5, 1.0]), r"y_true.*index 1"),
+    (dict(class_names=None), "class_names"),
+])
+def test_make_result_bad_input(kw, msg):
+    args = dict(task="nc", method="m", dataset="d", y_true=[0, 1, 1], y_pred=[0, 1, 0],
+                class_names=["a", "b"])
+    args.update(kw)
+    with pytest.raises(ValueError, match=msg):
+        make_result(**args)
+
+
+def test_json_roundtrip_atomic(tmp_path):
+    r = make_result(task="nc", method="m", dataset="d", y_true=[0, 1], y_pred=[0, 0],
+                    class_names=["a", "b"], extra={"auc": np.float32(0.5)})
+    p = tmp_path / "out" / "r.json"
+    write_result_json(p, r)
+    assert [q.name for q in p.parent.iterdir()] == ["r.json"]
+    back = read_result_json(p)
+    assert back["confusion"] == [[1, 0], [1, 0]] and back["extra"]["auc"] == 0.5
+    bad = dict(back, accuracy=1.5)
+    with pytest.raises(ValueError, match="accuracy"):
+        write_result_json(p, bad)
+    assert json.loads(p.read_text())["accuracy"] == 0.5  # old file untouched
+
+
+def _res(task, method, acc_num, dataset="d"):
+    # 4 examples, `acc_num` of them right
+    yt = [0, 0, 0, 0]
+    yp = [0] * acc_num + [1] * (4 - acc_num)
+    return make_result(task=task, method=method, dataset=dataset, y_true=yt, y_pred=yp,
+                       class_names=["a", "b"])
+
+
+def test_table_rows_methods_columns_tasks():
+    table = results_table_markdown([
+        _res("nc", "mlp", 2), _res("nc", "gcn", 3), _res("lp", "gcn", 4),
+        _res("nc", "gcn", 4),  # a second seed of gcn/nc
+    ])
+    lines = table.strip().splitlines()
+    assert lines[0] == "| method | NC | LP |"
+    assert lines[2] == "| mlp | 50.00 | - |"
+    # mean of 75 and 100, sample std = sqrt(2 * 12.5^2 / 1) = 17.68
+    assert lines[3] == "| gcn | 87.50 ± 17.68 (n=2) | 100.00 |"
+
+
+def test_table_multi_dataset_columns():
+    table = results_table_markdown([_res("nc", "mlp", 1, "toys"), _res("nc", "mlp", 3, "grocery")])
+    assert table.splitlines()[0] == "| method | toys / NC | grocery / NC |"
+    assert table.splitlines()[2] == "| mlp | 25.00 | 75.00 |"
+    val = dict(_res("nc", "mlp", 4, "toys"), split="val")
+    assert results_table_markdown([val]).splitlines()[0] == "| method | NC (val) |"
+    with pytest.raises(ValueError):
+        results_table_markdown([])
+
+
+def test_plot_confusion_png(tmp_path):
+    r = make_result(task="nc", method="m", dataset="d", y_true=[0, 1, 2, 2], y_pred=[0, 2, 2, 1],
+                    class_names=["a", "b", "c"])
+    p = tmp_path / "c.png"
+    plot_confusion(r, p)
+    data = p.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
