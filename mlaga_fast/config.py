@@ -1,0 +1,284 @@
+"""Typed dataclass configs, spelt the same everywhere: CLI option, YAML/TOML file, Python, resolved JSON.
+
+A config is a plain ``@dataclass`` whose fields have defaults. Field metadata may carry ``help`` (the
+CLI help text) and ``choices`` (allowed values). One field ``lr`` is the option ``--lr``; a field
+``cross_attention_every`` is ``--cross-attention-every``; a file key may use either spelling.
+
+Precedence when resolving (later wins): dataclass defaults < named preset < config file < CLI options
+that the user actually passed. The resolved config is saved as JSON in the run directory so the
+run can be reproduced, and ``load_config`` reads it back with the same type checks.
+
+Usage::
+
+    @dataclass
+    class MyConfig:
+        lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+
+    @click.command()
+    @config_options(MyConfig)
+    def cmd(**kw):
+        cfg = resolve_config(MyConfig, kw, config_file=kw.pop("config", None))
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from mlaga_fast.utils.io import atomic_write_json
+
+T = TypeVar("T")
+
+__all__ = [
+    "config_options",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "load_config_file",
+    "resolve_config",
+    "save_config",
+    "field_option_name",
+]
+
+
+def field_option_name(name: str) -> str:
+    """`cross_attention_every` -> `--cross-attention-every`."""
+    return "--" + name.replace("_", "-")
+
+
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    # `from __future__ import annotations` turns annotations into strings; resolve them in the
+    # defining module's namespace so `int | None` etc. become real types.
+    module = sys.modules.get(cls.__module__)
+    return typing.get_type_hints(cls, globalns=vars(module) if module else None)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a file/CLI value to the field's type, or raise ValueError naming the field."""
+    base, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"config field {where!r} may not be null")
+    origin = typing.get_origin(base)
+    if origin is typing.Literal:
+        allowed = typing.get_args(base)
+        if value not in allowed:
+            raise ValueError(f"config field {where!r}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):  # CLI spelling: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config field {where!r}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(base)
+        elem = args[0] if args else Any
+        out = [_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if base is Any:
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"config field {where!r}: expected a boolean, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise ValueError(f"config field {where!r}: expected an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, int):
+            return value
+        raise ValueError(f"config field {where!r}: expected an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(f"config field {where!r}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config field {where!r}: expected a number, got {value!r}") from None
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"config field {where!r}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(base):
+        if isinstance(value, base):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"config field {where!r}: expected a table/mapping, got {type(value).__name__}")
+        return config_from_dict(base, value, _prefix=f"{where}.")
+    return value
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _prefix: str = "") -> T:
+    """Build ``cls`` from a mapping; unknown keys and wrong types raise ValueError naming the key."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = _resolved_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in fields:
+            raise ValueError(
+                f"unknown config field {_prefix + str(raw_key)!r} for {cls.__name__}; "
+                f"known fields: {sorted(fields)}"
+            )
+        f = fields[key]
+        value = _coerce(value, hints[key], _prefix + key)
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"config field {_prefix + key!r}: {value!r} is not one of {list(choices)}")
+        kwargs[key] = value
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    if missing:
+        raise ValueError(f"config for {cls.__name__} is missing required field {_prefix + missing[0]!r}")
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON-able dict (tuples become lists)."""
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"{cfg!r} is not a dataclass instance")
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ValueError(f"config file {path}: unknown format {suffix!r} (use .yaml, .yml, .toml or .json)")
+    except ValueError:
+        raise
+    except Exception as e:  # yaml/toml parse errors have their own types
+        raise ValueError(f"config file {path}: cannot parse: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def resolve_config(
+    cls: type[T],
+    cli_values: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike | None = None,
+    preset: str | None = None,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> T:
+    """defaults < preset < file < CLI. ``cli_values`` entries that are None were not passed.
+
+    Keys in ``cli_values`` that are not fields of ``cls`` are ignored, so a command can pass its whole
+    ``**kwargs`` (including --data/--out style arguments handled elsewhere).
+    """
+    merged: dict[str, Any] = {}
+    if preset is not None:
+        presets = presets or {}
+        if preset not in presets:
+            raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(presets)}")
+        merged.update({k.replace("-", "_"): v for k, v in presets[preset].items()})
+    if config_file is not None:
+        merged.update({str(k).replace("-", "_"): v for k, v in load_config_file(config_file).items()})
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for k, v in (cli_values or {}).items():
+        if k in names and v is not None:
+            merged[k] = v
+    return config_from_dict(cls, merged)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    atomic_write_json(path, config_to_dict(cfg))
+
+
+def load_config(cls: type[T], path: str | os.PathLike) -> T:
+    return config_from_dict(cls, load_config_file(path))
+
+
+def _click_type(tp: Any, f: dataclasses.Field) -> tuple[Any, bool, str]:
+    """(click type, is_flag, metavar suffix for help)."""
+    import click
+
+    base, _ = _strip_optional(tp)
+    if "choices" in f.metadata:
+        return click.Choice([str(c) for c in f.metadata["choices"]]), False, ""
+    origin = typing.get_origin(base)
+    if origin is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(base)]), False, ""
+    if origin in (list, tuple):
+        return str, False, " (comma-separated)"
+    if base is bool:
+        return bool, True, ""
+    if base in (int, float, str):
+        return base, False, ""
+    return str, False, ""
+
+
+def config_options(cls: type) -> Callable[[Callable], Callable]:
+    """Decorator adding one click option per dataclass field (default None = "not given").
+
+    Booleans become ``--name/--no-name`` flags. The help shows the dataclass default, because the
+    option's own default must stay None so a config file value is not overridden silently.
+    """
+    import click
+
+    hints = _resolved_hints(cls)
+
+    def decorator(fn: Callable) -> Callable:
+        for f in reversed([f for f in dataclasses.fields(cls) if f.init]):
+            ctype, is_flag, suffix = _click_type(hints[f.name], f)
+            if f.default is not dataclasses.MISSING:
+                default_repr = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default_repr = f.default_factory()  # type: ignore[misc]
+            else:
+                default_repr = "required"
+            help_text = f"{f.metadata.get('help', '')}{suffix} [default: {default_repr}]".strip()
+            opt = field_option_name(f.name)
+            if is_flag:
+                fn = click.option(
+                    f"{opt}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text
+                )(fn)
+            else:
+                fn = click.option(opt, f.name, type=ctype, default=None, help=help_text)(fn)
+        return fn
+
+    return decorator

@@ -1,0 +1,86 @@
+"""Metrics: one JSON object per line in ``metrics.jsonl``, and a tqdm bar that shows the loss.
+
+On resume the logger drops lines whose step is past the checkpoint's step, so the file of a resumed
+run reads like the file of an uninterrupted one (no duplicated steps).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlaga_fast.utils.io import atomic_write_text
+
+__all__ = ["JsonlLogger", "read_jsonl", "progress"]
+
+
+def _clean(v: Any) -> Any:
+    # JSON has no NaN/inf; write them as strings so the file stays parseable by strict readers.
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if hasattr(v, "item") and callable(v.item):
+        try:
+            return _clean(v.item())
+        except (ValueError, RuntimeError):
+            return str(v)
+    return v
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete records; a torn last line (crash mid-write) is skipped."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class JsonlLogger:
+    """Append-only JSONL metrics. ``enabled=False`` (non-main ranks) makes every call a no-op.
+
+    ``resume_step``: keep only records with ``step <= resume_step`` (rewritten atomically); None
+    starts a fresh file.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, enabled: bool = True, resume_step: int | None = None):
+        self.path = Path(path)
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            atomic_write_text(self.path, "")
+        else:
+            kept = [r for r in read_jsonl(self.path) if "step" not in r or r["step"] <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+    def log(self, record: dict[str, Any], step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        rec = {k: _clean(v) for k, v in record.items()}
+        if step is not None:
+            rec["step"] = int(step)
+        rec.setdefault("time", time.time())
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True,
+             initial: int = 0):
+    """A tqdm bar (disabled on non-main ranks). Call ``bar.set_postfix(loss=...)`` to show the loss."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True,
+                mininterval=0.5)

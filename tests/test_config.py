@@ -1,0 +1,112 @@
+"""Typed configs: defaults < preset < file < CLI, type checks, YAML/TOML/JSON round trips."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mlaga_fast.config import (
+    config_from_dict,
+    config_options,
+    config_to_dict,
+    load_config,
+    load_config_file,
+    resolve_config,
+    save_config,
+)
+
+
+@dataclass
+class Cfg:
+    lr: float = field(default=1e-3, metadata={"help": "peak LR"})
+    num_layers: int = 2
+    name: str = "x"
+    use_amp: bool = True
+    tau_mode: Literal["both", "negatives_only"] = "both"
+    max_steps: Optional[int] = None
+    dims: list[int] = field(default_factory=lambda: [1, 2])
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+
+
+PRESETS = {"big": {"num_layers": 6, "lr": 1e-4}}
+
+
+def test_defaults_and_round_trip(tmp_path):
+    cfg = Cfg()
+    save_config(cfg, tmp_path / "c.json")
+    assert load_config(Cfg, tmp_path / "c.json") == cfg
+    assert config_to_dict(cfg)["dims"] == [1, 2]
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml", ".json"])
+def test_file_formats(tmp_path, suffix):
+    p = tmp_path / f"c{suffix}"
+    if suffix == ".yaml":
+        p.write_text("lr: 0.5\nnum-layers: 4\ntau_mode: negatives_only\nmax_steps: 7\ndims: [3, 4]\n")
+    elif suffix == ".toml":
+        p.write_text('lr = 0.5\nnum-layers = 4\ntau_mode = "negatives_only"\nmax_steps = 7\ndims = [3, 4]\n')
+    else:
+        p.write_text('{"lr": 0.5, "num-layers": 4, "tau_mode": "negatives_only", "max_steps": 7, "dims": [3, 4]}')
+    cfg = load_config(Cfg, p)
+    assert cfg == Cfg(lr=0.5, num_layers=4, tau_mode="negatives_only", max_steps=7, dims=[3, 4])
+
+
+def test_precedence(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("lr: 0.5\nname: file\n")
+    cfg = resolve_config(Cfg, {"name": "cli", "lr": None, "data": "/ignored"}, config_file=p, preset="big",
+                         presets=PRESETS)
+    # preset gives num_layers=6 and lr=1e-4; the file overrides lr; the CLI overrides name.
+    assert (cfg.num_layers, cfg.lr, cfg.name) == (6, 0.5, "cli")
+
+
+def test_bad_values_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="num_layers"):
+        config_from_dict(Cfg, {"num_layers": "two"})
+    with pytest.raises(ValueError, match="num_layers"):
+        config_from_dict(Cfg, {"num_layers": 2.5})
+    with pytest.raises(ValueError, match="unknown config field 'nope'"):
+        config_from_dict(Cfg, {"nope": 1})
+    with pytest.raises(ValueError, match="tau_mode"):
+        config_from_dict(Cfg, {"tau_mode": "sometimes"})
+    with pytest.raises(ValueError, match="device"):
+        config_from_dict(Cfg, {"device": "tpu"})
+    with pytest.raises(ValueError, match=r"dims\[1\]"):
+        config_from_dict(Cfg, {"dims": [1, "b"]})
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_config(Cfg, {}, preset="nope", presets=PRESETS)
+    bad = tmp_path / "c.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="top level must be a mapping"):
+        load_config_file(bad)
+    ini = tmp_path / "c.ini"
+    ini.write_text("")
+    with pytest.raises(ValueError, match="unknown format"):
+        load_config_file(ini)
+    with pytest.raises(ValueError, match="not found"):
+        load_config_file(tmp_path / "missing.yaml")
+
+
+def test_click_options(tmp_path):
+    seen = {}
+
+    @click.command()
+    @click.option("--config", type=click.Path())
+    @config_options(Cfg)
+    def cmd(config, **kw):
+        seen["cfg"] = resolve_config(Cfg, kw, config_file=config)
+
+    p = tmp_path / "c.toml"
+    p.write_text("num_layers = 9\nuse_amp = true\n")
+    r = CliRunner().invoke(cmd, ["--config", str(p), "--lr", "0.25", "--no-use-amp", "--dims", "5,6",
+                                 "--tau-mode", "negatives_only", "--max-steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"] == Cfg(lr=0.25, num_layers=9, use_amp=False, dims=[5, 6], tau_mode="negatives_only",
+                              max_steps=3)
+    r = CliRunner().invoke(cmd, ["--help"])
+    assert "--cross" not in r.output and "--num-layers" in r.output and "peak LR" in r.output
+    r = CliRunner().invoke(cmd, ["--device", "tpu"])
+    assert r.exit_code != 0
