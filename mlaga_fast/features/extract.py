@@ -1,0 +1,308 @@
+"""The resumable, sharded feature extraction loop (`mlaga-fast features`).
+
+Nodes are processed shard by shard in node order. Each shard is accumulated in a preallocated fp16
+buffer (so memory is one shard + one batch, whatever N is), then written file by file through temp +
+rename, then its done record, then the manifest listing it. A rerun with the same arguments skips
+every shard whose done record checks out and recomputes the rest; batches never straddle a shard
+boundary, so a resumed run produces the same bytes as an uninterrupted one (on CPU, where the
+encoders run in exact fp32).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from mlaga_fast.features.store import (
+    FORMAT, MANIFEST, RESUME_KEYS, FeatureStore, features_fingerprint, shard_is_done, shard_name, shard_parts,
+)
+from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint
+
+
+@dataclass
+class FeatureConfig:
+    encoder: str = field(default="open_clip:ViT-L-14/openai", metadata={
+        "help": "encoder spec: open_clip:MODEL/TAG, open_clip:MODEL//ckpt, hf_clip:ID_OR_DIR, offline, tiny[:SEED]"})
+    batch_size: int = field(default=64, metadata={"help": "nodes per encoder forward pass"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
+    shard_size: int = field(default=0, metadata={"help": "nodes per shard; 0 = as many as fit in --shard-mib"})
+    shard_mib: int = field(default=256, metadata={"help": "byte budget of one shard (bounds memory)"})
+    max_shard_nodes: int = field(default=4096, metadata={
+        "help": "cap on nodes per shard, so an interrupted run loses little work"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers for image decoding + tokenising"})
+    cpu_threads: int = field(default=0, metadata={
+        "help": "torch intra-op threads for CPU encoding; 0 = torch's default (small encoders run best on 1)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace features made with other settings"})
+
+    def validate(self) -> None:
+        for name in ("batch_size", "shard_mib", "max_shard_nodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("shard_size", "num_workers", "cpu_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+
+def graph_fingerprint(graph: Any, data_dir: Optional[str | os.PathLike] = None) -> str:
+    """The dataset's fingerprint: graph.json's when a dataset directory is given, else the object's."""
+    if data_dir is not None and (Path(data_dir) / "graph.json").is_file():
+        fp = json.loads((Path(data_dir) / "graph.json").read_text(encoding="utf-8")).get("fingerprint")
+        if fp:
+            return str(fp)
+    fp = getattr(graph, "fingerprint", None)
+    if isinstance(fp, str) and fp:
+        return fp
+    # Fallback for in-memory graphs: hash what the features depend on (name, size, texts).
+    texts = getattr(graph, "texts", None)
+    return fingerprint({"name": getattr(graph, "name", ""), "num_nodes": int(graph.num_nodes),
+                        "texts": fingerprint(list(texts)) if texts is not None else None})
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return device
+
+
+class _NodeInputs:
+    """Map-style dataset: node id -> (id, preprocessed image or None, text or None)."""
+
+    def __init__(self, graph: Any, image_pre: Optional[Callable], use_text: bool) -> None:
+        self.graph, self.image_pre, self.use_text = graph, image_pre, use_text
+
+    def __len__(self) -> int:
+        return int(self.graph.num_nodes)
+
+    def __getitem__(self, i: int):
+        img = self.image_pre(self.graph.load_image(int(i))) if self.image_pre is not None else None
+        txt = self.graph.texts[int(i)] if self.use_text else None
+        return int(i), img, txt
+
+
+class _Collate:
+    def __init__(self, tokenize: Optional[Callable]) -> None:
+        self.tokenize = tokenize
+
+    def __call__(self, items: list):
+        import torch
+
+        ids = torch.tensor([it[0] for it in items], dtype=torch.int64)
+        pix = torch.stack([it[1] for it in items]) if items[0][1] is not None else None  # [B, 3, H, W]
+        tok = self.tokenize([it[2] if isinstance(it[2], str) else "" for it in items]) if self.tokenize else None
+        return ids, pix, tok
+
+
+class _ShardBatches:
+    """Batch sampler: node-id batches inside each pending shard, never across a shard boundary."""
+
+    def __init__(self, shards: list, shard_size: int, num_nodes: int, batch_size: int) -> None:
+        self.ranges = [(i * shard_size, min((i + 1) * shard_size, num_nodes)) for i in shards]
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for lo, hi in self.ranges:
+            for s in range(lo, hi, self.batch_size):
+                yield list(range(s, min(s + self.batch_size, hi)))
+
+    def __len__(self) -> int:
+        return sum(-(-(hi - lo) // self.batch_size) for lo, hi in self.ranges)
+
+
+def _check_graph(graph: Any) -> tuple:
+    n = int(graph.num_nodes)
+    if n < 1:
+        raise ValueError(f"graph: has {n} nodes; nothing to featurise")
+    texts = getattr(graph, "texts", None)
+    if texts is not None:
+        if len(texts) != n:
+            raise ValueError(f"graph.texts: has {len(texts)} entries for {n} nodes")
+        for i, t in enumerate(texts):
+            if t is not None and not isinstance(t, str):
+                raise ValueError(f"graph.texts: entry {i} is {type(t).__name__}, expected str or None")
+    has_images = getattr(graph, "images", None) is not None
+    return n, texts is not None, has_images
+
+
+def _clean_stray(out: Path) -> None:
+    # Temp files of an interrupted atomic write (".name.XXXX.tmp"); they never read as valid, but they
+    # take space.
+    for f in out.glob(".shard_*.tmp"):
+        f.unlink(missing_ok=True)
+    for f in out.glob(f".{MANIFEST}.*.tmp"):
+        f.unlink(missing_ok=True)
+
+
+def _wipe(out: Path) -> None:
+    """--overwrite: remove only what this module writes (never arbitrary user files)."""
+    for pat in ("shard_*.npy", "shard_*.done.json", "pooled.npy", "pooled.json", MANIFEST):
+        for f in out.glob(pat):
+            f.unlink()
+    _clean_stray(out)
+
+
+def extract_features(
+    graph: Any,
+    out_dir: str | os.PathLike,
+    config: FeatureConfig | None = None,
+    *,
+    graph_fp: Optional[str] = None,
+    encoder: Any = None,
+    on_shard_done: Optional[Callable[[int], None]] = None,
+    progress: bool = True,
+) -> FeatureStore:
+    """Run the frozen encoders over every node of ``graph`` and write FEATDIR ``out_dir``.
+
+    graph: needs ``num_nodes``, ``texts`` (list[str] | None), ``images`` (None = no images) and
+    ``load_image(i)`` (PIL RGB). ``encoder``: an already loaded ``Encoder`` (else built from the spec).
+    ``on_shard_done(i)`` is called after shard i is durable (progress hooks, tests).
+    Returns the finished FeatureStore. Resumes a matching unfinished directory; refuses a mismatched
+    one unless ``config.overwrite``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from mlaga_fast import __version__
+    from mlaga_fast.features.encoders import load_encoder
+
+    cfg = config or FeatureConfig()
+    cfg.validate()
+    n, has_texts, has_images = _check_graph(graph)
+    device = _resolve_device(cfg.device)
+    enc = encoder if encoder is not None else load_encoder(cfg.encoder, device)
+    if encoder is not None:
+        enc.to(device)
+    use_image = enc.image is not None and has_images
+    use_text = enc.text is not None and has_texts
+    if not (use_image or use_text):
+        raise ValueError(f"encoder: {enc.spec!r} has no tower for the modalities this graph has "
+                         f"(texts: {has_texts}, images: {has_images})")
+
+    image_hdr = {"tokens": enc.image_tokens, "dim": enc.image_dim} if use_image else None
+    text_hdr = {"tokens": enc.text_tokens, "dim": enc.text_dim} if use_text else None
+    per_node = (enc.image_tokens * enc.image_dim * 2 if use_image else 0) + (
+        enc.text_tokens * (enc.text_dim * 2 + 1) if use_text else 0)  # fp16 features + bool mask bytes
+    S = cfg.shard_size or max(1, min(cfg.max_shard_nodes, (cfg.shard_mib << 20) // max(per_node, 1)))
+    S = min(S, n)
+    header = {
+        "format": FORMAT, "encoder": enc.spec, "encoder_info": enc.info, "image": image_hdr, "text": text_hdr,
+        "dtype": "float16", "num_nodes": n, "shard_size": S, "num_shards": -(-n // S),
+        "graph_fingerprint": graph_fp or graph_fingerprint(graph), "graph_name": getattr(graph, "name", ""),
+        "mlaga_fast_version": __version__,
+    }
+    header["fingerprint"] = features_fingerprint(header)
+    K = header["num_shards"]
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite:
+        _wipe(out)
+    if (out / MANIFEST).is_file():
+        try:
+            old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"features: {out / MANIFEST} is unreadable ({e}); pass --overwrite to start over") from None
+        diff = [k for k in RESUME_KEYS if old.get(k) != header.get(k)]
+        if diff:
+            detail = "; ".join(f"{k}: on disk {old.get(k)!r}, now {header.get(k)!r}" for k in diff)
+            raise ValueError(f"features: {out} holds features made differently ({detail}); pass --overwrite "
+                             f"to replace them or choose another --out")
+    elif any(p.name != ".gitkeep" for p in out.iterdir()):
+        raise ValueError(f"features: {out} is not empty and has no {MANIFEST}; refusing to write into it "
+                         f"(choose an empty --out, or pass --overwrite)")
+    _clean_stray(out)
+
+    done = [i for i in range(K) if shard_is_done(out, header, i)]
+    done_set = set(done)
+    pending = [i for i in range(K) if i not in done_set]
+
+    def write_manifest(finished: list) -> None:
+        shards = [{"index": i, "start": i * S, "stop": min((i + 1) * S, n)} for i in sorted(finished)]
+        atomic_write_json(out / MANIFEST, {**header, "shards": shards, "complete": len(shards) == K})
+
+    write_manifest(done)
+    if not pending:
+        return FeatureStore(out)
+
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        _NodeInputs(graph, enc.image.preprocess if use_image else None, use_text),
+        batch_sampler=_ShardBatches(pending, S, n, cfg.batch_size),
+        collate_fn=_Collate(enc.text.tokenize if use_text else None),
+        num_workers=cfg.num_workers,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=False,
+    )
+    parts = shard_parts(header)
+    finished = list(done)
+    cur, buf, filled = -1, {}, 0
+    threads = torch.get_num_threads()
+    if cfg.cpu_threads and not device.startswith("cuda"):
+        torch.set_num_threads(cfg.cpu_threads)  # restored below: the caller's setting is not ours to keep
+    bar = tqdm(total=n, initial=sum(min((i + 1) * S, n) - i * S for i in done),
+               unit="node", desc=f"features {enc.spec}", disable=not progress, smoothing=0.1)
+    try:
+        for ids, pix, tok in loader:
+            shard = int(ids[0]) // S
+            if shard != cur:  # first batch of a new shard: a fresh buffer (the old one was flushed)
+                cur, filled = shard, 0
+                rows = min((shard + 1) * S, n) - shard * S
+                buf = {}
+                if use_image:
+                    buf["image"] = np.empty((rows, enc.image_tokens, enc.image_dim), np.float16)
+                if use_text:
+                    buf["text"] = np.empty((rows, enc.text_tokens, enc.text_dim), np.float16)
+                    buf["text_mask"] = np.empty((rows, enc.text_tokens), bool)
+            lo = int(ids[0]) - cur * S
+            hi = lo + ids.numel()
+            if use_image:
+                buf["image"][lo:hi] = _finite(enc.encode_image(pix), ids, "image")  # [B, Li, Di]
+            if use_text:
+                tid, tmask = tok
+                buf["text"][lo:hi] = _finite(enc.encode_text(tid, tmask), ids, "text")  # [B, Lt, Dt]
+                buf["text_mask"][lo:hi] = tmask.numpy()
+            filled += ids.numel()
+            bar.update(ids.numel())
+            if filled == buf[parts[0]].shape[0]:
+                _flush_shard(out, cur, S, n, buf, parts)
+                finished.append(cur)
+                write_manifest(finished)
+                buf = {}
+                if on_shard_done is not None:
+                    on_shard_done(cur)
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+    if len(finished) != K:  # a loader that silently skipped work would be a bug here, not a user error
+        raise RuntimeError(f"features: only {len(finished)} of {K} shards were written")
+    return FeatureStore(out)
+
+
+def _finite(x: Any, ids: Any, what: str) -> np.ndarray:
+    """fp16 copy of an encoder output; refuses NaN/inf (also fp16 overflow) rather than storing garbage."""
+    import torch
+
+    h = x.half()  # cast on the device: half the bytes to copy back
+    ok = torch.isfinite(h).flatten(1).all(dim=1)  # [B]
+    if not bool(ok.all()):
+        bad = int(ids[int((~ok).nonzero()[0, 0])])
+        raise ValueError(f"{what} features: node {bad} encodes to non-finite values (NaN/inf or beyond fp16 range)")
+    return h.cpu().numpy()
+
+
+def _flush_shard(out: Path, i: int, S: int, n: int, buf: dict, parts: list) -> None:
+    for part in parts:
+        atomic_np_save(out / shard_name(i, f"{part}.npy"), buf[part])
+    files = {part: (out / shard_name(i, f"{part}.npy")).stat().st_size for part in parts}
+    atomic_write_json(out / shard_name(i, "done.json"),
+                      {"index": i, "start": i * S, "stop": min((i + 1) * S, n), "files": files})
+

@@ -1,0 +1,235 @@
+"""On-disk layout of cached encoder features, and the reader.
+
+FEATDIR/
+  manifest.json                 header (encoder, dims, dtype, N, shard_size, fingerprints) + finished shards
+  shard_00000.image.npy         fp16 [n, Li, Di]   (absent when the image modality is absent)
+  shard_00000.text.npy          fp16 [n, Lt, Dt]
+  shard_00000.text_mask.npy     bool [n, Lt]       True = real token
+  shard_00000.done.json         written last: the shard's range and file sizes
+  pooled.npy / pooled.json      optional cache of FeatureStore.pooled()
+
+Shard i holds nodes [i * shard_size, min((i + 1) * shard_size, N)). Every file goes through a temp name
+and a rename, the done record is written after its arrays, and the manifest lists a shard only after its
+done record exists, so a crash can never leave a shard that reads as valid. Image tokens are all valid
+for every encoder we ship (fixed patch grid), so the image mask is not stored; ``get`` returns all-True.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint
+
+FORMAT = "mlaga_fast.features/1"
+MANIFEST = "manifest.json"
+# Header keys that must agree between a half-finished directory and a run that wants to resume it.
+RESUME_KEYS = ("format", "encoder", "image", "text", "dtype", "num_nodes", "shard_size", "graph_fingerprint",
+               "mlaga_fast_version")
+
+
+def shard_name(i: int, part: str) -> str:
+    return f"shard_{i:05d}.{part}"
+
+
+def shard_parts(manifest: dict) -> list:
+    """Array files of one shard, by part name."""
+    parts = []
+    if manifest.get("image"):
+        parts.append("image")
+    if manifest.get("text"):
+        parts += ["text", "text_mask"]
+    return parts
+
+
+def features_fingerprint(header: dict) -> str:
+    """What the features are, independent of how they are laid out in shards."""
+    keys = ("format", "encoder", "encoder_info", "image", "text", "dtype", "num_nodes", "graph_fingerprint",
+            "mlaga_fast_version")
+    return fingerprint({k: header.get(k) for k in keys})
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    p = Path(path) / MANIFEST
+    try:
+        with open(p, encoding="utf-8") as f:
+            man = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"features: no {MANIFEST} in {path}; run `mlaga-fast features` first") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"features: {p} is not valid JSON ({e})") from None
+    if man.get("format") != FORMAT:
+        raise ValueError(f"features: {p} has format {man.get('format')!r}, expected {FORMAT!r}")
+    return man
+
+
+def shard_is_done(root: Path, manifest: dict, i: int) -> bool:
+    """True when shard i's done record exists and every file it names has the recorded size."""
+    try:
+        with open(root / shard_name(i, "done.json"), encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return False
+    S, N = manifest["shard_size"], manifest["num_nodes"]
+    if rec.get("index") != i or rec.get("start") != i * S or rec.get("stop") != min((i + 1) * S, N):
+        return False
+    files = rec.get("files", {})
+    if sorted(files) != sorted(shard_parts(manifest)):
+        return False
+    for part, size in files.items():
+        f = root / shard_name(i, f"{part}.npy")
+        if not f.is_file() or f.stat().st_size != size:
+            return False
+    return True
+
+
+class FeatureStore:
+    """Read-only view of a finished features directory; rows are read lazily from memory maps."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        m = self.manifest
+        if not m.get("complete"):
+            raise ValueError(
+                f"features: {self.path} is incomplete ({len(m.get('shards', []))}/{m.get('num_shards')} shards); "
+                f"rerun `mlaga-fast features` with the same arguments to resume"
+            )
+        self.num_nodes = int(m["num_nodes"])
+        self.shard_size = int(m["shard_size"])
+        self.num_shards = int(m["num_shards"])
+        self.image_len, self.image_dim = (m["image"]["tokens"], m["image"]["dim"]) if m.get("image") else (0, 0)
+        self.text_len, self.text_dim = (m["text"]["tokens"], m["text"]["dim"]) if m.get("text") else (0, 0)
+        self._parts = shard_parts(m)
+        if len(m.get("shards", [])) != self.num_shards:
+            raise ValueError(f"features: {self.path} manifest lists {len(m['shards'])} of {self.num_shards} shards")
+        self._maps: dict = {}
+
+    # --- identity -----------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def encoder(self) -> str:
+        return self.manifest["encoder"]
+
+    def __len__(self) -> int:
+        return self.num_nodes
+
+    def __repr__(self) -> str:
+        return (f"FeatureStore({str(self.path)!r}, encoder={self.encoder!r}, N={self.num_nodes}, "
+                f"image=[{self.image_len}, {self.image_dim}], text=[{self.text_len}, {self.text_dim}])")
+
+    # Memory maps are per process: drop them when pickled (DataLoader workers re-open lazily), so a
+    # worker never receives a copy of the data.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_maps"] = {}
+        return state
+
+    def _map(self, i: int, part: str) -> np.ndarray:
+        key = (i, part)
+        arr = self._maps.get(key)
+        if arr is None:
+            arr = np.load(self.path / shard_name(i, f"{part}.npy"), mmap_mode="r")
+            self._maps[key] = arr
+        return arr
+
+    # --- reading ------------------------------------------------------------------------------
+    def _check_idx(self, idx: Any) -> np.ndarray:
+        try:
+            import torch
+
+            if isinstance(idx, torch.Tensor):
+                idx = idx.detach().cpu().numpy()
+        except ImportError:  # pragma: no cover
+            pass
+        arr = np.asarray(idx)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1:
+            raise ValueError(f"idx: expected a 1-D array of node ids, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"idx: expected integer node ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64, copy=False)
+        bad = np.flatnonzero((arr < 0) | (arr >= self.num_nodes))
+        if bad.size:
+            raise ValueError(
+                f"idx: node id {int(arr[bad[0]])} at position {int(bad[0])} is outside [0, {self.num_nodes})")
+        return arr
+
+    def get_numpy(self, idx: Any) -> dict:
+        """Like ``get`` but returns NumPy arrays (fp16 features, bool masks)."""
+        ids = self._check_idx(idx)
+        n = ids.size
+        out = {
+            "image": np.zeros((n, self.image_len, self.image_dim), np.float16),
+            "image_mask": np.ones((n, self.image_len), bool),
+            "text": np.zeros((n, self.text_len, self.text_dim), np.float16),
+            "text_mask": np.zeros((n, self.text_len), bool),
+        }
+        shard = ids // self.shard_size
+        order = np.argsort(shard, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard[order])) + 1
+        for pos in np.split(order, bounds) if n else []:
+            i = int(shard[pos[0]])
+            rows = ids[pos] - i * self.shard_size
+            # Read shard rows in increasing file order (sequential I/O), then scatter back to the caller's
+            # order; only these rows are paged in.
+            srt = np.argsort(rows, kind="stable")
+            for part in self._parts:
+                out[part][pos[srt]] = self._map(i, part)[rows[srt]]
+        return out
+
+    def get(self, idx: Any) -> dict:
+        """Features of nodes ``idx`` (int array/tensor, any order, repeats allowed).
+
+        Returns dict(image=[n, Li, Di] fp16, image_mask=[n, Li] bool, text=[n, Lt, Dt] fp16,
+        text_mask=[n, Lt] bool) as torch CPU tensors; an absent modality has zero tokens.
+        """
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.get_numpy(idx).items()}
+
+    # --- pooled features for baselines ----------------------------------------------------------
+    def pooled(self, progress: bool = False) -> np.ndarray:
+        """float32 [N, Di + Dt]: per modality, the mean over valid tokens, concatenated (image first).
+
+        Computed once shard by shard (memory ~ one shard) and cached atomically as pooled.npy; the cache
+        is tied to this store's fingerprint and is recomputed if it does not match.
+        """
+        cache, meta = self.path / "pooled.npy", self.path / "pooled.json"
+        want = {"fingerprint": self.fingerprint, "image_dim": self.image_dim, "text_dim": self.text_dim}
+        if cache.is_file() and meta.is_file():
+            try:
+                ok = json.loads(meta.read_text(encoding="utf-8")) == want
+            except json.JSONDecodeError:
+                ok = False
+            if ok:
+                arr = np.load(cache)
+                if arr.shape == (self.num_nodes, self.image_dim + self.text_dim):
+                    return arr
+        from tqdm.auto import tqdm
+
+        out = np.zeros((self.num_nodes, self.image_dim + self.text_dim), np.float32)
+        step = 1024  # rows per chunk: float32 temporaries stay small whatever the shard size
+        for i in tqdm(range(self.num_shards), desc="pooling", unit="shard", disable=not progress):
+            base = i * self.shard_size
+            rows = min(self.shard_size, self.num_nodes - base)
+            for a in range(0, rows, step):
+                b = min(a + step, rows)
+                if self.image_len:
+                    img = self._map(i, "image")[a:b]  # [c, Li, Di] fp16
+                    out[base + a:base + b, :self.image_dim] = img.astype(np.float32).mean(axis=1)
+                if self.text_len:
+                    txt = self._map(i, "text")[a:b].astype(np.float32)  # [c, Lt, Dt]
+                    msk = np.asarray(self._map(i, "text_mask")[a:b])  # [c, Lt]
+                    cnt = np.maximum(msk.sum(axis=1, keepdims=True), 1).astype(np.float32)  # no text -> zeros
+                    out[base + a:base + b, self.image_dim:] = (txt * msk[..., None]).sum(axis=1) / cnt
+        atomic_np_save(cache, out)
+        atomic_write_json(meta, want)
+        return out
