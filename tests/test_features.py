@@ -1,6 +1,7 @@
 """Cached encoder features: encoders against their own libraries, shard layout, resume, bad input."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import time
@@ -495,3 +496,24 @@ def test_cached_open_clip_weights_are_found_offline(empty_caches, tmp_path):
     legacy.mkdir(parents=True)
     (legacy / "ViT-L-14.pt").write_bytes(b"weights")
     assert resolve_open_clip_weights("ViT-L-14", "openai")[0] == str(legacy / "ViT-L-14.pt")
+
+
+def test_offline_spec_image_size():
+    from mlaga_fast.features.encoders import parse_spec
+
+    assert parse_spec("offline").image_size == 224
+    s = parse_spec("offline@128")
+    assert (s.kind, s.image, s.text, s.image_size) == ("offline", True, True, 128)
+    s = parse_spec("efficientnet@96")
+    assert (s.image, s.text, s.image_size) == (True, False, 96)
+    assert parse_spec("efficientnet+minilm@64").text is True
+    with pytest.raises(ValueError, match="multiple of 32"):
+        parse_spec("offline@100")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite_pytorch") is None, reason="offline encoders not installed")
+def test_efficientnet_token_count_follows_image_size():
+    from mlaga_fast.features.encoders import load_encoder
+
+    enc = load_encoder("efficientnet@128", "cpu")
+    assert (enc.image_tokens, enc.image_dim) == (16, 1280)

@@ -45,3 +45,16 @@ def test_atomic_dir_replaces_on_success(tmp_path):
 def test_fingerprint_is_order_independent():
     assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_published_files_are_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic_write_json(tmp_path / "m.json", {})
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "x").write_text("1")
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from mlaga_fast.baselines.config import BaselineConfig
-from mlaga_fast.cli.main import cli
 from mlaga_fast.config import config_options, resolve_config
 
 
@@ -48,7 +47,7 @@ def _load_features(spec: str | None, data_dir: Path, graph) -> tuple:
                "encoder": store.encoder, "feature_dim": int(x.shape[1])}
 
 
-@cli.command("baseline")
+@click.command("baseline")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset directory written by mlaga_fast.data.save (holds graph.json)")
 @click.option("--features", "features", default=None,
@@ -97,7 +96,7 @@ def baseline(data_dir: str, features: str | None, out_file: str | None,
     click.echo(json.dumps(summary))
 
 
-@cli.command("results-table")
+@click.command("results-table")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="write the markdown here (atomic) instead of printing it")

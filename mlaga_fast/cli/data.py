@@ -9,10 +9,9 @@ import time
 
 import click
 
-from mlaga_fast.cli.main import cli
 
 
-@cli.group("data")
+@click.group("data")
 def data() -> None:
     """Datasets: prepare from MAGB / MM-GRAPH files, inspect, make the link-prediction split."""
 

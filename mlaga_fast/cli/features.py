@@ -8,12 +8,11 @@ from pathlib import Path
 
 import click
 
-from mlaga_fast.cli.main import cli
 from mlaga_fast.config import config_options, resolve_config
 from mlaga_fast.features.extract import FeatureConfig
 
 
-@cli.command("features")
+@click.command("features")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset directory written by mlaga_fast.data.save (holds graph.json)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -35,6 +35,21 @@ def plot() -> None:
     """Figures from runs."""
 
 
-# --- command registrations: one line per module, each owned by that module's author ---
-# (keep this block free of logic; a module adds its commands to `cli`, `train` or `plot`)
-# --- end of command registrations ---
+# --- command registrations: each area's module defines its commands; they are attached here ---
+# (subcommand modules never import this module, so any of them can be imported first)
+from mlaga_fast.cli.align import align_cmd, embed_cmd, plot_embeddings_cmd, probe_cmd  # noqa: E402
+from mlaga_fast.cli.baseline import baseline, results_table  # noqa: E402
+from mlaga_fast.cli.data import data  # noqa: E402
+from mlaga_fast.cli.demo import demo_cmd  # noqa: E402
+from mlaga_fast.cli.features import features  # noqa: E402
+from mlaga_fast.cli.instruct import eval_cmd, instruct_cmd  # noqa: E402
+from mlaga_fast.cli.ppr import ppr  # noqa: E402
+import mlaga_fast.cli.synth  # noqa: E402,F401  (adds `data synth` to the data group)
+
+for _cmd, _name in ((data, "data"), (features, "features"), (ppr, "ppr"), (embed_cmd, "embed"),
+                    (probe_cmd, "probe"), (eval_cmd, "eval"), (baseline, "baseline"),
+                    (results_table, "results-table"), (demo_cmd, "demo")):
+    cli.add_command(_cmd, _name)
+train.add_command(align_cmd, "align")
+train.add_command(instruct_cmd, "instruct")
+plot.add_command(plot_embeddings_cmd, "embeddings")

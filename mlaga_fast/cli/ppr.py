@@ -6,10 +6,9 @@ import time
 
 import click
 
-from mlaga_fast.cli.main import cli
 
 
-@cli.command("ppr")
+@click.command("ppr")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset directory written by mlaga_fast.data.save (holds graph.json)")
 @click.option("--alpha", type=float, default=0.15, show_default=True, help="teleport probability, in (0, 1)")

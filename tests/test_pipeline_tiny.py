@@ -1,0 +1,188 @@
+"""End-to-end tiny pipeline through the CLI: synth -> features -> align -> train instruct -> eval
+(NC and LP), plus transfer to an unseen dataset, resume, and the Stage-1 mismatch refusal.
+
+The data make the NC margin certain: 4 classes, edge homophily 0.95, no modality mismatch, so a
+node's own tokens and its PPR demonstrations both name its class; chance is 25%. The LLM is a tiny
+random Llama (frozen; init std 0.2 so signals pass through it); only the projector trains.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from mlaga_fast.cli.main import cli
+
+    r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return r
+
+
+def _dataset(root: Path, seed: int) -> Path:
+    from mlaga_fast.data.synth import make_catalogue
+    from mlaga_fast.features.extract import FeatureConfig, extract_features, graph_fingerprint
+
+    d = root / f"ds{seed}"
+    g = make_catalogue(d, nodes=240, classes=4, homophily=0.95, image_mismatch=0.0, text_mismatch=0.0,
+                       seed=seed, image_size=32, mean_degree=6.0)
+    extract_features(g, d / "features", FeatureConfig(encoder="tiny", device="cpu", batch_size=128),
+                     graph_fp=graph_fingerprint(g, d), progress=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    import torch
+
+    from helpers.tiny_llm import build_tiny_llm
+    from mlaga_fast.data import load
+    from mlaga_fast.train.align import AlignConfig, train_align
+
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
+    root = tmp_path_factory.mktemp("pipe")
+    a, b = _dataset(root, 1), _dataset(root, 2)
+    cfg = AlignConfig(dim=32, num_heads=2, num_queries=2, num_layers=1, batch_size=64, max_steps=30, warmup_steps=3, lr=3e-3,
+                      device="cpu", attn_backend="sdpa")
+    train_align(cfg, a, a / "features", root / "align", show_progress=False)
+    ga, gb = load(a), load(b)
+    llm = build_tiny_llm(root / "llm", list(ga.texts) + list(gb.texts) + list(ga.class_names), init_std=0.2)
+    run = root / "run2"
+    r = _cli(["train", "instruct", "--data", a, "--align", root / "align", "--llm", llm, "--tasks", "nc,lp",
+              "--out", run, "--epochs", 10, "--batch-size", 16, "--lr", "1e-2", "--device", "cpu",
+              "--save-every", 20, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return root, a, b, run
+
+
+def _eval(run, data, task, out, *extra):
+    r = _cli(["eval", "--run", run, "--data", data, "--task", task, "--device", "cpu", "--out", out,
+              "--no-progress", *extra])
+    assert r.exit_code == 0, r.output
+    text = r.output[r.output.rindex('{"method"'):]  # progress bars of transformers may precede it
+    return json.loads(text), json.loads(Path(out).read_text())
+
+
+def test_run_artifacts(pipeline):
+    from mlaga_fast.train.manifest import read_stage_manifest
+
+    root, a, _, run = pipeline
+    m = read_stage_manifest(run, "instruct")
+    assert m["dims"]["nq"] == 2 and m["dims"]["d"] == 32 and m["dims"]["hidden"] == 64
+    assert m["inputs"]["datasets"][0]["dir"] == str(a)
+    assert (run / "projector.safetensors").is_file() and (run / "config.json").is_file()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    first, last = lines[0]["loss"], lines[-1]["loss"]
+    assert last < first  # the projector learns
+    # node tokens were cached once, keyed by aligner + features
+    assert len(list((a / "features" / "node_tokens").glob("*.npy"))) == 1
+
+
+def test_nc_accuracy_well_above_chance(pipeline, tmp_path):
+    root, a, _, run = pipeline
+    summary, res = _eval(run, a, "nc", tmp_path / "nc.json")
+    assert res["task"] == "nc" and res["num_examples"] == summary["num_examples"] > 30
+    chance = res["extra"]["chance"]
+    assert chance <= 0.4
+    assert res["accuracy"] >= chance + 0.3, res
+    assert 0.0 <= res["extra"]["generation"]["accuracy"] <= 1.0
+    for suffix in (".png", ".gen.png", ".md"):
+        assert (tmp_path / f"nc{suffix}").stat().st_size > 0
+    assert sum(map(sum, res["confusion"])) == res["num_examples"]
+
+
+def test_lp_eval_is_balanced_and_scored(pipeline, tmp_path):
+    root, a, _, run = pipeline
+    summary, res = _eval(run, a, "lp", tmp_path / "lp.json")
+    conf = np.asarray(res["confusion"])
+    assert conf.sum(1)[0] == conf.sum(1)[1] > 0  # balanced positives / negatives
+    assert res["extra"]["chance"] == pytest.approx(0.5)
+    assert res["class_names"] == ["No", "Yes"]
+    assert res["num_invalid"] == 0  # constrained scoring always answers
+
+
+def test_transfer_to_unseen_dataset_without_tuning(pipeline, tmp_path):
+    root, _, b, run = pipeline
+    summary, res = _eval(run, b, "nc", tmp_path / "t.json")
+    assert res["extra"]["transfer"] is True and res["dataset"]
+    assert res["accuracy"] >= res["extra"]["chance"] + 0.15, res
+
+
+def test_ablation_flags(pipeline, tmp_path):
+    root, a, _, run = pipeline
+    s_none, r_none = _eval(run, a, "nc", tmp_path / "none.json", "--demos", "none", "--no-generate")
+    s_rand, r_rand = _eval(run, a, "nc", tmp_path / "rand.json", "--demos", "random", "--no-generate")
+    assert r_none["extra"]["demos"] == "none" and "none-demos" in r_none["method"]
+    assert r_rand["extra"]["demos"] == "random"
+    assert r_none["extra"]["generation"] is None
+
+
+def test_resume_and_stage1_mismatch(pipeline, tmp_path):
+    root, a, b, run = pipeline
+    # a finished run refuses to be overwritten without --resume
+    r = _cli(["train", "instruct", "--data", a, "--align", root / "align", "--llm", root / "llm", "--out", run,
+              "--device", "cpu", "--no-progress"])
+    assert r.exit_code != 0 and "--resume" in r.output
+    # the aligner was trained on dataset a's features: training on b's is refused, naming the mismatch
+    r = _cli(["train", "instruct", "--data", b, "--align", root / "align", "--llm", root / "llm",
+              "--out", tmp_path / "x", "--device", "cpu", "--no-progress"])
+    assert r.exit_code != 0 and "do not match" in r.output
+    # --resume of the finished run continues from its last checkpoint (nothing left to do)
+    r = _cli(["train", "instruct", "--out", run, "--resume", "--no-progress"])
+    assert r.exit_code == 0, r.output
+
+
+def test_resume_reproduces_uninterrupted_training(pipeline, tmp_path):
+    """Kill-and-resume equivalence: drop the last checkpoint and outputs, resume, same weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root, a, _, _ = pipeline
+    args = ["train", "instruct", "--data", a, "--align", root / "align", "--llm", root / "llm", "--tasks", "nc,lp",
+            "--max-steps", 6, "--save-every", 3, "--batch-size", 4, "--lr", "1e-2", "--device", "cpu",
+            "--no-progress"]
+    r = _cli(args + ["--out", tmp_path / "full"])
+    assert r.exit_code == 0, r.output
+    ref = load_file(str(tmp_path / "full" / "projector.safetensors"))
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "full", part)
+    (part / "checkpoints" / "step_000000006.pt").unlink()
+    (part / "projector.safetensors").unlink()
+    (part / "manifest.json").unlink()
+    r = _cli(["train", "instruct", "--out", part, "--resume", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    got = load_file(str(part / "projector.safetensors"))
+    for k in ref:
+        np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated steps after resume
+
+
+def test_raw_feature_ablation_trains_its_own_projector(pipeline, tmp_path):
+    from mlaga_fast.features import FeatureStore
+    from mlaga_fast.train.manifest import read_stage_manifest
+
+    root, a, b, _ = pipeline
+    run = tmp_path / "raw"
+    # two datasets in one run: batches mix them (and their tasks); no aligner involved
+    r = _cli(["train", "instruct", "--data", f"{a},{b}", "--node-source", "raw", "--llm", root / "llm", "--tasks", "nc",
+              "--epochs", 3, "--batch-size", 16, "--lr", "1e-2", "--device", "cpu", "--out", run, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    m = read_stage_manifest(run, "instruct")
+    fs = FeatureStore(a / "features")
+    assert m["dims"]["nq"] == 1 and m["dims"]["d"] == fs.image_dim + fs.text_dim
+    assert m["inputs"]["align"] is None
+    assert [d["dir"] for d in m["inputs"]["datasets"]] == [str(a), str(b)]
+    summary, res = _eval(run, a, "nc", tmp_path / "raw.json", "--no-generate")
+    assert "raw-features" in res["method"] and res["extra"]["node_source"] == "raw"
+    assert res["accuracy"] >= res["extra"]["chance"] + 0.2, res
