@@ -75,16 +75,16 @@ def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: 
         ("mlaga", "MLaGA random demonstrations", "nc", "random"),
         ("raw", "MLaGA w/o aligner (raw features)", "nc", None), ("raw", "MLaGA w/o aligner (raw features)", "lp", None),
     ]
-    results = []
+    results, llm = [], None
     for key in ("mlaga", "raw"):
-        loaded = load_run(runs[key], "cpu")
+        loaded = load_run(runs[key], "cpu", llm=llm)
+        llm = loaded[1:3]  # (model, tokenizer): both runs share the frozen LLM, loaded once
         for _, method, task, demos in (v for v in variants if v[0] == key):
             opts = EvalOptions(task=task, split="test", features=str(feat_dir), demos=demos,
                                max_examples=cfg.eval_nc if task == "nc" else cfg.eval_lp, generate=cfg.generate,
                                device="cpu", seed=cfg.seed, method=method)
             slug = method.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "")
             results.append(evaluate(runs[key], data_dir, opts, out=eval_dir / f"{slug}_{task}", loaded=loaded))
-        del loaded
     return results
 
 
