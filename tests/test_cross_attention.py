@@ -335,10 +335,11 @@ def test_backend_selection(monkeypatch):
         _select_backend(q, k, "triton")
 
 
-def test_import_does_not_load_triton():
+def test_import_does_not_load_triton(tmp_path):
     code = "import sys, mlaga_fast.ops, mlaga_fast.ops.cross_attention; print('triton' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "MLAGA_ATTN_BACKEND"}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)  # not the repo root: import the installed package
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
 
@@ -366,11 +367,12 @@ print("compiled")
 """
 
 
-def test_kernels_compile_for_sm90_without_a_gpu():
+def test_kernels_compile_for_sm90_without_a_gpu(tmp_path):
     """The interpreter never runs Triton's GPU compiler: lower fwd + bwd (bf16, dh 64) to sm_90 cubin."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # JIT functions, not interpreted
-    res = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=tmp_path)  # not the repo root: import the installed package
     if res.returncode != 0 and "ptxas" in res.stderr and "not found" in res.stderr:
         pytest.skip("no ptxas shipped with this triton")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -46,10 +46,11 @@ def test_kernels_are_inside_the_package():
     assert spec is None or "mlaga_fast" not in str(spec.origin or "")
 
 
-def test_import_is_light():
+def test_import_is_light(tmp_path):
     import subprocess
     import sys
 
     code = "import sys, mlaga_fast, mlaga_fast.cli.main; print(sorted(m for m in ('torch','triton','transformers') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout  # not the repo root: import the installed package
     assert out.strip() == "[]"
