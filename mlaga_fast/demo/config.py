@@ -18,7 +18,7 @@ class DemoConfig:
         "help": "feature encoder spec; 'offline@128' = MiniLM text + EfficientNet-Lite0 image at 128 px (real "
                 "weights; the 64 px synthetic pictures lose nothing at 128 px)"})
     # --- Stage 1 ---
-    align_epochs: int = field(default=4, metadata={"help": "aligner epochs"})
+    align_epochs: int = field(default=3, metadata={"help": "aligner epochs"})
     align_d: int = field(default=128, metadata={"help": "aligner width"})
     num_queries: int = field(default=4, metadata={"help": "aligned tokens per node (nq)"})
     # --- Stage 2 ---
@@ -27,8 +27,8 @@ class DemoConfig:
     lp_train: int = field(default=96, metadata={"help": "LP training prompts"})
     instruct_epochs: int = field(default=1, metadata={"help": "passes over the Stage 2 prompts"})
     instruct_lr: float = field(default=2e-3, metadata={"help": "projector learning rate"})
-    eval_nc: int = field(default=120, metadata={"help": "test nodes scored per NC variant"})
-    eval_lp: int = field(default=96, metadata={"help": "test pairs scored per LP variant"})
+    eval_nc: int = field(default=100, metadata={"help": "test nodes scored per NC variant"})
+    eval_lp: int = field(default=80, metadata={"help": "test pairs scored per LP variant"})
     generate: bool = field(default=False, metadata={"help": "also score free generation (slower)"})
     baseline_epochs: int = field(default=100, metadata={"help": "full-batch epochs of the GNN/MLP baselines"})
     # --- runtime ---

@@ -103,7 +103,7 @@ def _baselines(cfg: DemoConfig, data_dir: Path, feat_dir: Path, eval_dir: Path) 
             if model == "labelprop" and task == "lp":
                 continue  # label propagation uses labels, not edges: it has no link scorer
             res = run_baseline(graph, pooled, BaselineConfig(
-                model=model, task=task, seed=cfg.seed, epochs=cfg.baseline_epochs, progress=False,
+                model=model, task=task, seed=cfg.seed, epochs=cfg.baseline_epochs, patience=20, progress=False,
                 num_threads=1))  # small full-batch ops: one thread is fastest
             res["method"] = label
             write_result_json(eval_dir / f"baseline_{model}_{task}.json", res)
@@ -132,6 +132,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     from mlaga_fast.eval.probe import probe_run
     from mlaga_fast.eval.report import results_table_markdown
     from mlaga_fast.train.embed import export_embeddings
+    from mlaga_fast.utils.io import atomic_write_json
 
     out = Path(out)
     if out.exists():
@@ -139,8 +140,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
             raise click.ClickException(f"{out} exists and is not a demo output folder; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    from mlaga_fast.utils.io import atomic_write_json
-
     atomic_write_json(out / "demo.json", {"config": asdict(cfg)})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
