@@ -39,3 +39,15 @@ def magb_dir() -> Path:
     if not (path / "ToysGraph.pt").exists():
         pytest.skip(f"real MAGB graphs not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tests of many tiny matmuls: on a shared 2-core machine intra-op threads mostly wait on each
+    other (10x slower measured), so run single-threaded and restore the setting afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

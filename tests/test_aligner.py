@@ -13,14 +13,7 @@ from mlaga_fast.models.aligner import Aligner, _SelfAttention
 from mlaga_fast.models.contrastive import embedding_spread, graph_infonce, sample_positives
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run many tiny matmuls; on a shared 2-core machine, intra-op threads mostly wait on
-    # each other (10x slower measured), so run them single-threaded and restore the setting after.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(B=3, Li=5, Di=12, Lt=7, Dt=10, seed=0):

@@ -17,14 +17,7 @@ TINY = dict(dim=16, num_layers=2, num_heads=2, num_queries=2, cross_attention_ev
             device="cpu", lr=3e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run many tiny matmuls; on a shared 2-core machine, intra-op threads mostly wait on
-    # each other (10x slower measured), so run them single-threaded and restore the setting after.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_inputs(tmp_path_factory) -> tuple[Path, Path]:
