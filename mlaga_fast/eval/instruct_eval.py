@@ -181,13 +181,19 @@ def write_outputs(res: dict, out: str | Path) -> None:
     from mlaga_fast.utils.io import atomic_write_text
 
     out = Path(out)
-    stem = out.with_suffix("") if out.suffix == ".json" else out
-    write_result_json(stem.with_suffix(".json"), res)
-    plot_confusion(res, stem.with_suffix(".png"))
+    # FILE.json -> FILE.json, FILE.png, FILE.gen.png, FILE.md; only a final ".json" is replaced, so
+    # dotted names such as "run.lp.json" keep every part.
+    stem = out.with_name(out.name[:-len(".json")] if out.name.endswith(".json") else out.name)
+
+    def sibling(suffix: str) -> Path:
+        return stem.with_name(stem.name + suffix)
+
+    write_result_json(sibling(".json"), res)
+    plot_confusion(res, sibling(".png"))
     gen = res["extra"].get("generation")
     rows = [res] + ([gen] if gen else [])
     if gen:
-        plot_confusion(gen, stem.with_name(stem.name + ".gen.png"))
+        plot_confusion(gen, sibling(".gen.png"))
     md = [f"# {res['method']} on {res['dataset']} ({res['task'].upper()}, {res['split']})", "",
           results_table_markdown(rows),
           f"Chance (majority class): {100 * res['extra']['chance']:.2f}%; examples: {res['num_examples']}; "
@@ -196,7 +202,7 @@ def write_outputs(res: dict, out: str | Path) -> None:
     for name, acc in res["per_class_accuracy"].items():
         g = gen["per_class_accuracy"].get(name) if gen else None
         md.append(f"| {name} | {_pct(acc)} | {_pct(g)} |")
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(md) + "\n")
+    atomic_write_text(sibling(".md"), "\n".join(md) + "\n")
 
 
 def _pct(x) -> str:

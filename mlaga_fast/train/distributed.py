@@ -7,6 +7,7 @@ process, so the same training code runs under plain ``python`` too.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ __all__ = [
     "all_gather_with_grad",
     "all_gather_no_grad",
     "all_reduce_mean",
+    "all_reduce_sum",
+    "all_reduce_grads_mean",
+    "broadcast_params",
+    "main_first",
     "pick_device",
 ]
 
@@ -174,3 +179,48 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y / dist.get_world_size()
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a (detached) tensor over ranks; ``x`` itself is left as it was."""
+    if not is_distributed():
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y
+
+
+def all_reduce_grads_mean(params) -> None:
+    """Average ``.grad`` over ranks in place with one flat all_reduce, as DDP does for the parameters
+    it wraps. Parameters without a grad are skipped: every rank runs the same model on the same kind
+    of batch, so the set of parameters with grads is the same on every rank."""
+    if not is_distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1).float() for g in grads])  # [sum numel], fp32 even for bf16 grads
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def broadcast_params(params, src: int = 0) -> None:
+    """Copy rank ``src``'s parameter values to every rank (DDP does this for the parameters it wraps)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=src)
+
+
+@contextlib.contextmanager
+def main_first():
+    """Run the body on rank 0 first and then on the other ranks, e.g. so that rank 0 alone fills a disk
+    cache that the others then read. If rank 0 fails inside, the others wait until torchrun stops them."""
+    if is_distributed() and not is_main_process():
+        barrier()
+    yield
+    if is_distributed() and is_main_process():
+        barrier()

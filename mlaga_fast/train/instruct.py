@@ -2,12 +2,15 @@
 
 RUN2/ holds config.json (resolved InstructConfig), manifest.json (stage "instruct": aligner run
 identity, per-dataset features/graph records, LLM spec and hidden size, projector dims, template
-fingerprint, truncation policy), metrics.jsonl, checkpoints/step_*.pt, projector.safetensors and,
-with LoRA, lora/ (a peft adapter folder).
+fingerprint, truncation policy, and as in Stage 1 a "train" record with the steps and world size),
+metrics.jsonl (the loss is the mean over all ranks' answer tokens), checkpoints/step_*.pt,
+projector.safetensors and, with LoRA, lora/ (a peft adapter folder).
 
 Batches mix tasks and datasets: all examples are built up front (cheap: token ids only), shuffled
 per epoch with a seeded generator, and cut into batches; under torchrun rank r takes every
-world-th batch and DDP averages the projector's gradients.
+world-th batch, and each rank's summed answer loss is scaled by world / (answer tokens of all ranks),
+so DDP's gradient average is the gradient of the token mean over the union of the ranks' batches:
+the same step as one process with a world times larger batch.
 """
 from __future__ import annotations
 
@@ -129,39 +132,62 @@ def _check_cfg(cfg: InstructConfig) -> None:
 
 
 def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
-    """Run Stage 2; returns the run dir. Safe to interrupt: --resume continues from the last checkpoint."""
-    import torch
+    """Run Stage 2; returns the run dir. Safe to interrupt: --resume continues from the last checkpoint.
 
-    from mlaga_fast.llm.loading import LLMOptions, hidden_size, load_llm, trainable_llm_state
-    from mlaga_fast.models.projector import Projector, ProjectorConfig, save_projector
+    Under torchrun with W processes and per-process batch B, every step takes the same W*B prompts and
+    the same gradient (the mean over all their answer tokens) as one process with batch W*B; only rank 0
+    writes files (the run dir and the datasets' node-token and PPR caches).
+    """
+    import torch.distributed as tdist
+
     from mlaga_fast.train import distributed as dist
-    from mlaga_fast.train.checkpoint import find_latest, load_checkpoint, save_checkpoint
-    from mlaga_fast.train.instruct_batch import answer_loss, collate, gather_node_tokens
-    from mlaga_fast.train.instruct_data import aligner_identity, load_dataset_inputs
-    from mlaga_fast.train.manifest import MANIFEST_NAME, write_stage_manifest
-    from mlaga_fast.train.metrics import JsonlLogger, progress as pbar
-    from mlaga_fast.train.schedule import cosine_with_warmup
+    from mlaga_fast.train.checkpoint import find_latest
+    from mlaga_fast.train.manifest import MANIFEST_NAME
 
     _check_cfg(cfg)
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     latest = find_latest(ckpt_dir) if resume else None
-    if not resume and (out / MANIFEST_NAME).exists() or (not resume and find_latest(ckpt_dir) is not None):
+    if not resume and ((out / MANIFEST_NAME).exists() or find_latest(ckpt_dir) is not None):
         raise ValueError(f"out: {out} already holds a Stage-2 run; pass --resume or choose another --out")
+    owns_group = not (tdist.is_available() and tdist.is_initialized())
     info = dist.init_distributed(cfg.device)
-    main = info.is_main
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    try:
+        _train(cfg, out, info, latest, progress)
+    finally:
+        if owns_group:
+            dist.cleanup_distributed()
+    return out
 
-    datasets = [load_dataset_inputs(d, cfg.features[i] if cfg.features else None, source=cfg.node_source,
-                                    align_dir=cfg.align or None, allow_unseen=cfg.allow_unseen_features,
-                                    device=str(info.device), progress=progress and main)
-                for i, d in enumerate(cfg.data)]
+
+def _train(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> None:
+    import torch
+
+    from mlaga_fast.llm.loading import LLMOptions, hidden_size, load_llm, trainable_llm_state
+    from mlaga_fast.models.projector import Projector, ProjectorConfig, save_projector
+    from mlaga_fast.train import distributed as dist
+    from mlaga_fast.train.checkpoint import load_checkpoint, save_checkpoint
+    from mlaga_fast.train.instruct_batch import answer_loss, answer_token_count, collate, gather_node_tokens
+    from mlaga_fast.train.instruct_data import aligner_identity, load_dataset_inputs
+    from mlaga_fast.train.manifest import write_stage_manifest
+    from mlaga_fast.train.metrics import JsonlLogger, progress as pbar
+    from mlaga_fast.train.schedule import cosine_with_warmup
+
+    main = info.is_main
+    with dist.main_first():  # rank 0 fills the node-token caches; the other ranks then read them
+        datasets = [load_dataset_inputs(d, cfg.features[i] if cfg.features else None, source=cfg.node_source,
+                                        align_dir=cfg.align or None, allow_unseen=cfg.allow_unseen_features,
+                                        device=str(info.device), progress=progress and main)
+                    for i, d in enumerate(cfg.data)]
     shapes = {tuple(ds.tokens.shape[1:]) for ds in datasets}
     if len(shapes) != 1:
         raise ValueError(f"datasets give node tokens of different shapes {sorted(shapes)}; use one aligner/encoder")
     nq, d = shapes.pop()
 
+    # Seeded here, not earlier: filling a cache runs the aligner, which draws from the RNG, and the
+    # initial projector / LoRA weights must not depend on whether this process found a cache.
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
     opts = LLMOptions(dtype=cfg.dtype, device=str(info.device), lora=cfg.lora, lora_r=cfg.lora_r,
                       lora_alpha=cfg.lora_alpha, gradient_checkpointing=cfg.gradient_checkpointing,
                       flash_attn=cfg.flash_attn)
@@ -170,23 +196,28 @@ def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False
         model.train()  # HF only checkpoints in training mode; Llama-family dropouts are 0
     H = hidden_size(model)
     proj = Projector(ProjectorConfig(d, H, cfg.projector_hidden)).to(info.device)
-    examples = build_training_examples(cfg, datasets, tok, nq, progress=progress and main)
+    with dist.main_first():  # rank 0 fills the PPR demonstration caches
+        examples = build_training_examples(cfg, datasets, tok, nq, progress=progress and main)
     if not examples:
         raise ValueError("no training prompts were built (empty train split?)")
 
     world = info.world_size
     batches_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / world)
+    steps_per_epoch = math.ceil(batches_per_epoch / world)  # == ceil(len(examples) / (world * batch_size))
     total = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.epochs
-    params = list(proj.parameters()) + [p for p in model.parameters() if p.requires_grad]
+    lora_params = [p for p in model.parameters() if p.requires_grad]  # [] without LoRA
+    params = list(proj.parameters()) + lora_params
     ddp_proj = proj
     if world > 1:
+        # DDP broadcasts rank 0's projector now and averages its gradients in backward; the LoRA
+        # adapters are not wrapped (peft model), so they get the same two things by hand.
         ddp_proj = torch.nn.parallel.DistributedDataParallel(proj, device_ids=[info.device] if info.device.type == "cuda" else None)
+        dist.broadcast_params(lora_params)
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = cosine_with_warmup(optim, int(cfg.warmup_ratio * total), total, cfg.min_lr_ratio)
 
     step = 0
-    if latest is not None:
+    if latest is not None:  # every rank loads the same checkpoint
         state = load_checkpoint(latest, model=proj, optimizer=optim, scheduler=sched)
         step = int(state["step"])
         lora_state = state["extra"].get("lora") or {}
@@ -208,34 +239,46 @@ def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False
         epoch, pos = divmod(step, steps_per_epoch)
         order = np.random.default_rng([cfg.seed, epoch, 11]).permutation(len(examples))
         b = pos * world + info.rank  # this rank's batch index within the epoch
-        if b >= batches_per_epoch:
-            b = b % batches_per_epoch  # uneven tail under torchrun: reuse a batch, keeps ranks in step
+        # Uneven tail: a rank with no batch left in the epoch runs batch 0 again so that DDP's collectives
+        # line up, but with weight 0, so the step's gradient comes from the other ranks' batches alone:
+        # the same prompts that one process with batch world * batch_size takes in its last step.
+        real = b < batches_per_epoch
+        b = b if real else 0
         batch_ex = [examples[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
         batch = collate(batch_ex, pad, with_answer=True)
-        loss = answer_loss(model, ddp_proj, batch, gather_node_tokens(batch_ex, tokens), info.device)
-        if not torch.isfinite(loss):
-            raise ValueError(f"step {step}: loss is {loss.item()} (lower --lr, or check dtype {cfg.dtype})")
+        loss_sum = answer_loss(model, ddp_proj, batch, gather_node_tokens(batch_ex, tokens), info.device,
+                               reduction="sum")  # []: summed over this rank's answer tokens
+        n_tok = answer_token_count(batch) if real else 0
+        if not real:
+            loss_sum = loss_sum * 0.0
+        # [2]: the step's loss sum and answer-token count over all ranks, in one all_reduce
+        totals = dist.all_reduce_sum(torch.tensor([float(loss_sum.detach()), n_tok], dtype=torch.float64,
+                                                  device=info.device))
+        n_all = float(totals[1])
+        step_loss = float(totals[0]) / n_all  # mean over the answer tokens of all ranks
+        if not math.isfinite(step_loss):  # the same value on every rank, so all of them stop
+            raise ValueError(f"step {step}: loss is {step_loss} (lower --lr, or check dtype {cfg.dtype})")
+        # DDP (and the LoRA all-reduce) average the ranks' gradients, so scaling each rank's sum by
+        # world / n_all gives the gradient of the global token mean; in one process it is the plain mean.
+        loss = loss_sum * world / n_all
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        if world > 1 and cfg.lora:
-            for p in params[len(list(proj.parameters())):]:
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
+        if world > 1 and lora_params:
+            dist.all_reduce_grads_mean(lora_params)
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         optim.step()
         sched.step()
         step += 1
-        run_loss += float(loss.detach())
+        run_loss += step_loss
         run_n += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        bar.set_postfix(loss=f"{step_loss:.3f}")
         if step % cfg.log_every == 0 or step == total:
             logger.log({"loss": run_loss / run_n, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
                         "epoch": epoch}, step=step)
             run_loss, run_n = 0.0, 0
         if main and (step % cfg.save_every == 0 or step == total):
-            save_checkpoint(ckpt_dir, step, model=proj, optimizer=optim, scheduler=sched,
+            save_checkpoint(out / "checkpoints", step, model=proj, optimizer=optim, scheduler=sched,
                             extra={"lora": trainable_llm_state(model)})
     bar.close()
 
@@ -254,7 +297,6 @@ def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False
                    "templates_fingerprint": templates_fingerprint(),
                    "truncation": {"max_length": cfg.max_length, "target_text_tokens": cfg.target_text_tokens,
                                   "demo_text_tokens": cfg.demo_text_tokens},
-                   "num_examples": len(examples), "steps": int(total)})
+                   "num_examples": len(examples), "steps": int(total),
+                   "train": {"steps": int(total), "world_size": world, "global_batch_size": world * cfg.batch_size}})
     dist.barrier()
-    dist.cleanup_distributed()
-    return out

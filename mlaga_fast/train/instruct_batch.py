@@ -87,8 +87,17 @@ def embed_inputs(model, projector, batch: dict, node_tokens: torch.Tensor, devic
     return splice_node_embeds(emb, batch["input_ids"].to(device), proj.to(emb.weight.dtype))
 
 
-def answer_loss(model, projector, batch: dict, node_tokens: torch.Tensor, device) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens only."""
+def answer_token_count(batch: dict) -> int:
+    """Number of answer tokens in a collated batch (the labels that are not IGNORE_INDEX)."""
+    return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
+def answer_loss(model, projector, batch: dict, node_tokens: torch.Tensor, device, *,
+                reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over answer tokens only: their mean, or their sum with reduction="sum" (the
+    trainer sums, so that several processes can divide by the answer-token count of all of them)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: {reduction!r} is not one of ['mean', 'sum']")
     if batch["answer_len"] < 1:
         raise ValueError("answer_loss: the batch has no answer tokens (collate with with_answer=True)")
     embeds = embed_inputs(model, projector, batch, node_tokens, device)
@@ -98,4 +107,4 @@ def answer_loss(model, projector, batch: dict, node_tokens: torch.Tensor, device
     logits = out.logits[:, :-1].float()  # [B, keep-1, V]: predictions for the last keep-1 columns
     target = batch["labels"][:, -(keep - 1):].to(device)  # [B, keep-1]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                             ignore_index=IGNORE_INDEX)
+                                             ignore_index=IGNORE_INDEX, reduction=reduction)
