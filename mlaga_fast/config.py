@@ -204,13 +204,15 @@ def resolve_config(
     config_file: str | os.PathLike | None = None,
     preset: str | None = None,
     presets: Mapping[str, Mapping[str, Any]] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> T:
-    """defaults < preset < file < CLI. ``cli_values`` entries that are None were not passed.
+    """defaults < base < preset < file < CLI. ``cli_values`` entries that are None were not passed;
+    ``base`` is e.g. the saved config of a run being resumed.
 
     Keys in ``cli_values`` that are not fields of ``cls`` are ignored, so a command can pass its whole
     ``**kwargs`` (including --data/--out style arguments handled elsewhere).
     """
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(base or {})
     if preset is not None:
         presets = presets or {}
         if preset not in presets:

@@ -178,6 +178,12 @@ def test_resume_and_stage1_mismatch(pipeline, tmp_path):
     # --resume of the finished run continues from its last checkpoint (nothing left to do)
     r = _cli(["train", "instruct", "--out", run, "--resume", "--no-progress"])
     assert r.exit_code == 0, r.output
+    # resuming with another learning rate would not continue the same run: refused, naming the field
+    r = _cli(["train", "instruct", "--out", run, "--resume", "--lr", "5e-3", "--no-progress"])
+    assert r.exit_code != 0 and "different config" in r.output and "lr: run has 0.01, now 0.005" in r.output
+    # where it runs and how often it logs may change; the saved config supplies everything else
+    r = _cli(["train", "instruct", "--out", run, "--resume", "--device", "cpu", "--log-every", "5", "--no-progress"])
+    assert r.exit_code == 0, r.output
 
 
 def test_resume_reproduces_uninterrupted_training(pipeline, tmp_path):

@@ -36,7 +36,9 @@ class LLMOptions:
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    # 0: the trainer keeps the LLM in eval mode except under gradient checkpointing (HF checkpoints only
+    # in training mode), so any dropout here would switch on with that flag alone and change the training.
+    lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     gradient_checkpointing: bool = False
     flash_attn: str = "auto"  # auto (use when installed and on CUDA) | on | off
