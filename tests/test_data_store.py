@@ -117,3 +117,55 @@ def test_save_link_split_in_place_keeps_other_files(tmp_path):
     with pytest.raises(ValueError, match="val_neg: pair .* is an edge"):
         save_link_split(tmp_path / "ds", bad)
     np.testing.assert_array_equal(load(tmp_path / "ds").link_split.val_pos, s2.val_pos)
+
+
+def test_save_over_a_dataset_keeps_what_other_tools_wrote(tmp_path, monkeypatch):
+    d = tmp_path / "ds"
+    old = _graph(seed=0, images=ArrayImageSource(np.full((50, 4, 4, 3), 7, np.uint8)))
+    old.set_link_split(split_links(old, 0.1, 0.1, seed=1))
+    save(old, d)
+    shard = np.arange(12, dtype=np.float16)
+    (d / "features").mkdir()  # e.g. hours of encoder features, and a cache beside them
+    np.save(d / "features" / "shard_00000.npy", shard)
+    (d / "cache").mkdir()
+    (d / "cache" / "ppr.npz").write_bytes(b"cached")
+    (d / "notes.txt").write_text("mine")
+
+    # an interrupted save over it leaves every file of the old directory as it was
+    real = store._write_texts
+
+    def boom(dd, texts):
+        real(dd, texts)
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(store, "_write_texts", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save(_graph(seed=1), d)
+    monkeypatch.undo()
+    assert load(d, verify_fingerprint=True).fingerprint == old.fingerprint
+    np.testing.assert_array_equal(np.load(d / "features" / "shard_00000.npy"), shard)
+
+    new = _graph(seed=1)  # no images, no link split: the old dataset's files for them must go
+    save(new, d)
+    h = load(d, verify_fingerprint=True)
+    assert h.fingerprint == new.fingerprint and h.link_split is None and h.images is None
+    np.testing.assert_array_equal(np.load(d / "features" / "shard_00000.npy"), shard)
+    assert (d / "cache" / "ppr.npz").read_bytes() == b"cached" and (d / "notes.txt").read_text() == "mine"
+    names = sorted(p.name for p in d.iterdir())
+    assert not any(n.startswith(("link_split", "images")) for n in names), names
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temp or old sibling left
+
+
+def test_save_refuses_a_directory_that_is_not_a_dataset(tmp_path):
+    d = tmp_path / "home"
+    d.mkdir()
+    (d / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="non-empty directory without a dataset"):
+        save(_graph(), d)
+    assert [p.name for p in d.iterdir()] == ["thesis.tex"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        save(_graph(), tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    save(_graph(), tmp_path / "empty")  # an empty directory is fine
+    assert load(tmp_path / "empty").num_nodes == 50

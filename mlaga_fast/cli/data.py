@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -34,10 +35,11 @@ def prepare(fmt: str, root: str, name: str, out_dir: str, images: str | None, se
     """Read benchmark files, clean the graph (symmetrise, merge duplicates, drop self-loops), and
     write a dataset directory (atomically)."""
     from mlaga_fast.data.inspect import format_report, inspect_graph
-    from mlaga_fast.data.store import save
+    from mlaga_fast.data.store import check_save_target, save
 
     t0 = time.perf_counter()
     try:
+        check_save_target(Path(out_dir))  # before the slow load: refuse a directory save would not replace
         if fmt == "magb":
             from mlaga_fast.data.magb import load_magb
 

@@ -2,6 +2,8 @@
 
 ``save`` builds the whole directory under a temporary sibling name and renames it into place, so
 an interrupted save leaves either the previous dataset or nothing; never a directory that loads.
+Entries of a previous dataset directory that are not the dataset's own files (features/, caches)
+are kept across a save.
 ``load`` memory-maps large arrays and validates everything before returning. The format is
 documented in docs/data_format.md.
 """
@@ -77,12 +79,84 @@ def _link_manifest(d: Path, split: LinkSplit, sub: str = "link_split") -> dict:
     return {f: _put(d, f"{sub}/{f}.npy", getattr(split, f)) for f in LINK_FIELDS}
 
 
+# Manifest keys whose values are paths inside the dataset directory (arrays, texts, image files).
+_PATH_KEYS = ("file", "blob", "names_file", "path", "index", "array", "present")
+
+
+def _manifest_entries(node) -> set[str]:
+    """Top-level names inside the dataset directory that a manifest refers to."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in _PATH_KEYS and isinstance(v, str) and v and not os.path.isabs(v):
+                found.add(Path(v).parts[0])
+            else:
+                found |= _manifest_entries(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= _manifest_entries(v)
+    return found
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # same filesystem (a sibling temp dir): instant, no extra space
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)
+
+
+def _carry_over(old_dir: Path, new_dir: Path) -> list[str]:
+    """Hard-link into ``new_dir`` every entry of the previous dataset directory that is not part of
+    the previous dataset itself (features/, caches, the user's own files) and that the new save did
+    not write. Returns the names carried over."""
+    import shutil
+
+    try:
+        owned = _manifest_entries(json.loads((old_dir / MANIFEST).read_text())) | {MANIFEST}
+    except (OSError, json.JSONDecodeError):
+        owned = {MANIFEST}
+    kept = []
+    for entry in sorted(old_dir.iterdir()):
+        if entry.name in owned or (new_dir / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new_dir / entry.name, symlinks=True, copy_function=_link_or_copy)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), new_dir / entry.name)
+        else:
+            _link_or_copy(str(entry), str(new_dir / entry.name))
+        kept.append(entry.name)
+    return kept
+
+
+def check_save_target(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds a previous dataset; refuses anything else that is not empty."""
+    if not out_dir.exists():
+        return False
+    if not out_dir.is_dir():
+        raise ValueError(f"out: {out_dir} exists and is not a directory")
+    if (out_dir / MANIFEST).is_file():
+        return True
+    if any(out_dir.iterdir()):
+        raise ValueError(f"out: {out_dir} is a non-empty directory without a dataset ({MANIFEST}); refusing "
+                         "to replace it: choose a new or empty directory")
+    return False
+
+
 def save(graph: MultimodalGraph, out_dir: str | os.PathLike) -> Path:
-    """Write ``graph`` as a dataset directory (replacing any existing one at the end, atomically).
-    Returns the directory. Note: the whole directory is replaced, including anything other tools
-    wrote into it (e.g. a features/ folder); use ``save_link_split`` to add a link split in place."""
+    """Write ``graph`` as a dataset directory, atomically. Returns the directory.
+
+    Over a previous dataset, the dataset's own files are replaced, and everything else in the
+    directory (features/, caches, your files) is kept: hard-linked into the new directory before it
+    is renamed into place, so an interrupted save still leaves the old directory whole. Kept
+    artifacts record the graph fingerprint they were computed from, so the next stage refuses stale
+    ones. A non-empty directory that is not a dataset is refused. Use ``save_link_split`` to add a
+    link split in place."""
     out_dir = Path(out_dir)
     graph.validate()
+    previous = check_save_target(out_dir)
     fp = graph.fingerprint
     with atomic_dir(out_dir) as d:
         manifest: dict = {
@@ -99,6 +173,8 @@ def save(graph: MultimodalGraph, out_dir: str | os.PathLike) -> Path:
             "stats": graph.stats, "meta": graph.meta,
             "mlaga_fast_version": _version(),
         }
+        if previous:
+            _carry_over(out_dir, d)
         atomic_write_json(d / MANIFEST, manifest)  # written last: its presence marks a complete dataset
     return out_dir
 
