@@ -51,9 +51,8 @@ def test_large_arrays_are_memory_mapped(tmp_path):
     np.testing.assert_array_equal(h.indices, g.indices)
 
 
-def test_interrupted_save_leaves_old_dataset(tmp_path, monkeypatch):
-    old = _graph(seed=0)
-    save(old, tmp_path / "ds")
+def _cut_power_after_texts(monkeypatch) -> None:
+    """Make the next save stop half-way (after it wrote the texts), as a power cut would."""
     real = store._write_texts
 
     def boom(d, texts):
@@ -61,6 +60,12 @@ def test_interrupted_save_leaves_old_dataset(tmp_path, monkeypatch):
         raise KeyboardInterrupt("power cut")
 
     monkeypatch.setattr(store, "_write_texts", boom)
+
+
+def test_interrupted_save_leaves_old_dataset(tmp_path, monkeypatch):
+    old = _graph(seed=0)
+    save(old, tmp_path / "ds")
+    _cut_power_after_texts(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         save(_graph(seed=1), tmp_path / "ds")
     h = load(tmp_path / "ds", verify_fingerprint=True)
@@ -132,13 +137,7 @@ def test_save_over_a_dataset_keeps_what_other_tools_wrote(tmp_path, monkeypatch)
     (d / "notes.txt").write_text("mine")
 
     # an interrupted save over it leaves every file of the old directory as it was
-    real = store._write_texts
-
-    def boom(dd, texts):
-        real(dd, texts)
-        raise KeyboardInterrupt("power cut")
-
-    monkeypatch.setattr(store, "_write_texts", boom)
+    _cut_power_after_texts(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         save(_graph(seed=1), d)
     monkeypatch.undo()
