@@ -157,6 +157,12 @@ def test_cli_train_and_embed(inputs, tmp_path):
     assert r.exit_code == 0, r.output
     saved = json.loads((run / "config.json").read_text())
     assert saved["dim"] == 16 and saved["max_steps"] == 2 and saved["tau_mode"] == "negatives_only"
+    # --resume alone continues with the run's saved config (not the defaults); a changed setting is refused
+    base = ["train", "align", "--data", str(data), "--features", str(feat), "--out", str(run), "--resume", "--no-progress"]
+    r = CliRunner().invoke(cli, base + ["--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, base + ["--lr", "1.0"])
+    assert r.exit_code != 0 and "different config" in r.output and "lr:" in r.output
     r = CliRunner().invoke(cli, ["embed", "--run", str(run), "--out", str(tmp_path / "emb"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "emb" / "tokens.npy").is_file()

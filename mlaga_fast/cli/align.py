@@ -6,6 +6,7 @@ command bodies; ``mlaga_fast.train.align`` is import-light (AlignConfig only nee
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -31,8 +32,13 @@ def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_p
     """Stage 1: train the structure-aware aligner with the graph-contrastive loss."""
     from mlaga_fast.train.align import build_config, train_align
 
+    from mlaga_fast.config import load_config_file
+
     try:
-        cfg = build_config(fields, config_file=config_file, preset=preset)
+        saved = Path(out_dir) / "config.json"
+        # --resume starts from the run's saved config; train_align refuses changed training settings.
+        base = load_config_file(saved) if resume and saved.is_file() else None
+        cfg = build_config(fields, config_file=config_file, preset=preset, base=base)
         summary = train_align(cfg, data_dir, features_dir, out_dir, resume=resume, show_progress=not no_progress)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e

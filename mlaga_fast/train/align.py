@@ -112,8 +112,10 @@ RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "checkpoint_every", "
 
 
 def build_config(cli_values: dict[str, Any] | None = None, *, config_file: str | None = None,
-                 preset: str | None = None) -> AlignConfig:
-    cfg = resolve_config(AlignConfig, cli_values or {}, config_file=config_file, preset=preset, presets=PRESETS)
+                 preset: str | None = None, base: dict[str, Any] | None = None) -> AlignConfig:
+    """defaults < base (a resumed run's saved config) < preset < file < CLI."""
+    cfg = resolve_config(AlignConfig, cli_values or {}, config_file=config_file, preset=preset, presets=PRESETS,
+                         base=base)
     cfg.validate()
     return cfg
 
