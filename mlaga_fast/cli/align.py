@@ -30,9 +30,8 @@ from mlaga_fast.train.align import PRESETS, AlignConfig
 @config_options(AlignConfig)
 def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_progress, **fields):
     """Stage 1: train the structure-aware aligner with the graph-contrastive loss."""
-    from mlaga_fast.train.align import build_config, train_align
-
     from mlaga_fast.config import load_config_file
+    from mlaga_fast.train.align import build_config, train_align
 
     try:
         saved = Path(out_dir) / "config.json"
