@@ -4,8 +4,8 @@ A config is a plain ``@dataclass`` whose fields have defaults. Field metadata ma
 CLI help text) and ``choices`` (allowed values). One field ``lr`` is the option ``--lr``; a field
 ``cross_attention_every`` is ``--cross-attention-every``; a file key may use either spelling.
 
-Precedence when resolving (later wins): dataclass defaults < named preset < config file < CLI options
-that the user actually passed. The resolved config is saved as JSON in the run directory so the
+Precedence when resolving (later wins): dataclass defaults < base (the saved config of a run being
+resumed) < named preset < config file < CLI options that the user actually passed. The resolved config is saved as JSON in the run directory so the
 run can be reproduced, and ``load_config`` reads it back with the same type checks.
 
 Usage::
@@ -233,6 +233,28 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:
     return config_from_dict(cls, load_config_file(path))
+
+
+RUN_CONFIG = "config.json"  # the resolved config every training run saves in its directory
+
+
+def saved_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The resolved config a run saved, or None for a new run: the ``base`` layer of ``--resume``."""
+    path = Path(run_dir) / RUN_CONFIG
+    return load_config_file(path) if path.is_file() else None
+
+
+def check_resume_config(cfg: Any, run_dir: str | os.PathLike, may_change: tuple[str, ...]) -> None:
+    """Refuse to resume ``run_dir`` with a config whose fields differ from the saved one, except the
+    runtime fields in ``may_change``; the message names every differing field."""
+    saved = saved_run_config(run_dir)
+    if saved is None:
+        return
+    now = config_to_dict(cfg)
+    diffs = [f"{k}: run has {saved.get(k)!r}, now {now[k]!r}" for k in now
+             if k not in may_change and saved.get(k) != now[k]]
+    if diffs:
+        raise ValueError(f"--resume of {run_dir} with a different config: " + "; ".join(diffs))
 
 
 def _click_type(tp: Any, f: dataclasses.Field) -> tuple[Any, bool, str]:

@@ -6,7 +6,6 @@ command bodies; ``mlaga_fast.train.align`` is import-light (AlignConfig only nee
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -30,13 +29,12 @@ from mlaga_fast.train.align import PRESETS, AlignConfig
 @config_options(AlignConfig)
 def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_progress, **fields):
     """Stage 1: train the structure-aware aligner with the graph-contrastive loss."""
-    from mlaga_fast.config import load_config_file
+    from mlaga_fast.config import saved_run_config
     from mlaga_fast.train.align import build_config, train_align
 
     try:
-        saved = Path(out_dir) / "config.json"
         # --resume starts from the run's saved config; train_align refuses changed training settings.
-        base = load_config_file(saved) if resume and saved.is_file() else None
+        base = saved_run_config(out_dir) if resume else None
         cfg = build_config(fields, config_file=config_file, preset=preset, base=base)
         summary = train_align(cfg, data_dir, features_dir, out_dir, resume=resume, show_progress=not no_progress)
     except (ValueError, FileNotFoundError) as e:

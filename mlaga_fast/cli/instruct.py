@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from mlaga_fast.config import config_options, load_config_file, resolve_config
+from mlaga_fast.config import config_options, resolve_config, saved_run_config
 from mlaga_fast.train.instruct import InstructConfig
 
 
@@ -22,10 +21,9 @@ def instruct_cmd(out_dir: str, resume: bool, config_file: str | None, no_progres
     from mlaga_fast.train.instruct import train_instruct
 
     try:
-        saved = Path(out_dir) / "config.json"
         # `--resume` starts from the run's own resolved config; options given with it override fields
         # that may change mid-run (e.g. --device) and anything else is refused by train_instruct.
-        base = load_config_file(saved) if resume and saved.is_file() else None
+        base = saved_run_config(out_dir) if resume else None
         cfg = resolve_config(InstructConfig, kw, config_file=config_file, base=base)
         out = train_instruct(cfg, out_dir, resume=resume, progress=not no_progress)
     except ValueError as e:

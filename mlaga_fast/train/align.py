@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from mlaga_fast.config import config_to_dict, resolve_config, save_config
+from mlaga_fast.config import check_resume_config, config_to_dict, resolve_config, save_config
 
 __all__ = ["AlignConfig", "PRESETS", "train_align", "check_features_match", "StepBatches"]
 
@@ -205,14 +205,6 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _check_resume_config(saved: dict[str, Any], cfg: AlignConfig, run: Path) -> None:
-    now = config_to_dict(cfg)
-    diffs = [f"{k}: run has {saved.get(k)!r}, now {now[k]!r}" for k in now
-             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if diffs:
-        raise ValueError(f"--resume of {run} with a different config: " + "; ".join(diffs))
-
-
 def _load_inputs(data_dir: Path, features_dir: Path) -> tuple[Any, Any, str | None]:
     from mlaga_fast.data import load
     from mlaga_fast.features import FeatureStore
@@ -266,8 +258,8 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
         # --- run directory: fresh or resumed ---
         ckpt_dir = run / "checkpoints"
         ckpt_path = find_latest(ckpt_dir) if resume else None
-        if resume and (run / "config.json").is_file():
-            _check_resume_config(json.loads((run / "config.json").read_text(encoding="utf-8")), cfg, run)
+        if resume:
+            check_resume_config(cfg, run, RESUMABLE_CHANGES)
         if resume and (run / "manifest.json").is_file() and (run / "model.safetensors").is_file():
             done = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
             if done.get("train", {}).get("steps") == total_steps:  # nothing left to do

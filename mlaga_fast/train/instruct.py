@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlaga_fast.config import config_to_dict, load_config_file, save_config
+from mlaga_fast.config import check_resume_config, config_to_dict, save_config
 
 
 @dataclass
@@ -135,14 +135,6 @@ def _check_cfg(cfg: InstructConfig) -> None:
 RESUMABLE_CHANGES = ("device", "save_every", "log_every", "flash_attn", "gradient_checkpointing")
 
 
-def _check_resume_config(saved: dict, cfg: InstructConfig, run: Path) -> None:
-    now = config_to_dict(cfg)
-    diffs = [f"{k}: run has {saved.get(k)!r}, now {now[k]!r}" for k in now
-             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if diffs:
-        raise ValueError(f"--resume of {run} with a different config: " + "; ".join(diffs))
-
-
 def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
     """Run Stage 2; returns the run dir. Safe to interrupt: --resume continues from the last checkpoint.
 
@@ -160,8 +152,8 @@ def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     latest = find_latest(ckpt_dir) if resume else None
-    if resume and (out / "config.json").is_file():
-        _check_resume_config(load_config_file(out / "config.json"), cfg, out)
+    if resume:
+        check_resume_config(cfg, out, RESUMABLE_CHANGES)
     if not resume and ((out / MANIFEST_NAME).exists() or find_latest(ckpt_dir) is not None):
         raise ValueError(f"out: {out} already holds a Stage-2 run; pass --resume or choose another --out")
     owns_group = not (tdist.is_available() and tdist.is_initialized())
