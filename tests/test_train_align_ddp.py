@@ -2,15 +2,17 @@
 and seed (negatives gathered across ranks with gradient; DDP averages the gradients)."""
 from __future__ import annotations
 
-import os
-import socket
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mlaga_fast.train.align import AlignConfig, train_align
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers.gloo import free_port, rank_env  # noqa: E402
+from mlaga_fast.train.align import AlignConfig, train_align  # noqa: E402
 
 CFG = dict(dim=16, num_layers=2, num_heads=2, num_queries=2, cross_attention_every=1, num_positives=3,
            batch_size=16, max_steps=5, warmup_steps=1, checkpoint_every=100, log_every=1, device="cpu", lr=3e-3)
@@ -31,16 +33,8 @@ def _inputs(tmp_path_factory) -> tuple[Path, Path]:
     return data, feat
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, data: str, feat: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
+    rank_env(rank, world, port)
     train_align(AlignConfig(**CFG), data, feat, out, show_progress=False)
 
 
@@ -52,7 +46,7 @@ def test_two_gloo_processes_match_one(tmp_path_factory, tmp_path):
 
     data, feat = _inputs(tmp_path_factory)
     single = train_align(AlignConfig(**CFG), data, feat, tmp_path / "single", show_progress=False)
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(feat), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(feat), str(tmp_path / "ddp")), nprocs=2, join=True)
 
     one = read_jsonl(tmp_path / "single" / "metrics.jsonl")
     two = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")

@@ -6,12 +6,16 @@ import json
 import math
 import os
 import random
-import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers.gloo import free_port, rank_env  # noqa: E402
 from mlaga_fast.train.checkpoint import find_latest, list_checkpoints, load_checkpoint, save_checkpoint
 from mlaga_fast.train.manifest import (
     check_features_match,
@@ -155,15 +159,8 @@ def test_manifest_checks(tmp_path):
         require_match({"dims": {"d": 8}}, {"dims": {"d": 16}}, what="aligner")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gather_worker(rank, world, port, out_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    rank_env(rank, world, port)
     from mlaga_fast.train.distributed import all_gather_with_grad, cleanup_distributed, init_distributed
 
     info = init_distributed("cpu")
@@ -182,7 +179,7 @@ def _gather_worker(rank, world, port, out_dir):
 def test_all_gather_with_grad_two_processes(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_gather_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)
     full = torch.randn(5, 3)
     w = torch.arange(15, dtype=torch.float32).reshape(5, 3)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from helpers.gloo import free_port, rank_env  # noqa: E402
 from mlaga_fast.train.instruct import InstructConfig, train_instruct  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,12 +29,6 @@ CFG = dict(tasks=["nc", "lp"], nc_per_dataset=7, lp_per_dataset=6, num_demos=2, 
            device="cpu", seed=0)
 STEPS = 8
 HAS_PEFT = importlib.util.find_spec("peft") is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(root: Path, batch_size: int, **kw) -> InstructConfig:
@@ -57,9 +50,7 @@ def _cut_back(src: Path, dst: Path, step: int) -> None:
 def _worker(rank: int, world: int, port: int, root: str, lora: bool) -> None:
     import torch.distributed as tdist
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
+    rank_env(rank, world, port)
     root = Path(root)
     # One group for all three runs (train_instruct leaves a group it did not create alone).
     tdist.init_process_group("gloo", rank=rank, world_size=world)
@@ -97,7 +88,7 @@ def runs(tmp_path_factory):
                 root / "data", root / "data" / "features", root / "align", show_progress=False)
     build_tiny_llm(root / "llm", list(g.texts) + list(g.class_names), init_std=0.2)
 
-    mp.spawn(_worker, args=(2, _free_port(), str(root), HAS_PEFT), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(root), HAS_PEFT), nprocs=2, join=True)
     train_instruct(_cfg(root, 2 * B), root / "single", progress=False)
     if HAS_PEFT:
         train_instruct(_cfg(root, 2 * B, lora=True), root / "single_lora", progress=False)

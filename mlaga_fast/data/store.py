@@ -107,17 +107,16 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _carry_over(old_dir: Path, new_dir: Path) -> list[str]:
+def _carry_over(old_dir: Path, new_dir: Path) -> None:
     """Hard-link into ``new_dir`` every entry of the previous dataset directory that is not part of
     the previous dataset itself (features/, caches, the user's own files) and that the new save did
-    not write. Returns the names carried over."""
+    not write."""
     import shutil
 
     try:
         owned = _manifest_entries(json.loads((old_dir / MANIFEST).read_text())) | {MANIFEST}
     except (OSError, json.JSONDecodeError):
         owned = {MANIFEST}
-    kept = []
     for entry in sorted(old_dir.iterdir()):
         if entry.name in owned or (new_dir / entry.name).exists():
             continue
@@ -127,8 +126,6 @@ def _carry_over(old_dir: Path, new_dir: Path) -> list[str]:
             os.symlink(os.readlink(entry), new_dir / entry.name)
         else:
             _link_or_copy(str(entry), str(new_dir / entry.name))
-        kept.append(entry.name)
-    return kept
 
 
 def check_save_target(out_dir: Path) -> bool:
