@@ -1,5 +1,6 @@
-"""Stage 1 model and loss: masks, modality handling, the cross-attention schedule, the InfoNCE against
-a loop-by-loop float64 reference, and the positive sampler's rules."""
+"""Stage 1 models and losses: masks, modality handling, the cross-attention schedule, the InfoNCE and the
+released MLaGA objective against loop-by-loop float64 references, the released aligner structure
+(arch mlaga) against a plain float64 forward written from its description, and the positive sampler."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from mlaga_fast.models.aligner import Aligner, _SelfAttention
-from mlaga_fast.models.contrastive import embedding_spread, graph_infonce, sample_positives
+from mlaga_fast.models.contrastive import (contrastive_stats, embedding_spread, graph_infonce, mlaga_objective,
+                                           sample_positives)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -163,17 +165,57 @@ def test_infonce_matches_reference(mode):
     a, p = torch.randn(B, d), torch.randn(B, k, d)
     aid = torch.tensor([10, 11, 12, 13, 14, 15])
     pid = torch.tensor([[11, 20, 21], [30, 31, 32], [12, 40, 41], [14, 15, 50], [60, 61, 62], [70, 70, 70]])
-    loss, stats = graph_infonce(a, p, aid, pid, tau=0.3, tau_mode=mode)
+    loss = graph_infonce(a, p, aid, pid, tau=0.3, tau_mode=mode)
     assert loss.item() == pytest.approx(_infonce_reference(a, p, aid, pid, 0.3, mode), rel=1e-5)
+    stats = contrastive_stats(a, p, aid, a, aid)
     cos_pos = F.cosine_similarity(a[:, None], p, dim=-1).mean().item()
+    cos_neg = np.mean([F.cosine_similarity(a[i], a[j], dim=0).item() for i in range(B) for j in range(B) if i != j])
     assert stats["pos_sim"].item() == pytest.approx(cos_pos, rel=1e-5)
+    assert stats["neg_sim"].item() == pytest.approx(cos_neg, rel=1e-5)
     assert stats["gap"].item() == pytest.approx(stats["pos_sim"].item() - stats["neg_sim"].item())
+
+
+def _mlaga_reference(a, p, g, tau):
+    """The released objective, loop by loop in float64: for anchor i,
+    L_i = -log sum_k exp(cos(a_i, p_ik)) + log sum_j exp(cos(a_i, g_j) / tau), j over every pooled anchor."""
+    a, p, g = a.double().numpy(), p.double().numpy(), g.double().numpy()
+    cos = lambda x, y: float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))  # noqa: E731
+    out = []
+    for i in range(a.shape[0]):
+        pos = sum(math.exp(cos(a[i], p[i, k])) for k in range(p.shape[1]))
+        neg = sum(math.exp(cos(a[i], g[j]) / tau) for j in range(g.shape[0]))
+        out.append(-math.log(pos) + math.log(neg))
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.07])
+def test_mlaga_objective_matches_float64_loop(tau):
+    torch.manual_seed(3)
+    B, k, d = 7, 5, 6
+    a, p = torch.randn(B, d, requires_grad=True), torch.randn(B, k, d)
+    loss = mlaga_objective(a, p, tau=tau)
+    assert loss.item() == pytest.approx(_mlaga_reference(a.detach(), p, a.detach(), tau), rel=1e-6)
+    # the negatives' pool of a multi-rank batch: this rank's anchors are rows 2..8 of 10
+    g = torch.cat([torch.randn(2, d), a.detach(), torch.randn(1, d)])
+    assert mlaga_objective(a, p, tau=tau, all_anchor=g).item() == pytest.approx(_mlaga_reference(a.detach(), p, g, tau),
+                                                                                  rel=1e-6)
+    # its gradient against a float64 autograd of the same formula
+    a64 = a.detach().double().requires_grad_()
+    an, pn = F.normalize(a64, dim=-1), F.normalize(p.double(), dim=-1)
+    ref = (torch.logsumexp(an @ an.T / tau, -1) - torch.logsumexp((an[:, None] * pn).sum(-1), -1)).mean()
+    ref.backward()
+    loss.backward()
+    torch.testing.assert_close(a.grad.double(), a64.grad, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="tau"):
+        mlaga_objective(a, p, tau=0.0)
+    with pytest.raises(ValueError, match="positives"):
+        mlaga_objective(a, p[:3], tau=0.5)
 
 
 def test_infonce_gradient_and_edge_cases():
     a = torch.randn(1, 4, requires_grad=True)
     p = torch.randn(1, 2, 4)
-    loss, _ = graph_infonce(a, p, torch.tensor([0]), torch.tensor([[1, 2]]), tau=0.1)
+    loss = graph_infonce(a, p, torch.tensor([0]), torch.tensor([[1, 2]]), tau=0.1)
     loss.backward()  # no negatives at all: loss 0, finite gradient
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and torch.isfinite(a.grad).all()
     with pytest.raises(ValueError, match="tau"):

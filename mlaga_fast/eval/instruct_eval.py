@@ -1,22 +1,32 @@
 """Evaluate a Stage-2 run on a dataset (seen or unseen: transfer needs no tuning) for NC or LP.
 
-NC accuracy is reported two ways: constrained scoring (argmax log-likelihood over every class name)
-and free generation with strict string match. LP accuracy uses the split's balanced positive and
-negative pairs. Outputs (when ``out`` is given): OUT.json (the shared result format of
-mlaga_fast.eval.report for constrained scoring, with the generation result under
-extra.generation), OUT.png (confusion matrix), OUT.gen.png, OUT.md (accuracy table + per-class).
+Protocols:
+- ``constrained`` (default): the argmax log-likelihood over every class name (NC) or over Yes/No (LP);
+  it can never fail to parse. With ``generate`` the free (greedy) generation is scored too, by strict
+  string match, and its answers are saved.
+- ``paper``: the released evaluation: sampled generation at temperature 0.2 (seeded here, so it
+  reproduces), NC correct when the lower-cased answer equals the class name, LP "Yes" when the answer
+  contains "Yes".
+LP uses the split's balanced positive and negative pairs.
 
-Ablations at evaluation time: ``demos`` = "none" | "random" | "ppr" overrides the run's choice.
-The "raw features" ablation is a separately trained run (train --node-source raw); eval reads the
-node source from the run's manifest.
+Outputs (when ``out`` is given): OUT.json (the shared result format of mlaga_fast.eval.report, the
+generation result under extra.generation), OUT.png (confusion matrix), OUT.gen.png, OUT.gen.jsonl (every
+generated answer with its query and truth) and OUT.md (accuracy table + per-class).
+
+Ablations at evaluation time: ``demos`` = "none" | "random" | "ppr" overrides the run's choice. The
+"raw features" ablation is a separately trained run (train --node-source raw).
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+PROTOCOLS = ("constrained", "paper")
+PAPER_TEMPERATURE = 0.2
 
 
 @dataclass
@@ -27,10 +37,27 @@ class EvalOptions:
     demos: str | None = None  # None = as trained
     max_examples: int = 0  # 0 = every labelled node / pair of the split (seeded subsample otherwise)
     batch_size: int = 8
-    generate: bool = True
+    generate: bool = False  # also score free (greedy) generation
+    protocol: str = "constrained"
     device: str = "auto"
     seed: int = 0
     method: str | None = None  # name in tables; default mlaga-<llm>[+ablation]
+
+    def validate(self) -> None:
+        from mlaga_fast.prompts.demos import DEMO_MODES
+
+        if self.task not in ("nc", "lp"):
+            raise ValueError(f"task: {self.task!r} is not one of ['nc', 'lp']")
+        if self.split not in ("val", "test", "train"):
+            raise ValueError(f"split: {self.split!r} is not one of ['train', 'val', 'test']")
+        if self.task == "lp" and self.split == "train":
+            raise ValueError("split: LP evaluation uses the val or test pairs")
+        if self.demos is not None and self.demos not in DEMO_MODES:
+            raise ValueError(f"demos: {self.demos!r} is not one of {list(DEMO_MODES)}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol: {self.protocol!r} is not one of {list(PROTOCOLS)}")
+        if self.batch_size < 1 or self.max_examples < 0:
+            raise ValueError("batch_size must be >= 1 and max_examples >= 0")
 
 
 def _subsample(n: int, k: int, seed: int) -> np.ndarray:
@@ -39,126 +66,75 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 5]).choice(n, k, replace=False))
 
 
-def load_run(run_dir, device: str, llm=None):
-    """(manifest, model, tokenizer, projector) of a finished Stage-2 run, checked for consistency.
+def eval_examples(m, ds, opts: EvalOptions) -> list:
+    """The labelled prompts of the split (a seeded, class-balanced-for-LP subsample when asked)."""
+    from mlaga_fast.prompts.demos import LinkPairs
 
-    llm: an already loaded (model, tokenizer) of the same LLM, to evaluate several runs (e.g. the
-    ablations) without loading the LLM again; not allowed for LoRA runs (their adapters differ)."""
-    from mlaga_fast.llm.loading import LLMOptions, hidden_size, load_llm
-    from mlaga_fast.models.projector import load_projector
-    from mlaga_fast.train.instruct import templates_fingerprint
-    from mlaga_fast.train.manifest import read_stage_manifest
-
-    run_dir = Path(run_dir)
-    man = read_stage_manifest(run_dir, "instruct")
-    cfg = man["config"]
-    if man.get("templates_fingerprint") != templates_fingerprint():
-        raise ValueError(f"{run_dir} was trained with other prompt templates (fingerprint "
-                         f"{man.get('templates_fingerprint')}, now {templates_fingerprint()}); retrain Stage 2")
-    if llm is not None and not cfg.get("lora"):
-        model, tok = llm
-    else:
-        model, tok, _ = load_llm(cfg["llm"], LLMOptions(dtype=cfg["dtype"], device=device,
-                                                       flash_attn=cfg["flash_attn"]))
-    H = hidden_size(model)
-    if H != man["dims"]["hidden"]:
-        raise ValueError(f"llm {cfg['llm']}: hidden size {H}, but the run was trained with {man['dims']['hidden']}")
-    if cfg.get("lora"):
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(run_dir / "lora"))
-        model.eval()
-    proj = load_projector(run_dir / "projector.safetensors").to(device).eval()
-    if proj.cfg.in_dim != man["dims"]["d"] or proj.cfg.out_dim != H:
-        raise ValueError(f"{run_dir}/projector.safetensors dims {proj.cfg} disagree with the manifest dims")
-    return man, model, tok, proj
+    g = ds.graph
+    if opts.task == "nc":
+        nodes = np.asarray(getattr(g, opts.split), dtype=np.int64)
+        nodes = nodes[np.asarray(g.labels)[nodes] >= 0]
+        return m.nc_examples(ds, nodes[_subsample(nodes.size, opts.max_examples, opts.seed)], opts.demos, opts.seed)
+    pairs, y = LinkPairs(g, seed=opts.seed).eval_pairs(opts.split)
+    # Subsample positives and negatives separately so the pairs stay balanced.
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    half = opts.max_examples // 2 if opts.max_examples > 0 else 0
+    keep = np.concatenate([pos[_subsample(pos.size, half, opts.seed)], neg[_subsample(neg.size, half, opts.seed + 1)]])
+    examples = m.lp_examples(ds, pairs[:, keep], opts.demos, opts.seed)
+    for ex, t in zip(examples, y[keep]):
+        ex.target = int(t)
+    return examples
 
 
 def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None, *, progress: bool = True,
              loaded=None) -> dict:
-    """Returns the constrained-scoring result dict (generation result in extra.generation)."""
-    from tqdm.auto import tqdm
-
+    """Returns the result dict (constrained scoring, or the paper protocol; generation under extra)."""
+    from mlaga_fast.assistant import MLaGA
     from mlaga_fast.eval.report import make_result
-    from mlaga_fast.eval.scoring import match_generation, score_batch
-    from mlaga_fast.prompts import TruncationPolicy
-    from mlaga_fast.prompts.demos import DEMO_MODES, LinkPairs, NCDemos, ppr_demo_table
-    from mlaga_fast.train.distributed import pick_device
-    from mlaga_fast.train.instruct_batch import lp_examples, make_builder, nc_examples
-    from mlaga_fast.train.instruct_data import demo_cache_dir, load_dataset_inputs
+    from mlaga_fast.eval.scoring import answer_text, match_generation, match_paper_protocol
 
-    if opts.task not in ("nc", "lp"):
-        raise ValueError(f"task: {opts.task!r} is not one of ['nc', 'lp']")
-    if opts.split not in ("val", "test", "train"):
-        raise ValueError(f"split: {opts.split!r} is not one of ['train', 'val', 'test']")
-    if opts.demos is not None and opts.demos not in DEMO_MODES:
-        raise ValueError(f"demos: {opts.demos!r} is not one of {list(DEMO_MODES)}")
+    opts.validate()
     t0 = time.time()
-    device = pick_device(opts.device)
-    man, model, tok, proj = loaded if loaded is not None else load_run(run_dir, str(device))
-    cfg = man["config"]
-    align = (man["inputs"].get("align") or {}).get("run")
-    ds = load_dataset_inputs(data_dir, opts.features, source=cfg["node_source"], align_dir=align,
-                             allow_unseen=True, device=str(device), progress=progress)
-    if tuple(ds.tokens.shape[1:]) != (man["dims"]["nq"], man["dims"]["d"]):
-        raise ValueError(f"{data_dir}: node tokens {tuple(ds.tokens.shape[1:])} do not match the run's "
-                         f"(nq, d) = ({man['dims']['nq']}, {man['dims']['d']})")
-    trained_on = [r["graph_fingerprint"] for r in man["inputs"]["datasets"]]
-    transfer = ds.graph.fingerprint not in trained_on
-    tr = man["truncation"]
-    builder = make_builder(tok, ds.graph, man["dims"]["nq"],
-                           TruncationPolicy(tr["max_length"], tr["target_text_tokens"], tr["demo_text_tokens"]))
-    demos_mode = opts.demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
-    g = ds.graph
-
-    if opts.task == "nc":
-        nodes = np.asarray(getattr(g, opts.split), dtype=np.int64)
-        nodes = nodes[np.asarray(g.labels)[nodes] >= 0]
-        nodes = nodes[_subsample(nodes.size, opts.max_examples, opts.seed)]
-        table = (ppr_demo_table(g, k=cfg["ppr_k"], alpha=cfg["ppr_alpha"], eps=cfg["ppr_eps"],
-                                cache_dir=demo_cache_dir(ds), progress=progress) if demos_mode == "ppr" else None)
-        demos = NCDemos(g, demos_mode, cfg["num_demos"], opts.seed, table)
-        examples = nc_examples(g, builder, nodes, demos, with_label=False)
-        cands, names = builder.nc_answers, list(g.class_names)
-    else:
-        if opts.split == "train":
-            raise ValueError("split: LP evaluation uses the val or test pairs")
-        links = LinkPairs(g, seed=opts.seed)
-        pairs, y = links.eval_pairs(opts.split)
-        # Subsample positives and negatives separately so the pairs stay balanced.
-        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        half = opts.max_examples // 2 if opts.max_examples > 0 else 0
-        keep = np.concatenate([pos[_subsample(pos.size, half, opts.seed)], neg[_subsample(neg.size, half, opts.seed + 1)]])
-        use_demo = cfg.get("lp_demo", True) and demos_mode != "none"
-        examples = lp_examples(builder, pairs[:, keep], y[keep], links if use_demo else None, with_label=False)
-        cands, names = builder.lp_answers, ["No", "Yes"]
+    m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device=opts.device, progress=progress)
+    ds = m.dataset(data_dir, opts.features, progress=progress)
+    examples = eval_examples(m, ds, opts)
     if not examples:
         raise ValueError(f"{data_dir}: no {opts.task} examples in split {opts.split!r}")
-
-    cand_text = [tok.decode(c[:-1], skip_special_tokens=True).strip() for c in cands]
+    cfg = m.config
+    demos_mode = opts.demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
+    names = list(ds.graph.class_names) if opts.task == "nc" else ["No", "Yes"]
+    paper = opts.protocol == "paper"
+    gen_on = opts.generate or paper
+    scores, gens = m.score(ds, examples, batch_size=opts.batch_size, generate=gen_on,
+                           temperature=PAPER_TEMPERATURE if paper else 0.0, seed=opts.seed, progress=progress)
     y_true = np.array([ex.target for ex in examples], dtype=np.int64)
-    y_con = np.empty_like(y_true)
-    y_gen = np.full_like(y_true, -1)
-    for lo in tqdm(range(0, len(examples), opts.batch_size), desc=f"eval {opts.task}", disable=not progress):
-        chunk = examples[lo:lo + opts.batch_size]
-        scores, gen = score_batch(model, proj, chunk, [ds.tokens], cands, tok.pad_token_id, tok.eos_token_id,
-                                  device, generate=opts.generate)
-        y_con[lo:lo + len(chunk)] = scores.argmax(1).numpy()
-        if gen is not None:
-            y_gen[lo:lo + len(chunk)] = [match_generation(tok, gi, cand_text, tok.eos_token_id) for gi in gen]
+    y_con = scores.argmax(1)
+    eos = m.tokenizer.eos_token_id
+    if gen_on:
+        match = ((lambda g: match_paper_protocol(m.tokenizer, g, names, eos, opts.task)) if paper
+                 else (lambda g: match_generation(m.tokenizer, g, names, eos)))
+        y_gen = np.array([match(g) for g in gens], dtype=np.int64)
 
     method = opts.method or _method_name(cfg, demos_mode)
-    info = {"run": str(Path(run_dir).resolve()), "demos": demos_mode, "node_source": cfg["node_source"],
-            "num_demos": cfg["num_demos"], "llm": cfg["llm"], "transfer": transfer,
-            "trained_on": [r["name"] for r in man["inputs"]["datasets"]], "options": asdict(opts),
-            "chance": _chance(y_true, len(names))}
-    gen_res = make_result(task=opts.task, method=method + " (generation)", dataset=g.name, y_true=y_true,
-                          y_pred=y_gen, class_names=names, split=opts.split, extra=dict(info))
-    info.update(generation=gen_res if opts.generate else None, wall_s=round(time.time() - t0, 2))
-    res = make_result(task=opts.task, method=method, dataset=g.name, y_true=y_true, y_pred=y_con,
-                      class_names=names, split=opts.split, extra=info)
+    info = {"run": str(Path(m.run_dir).resolve()), "demos": demos_mode, "node_source": cfg["node_source"],
+            "num_demos": cfg["num_demos"], "llm": cfg["llm"], "transfer": m.is_transfer(ds),
+            "protocol": opts.protocol, "trained_on": [r["name"] for r in m.manifest["inputs"]["datasets"]],
+            "options": asdict(opts), "chance": _chance(y_true, len(names))}
+    gen_res = None
+    if gen_on:
+        gen_name = method + (" (paper protocol)" if paper else " (generation)")
+        gen_res = make_result(task=opts.task, method=gen_name, dataset=ds.graph.name, y_true=y_true, y_pred=y_gen,
+                              class_names=names, split=opts.split, extra=dict(info))
+    con_res = make_result(task=opts.task, method=method, dataset=ds.graph.name, y_true=y_true, y_pred=y_con,
+                          class_names=names, split=opts.split, extra=dict(info))
+    res = gen_res if paper else con_res
+    res["extra"].update(generation=None if paper else gen_res, constrained=con_res if paper else None,
+                        wall_s=round(time.time() - t0, 2))
     if out is not None:
-        write_outputs(res, out)
+        answers = ([{"query": list(ex.query), "target": names[int(t)], "answer": answer_text(m.tokenizer, g, eos),
+                     "prediction": names[int(p)] if p >= 0 else None}
+                    for ex, t, g, p in zip(examples, y_true, gens, y_gen)] if gen_on else None)
+        write_outputs(res, out, answers)
     return res
 
 
@@ -176,13 +152,13 @@ def _method_name(cfg: dict, demos_mode: str) -> str:
     return name
 
 
-def write_outputs(res: dict, out: str | Path) -> None:
+def write_outputs(res: dict, out: str | Path, answers: list[dict] | None = None) -> None:
     from mlaga_fast.eval.report import plot_confusion, results_table_markdown, write_result_json
     from mlaga_fast.utils.io import atomic_write_text
 
     out = Path(out)
-    # FILE.json -> FILE.json, FILE.png, FILE.gen.png, FILE.md; only a final ".json" is replaced, so
-    # dotted names such as "run.lp.json" keep every part.
+    # FILE.json -> FILE.json, FILE.png, FILE.gen.png, FILE.gen.jsonl, FILE.md; only a final ".json" is
+    # replaced, so dotted names such as "run.lp.json" keep every part.
     stem = out.with_name(out.name[:-len(".json")] if out.name.endswith(".json") else out.name)
 
     def sibling(suffix: str) -> Path:
@@ -194,11 +170,13 @@ def write_outputs(res: dict, out: str | Path) -> None:
     rows = [res] + ([gen] if gen else [])
     if gen:
         plot_confusion(gen, sibling(".gen.png"))
+    if answers is not None:
+        atomic_write_text(sibling(".gen.jsonl"), "".join(json.dumps(a) + "\n" for a in answers))
     md = [f"# {res['method']} on {res['dataset']} ({res['task'].upper()}, {res['split']})", "",
           results_table_markdown(rows),
           f"Chance (majority class): {100 * res['extra']['chance']:.2f}%; examples: {res['num_examples']}; "
-          f"generation answers that matched no class: {gen['num_invalid'] if gen else '-'}", "",
-          "| class | constrained | generation |", "|---|---:|---:|"]
+          f"generated answers that matched no class: {gen['num_invalid'] if gen else res['num_invalid']}", "",
+          "| class | accuracy | generation |", "|---|---:|---:|"]
     for name, acc in res["per_class_accuracy"].items():
         g = gen["per_class_accuracy"].get(name) if gen else None
         md.append(f"| {name} | {_pct(acc)} | {_pct(g)} |")

@@ -8,18 +8,32 @@ Names accepted by ``--llm``:
 - ``path/to/model.gguf``: a GGUF file, loaded with ``from_pretrained(folder, gguf_file=name)``.
 - ``path/to/folder`` or ``org/name``: anything ``AutoModelForCausalLM.from_pretrained`` takes.
 
-The LLM's weights are frozen (requires_grad=False); only the projector (and LoRA adapters, if asked)
-train. bf16 is used on CUDA by default; CPU stays fp32 because CPU bf16 matmuls are slower.
+The LLM's weights are frozen (requires_grad=False); only the projectors (and LoRA adapters, if asked)
+train. The weights' dtype comes from the run's ``--precision`` (mlaga_fast.train.precision).
+
+Chat format: the ``vicuna`` alias gets the Vicuna v1 conversation format (system sentence, then
+"USER: ... ASSISTANT:") as its chat template when its tokenizer carries none; other models use the chat
+template their tokenizer ships, if any.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
+import warnings
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ALIASES = {"vicuna": "lmsys/vicuna-7b-v1.5-16k"}
+# The Vicuna v1 conversation format (FastChat's "vicuna_v1": one system sentence, roles USER/ASSISTANT,
+# turns separated by a space, the assistant's turn closed by </s>), for a single user turn.
+VICUNA_V1_TEMPLATE = (
+    "{{ bos_token }}A chat between a curious user and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the user's questions."
+    "{% for m in messages %}{% if m['role'] == 'user' %} USER: {{ m['content'] }}"
+    "{% else %} ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %} ASSISTANT:{% endif %}")
 
 
 @dataclass
@@ -42,6 +56,7 @@ class LLMOptions:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     gradient_checkpointing: bool = False
     flash_attn: str = "auto"  # auto (use when installed and on CUDA) | on | off
+    progress: bool = True  # show the loader's progress bars (GGUF de-quantisation, weight loading)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +108,8 @@ def load_tokenizer(spec: LLMSpec):
 
     kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     tok = AutoTokenizer.from_pretrained(spec.source, **kw)
+    if spec.name == "vicuna" and not getattr(tok, "chat_template", None):
+        tok.chat_template = VICUNA_V1_TEMPLATE
     if tok.pad_token_id is None:
         # Padding positions are masked out, so any id works; eos is always present in causal LMs.
         tok.pad_token = tok.eos_token
@@ -107,13 +124,18 @@ def load_llm(name: str, options: LLMOptions | None = None):
 
     opt = options or LLMOptions()
     spec = resolve_llm(name)
-    tok = load_tokenizer(spec)
     kw: dict = {"dtype": _torch_dtype(opt)}
     if spec.gguf_file:
         kw["gguf_file"] = spec.gguf_file
     if _want_flash(opt):
         kw["attn_implementation"] = "flash_attention_2"
-    model = AutoModelForCausalLM.from_pretrained(spec.source, **kw)
+    with _quiet_loading(not opt.progress):
+        try:
+            tok = load_tokenizer(spec)
+            model = AutoModelForCausalLM.from_pretrained(spec.source, **kw)
+        except OSError as e:  # not on disk and no hub access, gated, or a broken folder
+            raise ValueError(f"llm {spec.name!r}: cannot load {spec.source!r} ({_first_line(e)}); download it "
+                             f"first (`hf download {spec.source}`) or pass a local folder or *.gguf file") from None
     model.to(opt.device)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -131,6 +153,40 @@ def load_llm(name: str, options: LLMOptions | None = None):
     model.eval()  # dropout off; the trainer never calls model.train() on the frozen LLM
     model.config.use_cache = False
     return model, tok, spec
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class _quiet_loading:
+    """Hide transformers' progress bars (GGUF de-quantisation, weight loading) while loading."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __enter__(self):
+        if self.quiet:
+            from transformers.utils import logging as hf_logging
+
+            self._was = hf_logging.is_progress_bar_enabled()
+            self._env = os.environ.get("TQDM_DISABLE")
+            hf_logging.disable_progress_bar()
+            os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantisation bar is a plain tqdm
+        return self
+
+    def __exit__(self, *exc):
+        if self.quiet:
+            from transformers.utils import logging as hf_logging
+
+            if self._was:
+                hf_logging.enable_progress_bar()
+            if self._env is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = self._env
+        return False
 
 
 def _want_flash(opt: LLMOptions) -> bool:
@@ -153,13 +209,13 @@ def add_lora(model, opt: LLMOptions):
         r=opt.lora_r, lora_alpha=opt.lora_alpha, lora_dropout=opt.lora_dropout,
         target_modules=list(opt.lora_targets), task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, cfg)
+    with quiet_peft():
+        return get_peft_model(model, cfg)
 
 
-def trainable_llm_state(model) -> dict:
-    """LoRA adapter weights (the only LLM tensors that train), for checkpoints; {} without LoRA."""
-    return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
-
-
-def hidden_size(model) -> int:
-    return int(model.get_input_embeddings().weight.shape[1])
+@contextlib.contextmanager
+def quiet_peft():
+    """peft asks transformers' deprecated ``is_gradient_checkpointing``; silence that FutureWarning only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield

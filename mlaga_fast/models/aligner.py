@@ -100,6 +100,8 @@ class AlignerLayer(nn.Module):
 class Aligner(nn.Module):
     """forward(batch) -> (tokens [B, nq, d], pooled [B, d]); batch as returned by FeatureStore.get."""
 
+    uses_input_stats = True  # inputs are standardised per dimension (set_input_stats)
+
     def __init__(self, *, image_dim: int, text_dim: int, d: int = 128, num_layers: int = 2, num_heads: int = 4,
                  num_queries: int = 8, cross_attention_every: int = 1, mlp_ratio: float = 4.0,
                  dropout: float = 0.0, attn_backend: str | None = None):
@@ -115,7 +117,7 @@ class Aligner(nn.Module):
             raise ValueError(f"aligner needs at least one modality: image_dim={image_dim}, text_dim={text_dim}")
         if mlp_ratio <= 0:
             raise ValueError(f"aligner mlp_ratio must be > 0, got {mlp_ratio}")
-        self.arch = {"d": d, "num_layers": num_layers, "num_heads": num_heads, "num_queries": num_queries,
+        self.arch = {"arch": "prenorm", "d": d, "num_layers": num_layers, "num_heads": num_heads, "num_queries": num_queries,
                      "cross_attention_every": cross_attention_every, "mlp_ratio": float(mlp_ratio),
                      "image_dim": image_dim, "text_dim": text_dim}
         self.d, self.num_queries = d, num_queries
@@ -195,8 +197,9 @@ class Aligner(nn.Module):
 
 
 def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
-                 attn_backend: str | None = None) -> tuple[Aligner, dict[str, Any]]:
-    """Rebuild a finished Stage 1 run's aligner (eval mode) and return it with the run manifest.
+                 attn_backend: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a finished Stage 1 run's aligner (``arch`` prenorm or mlaga; eval mode) and return it with
+    the run manifest.
 
     Refuses a run without a manifest or weights, of another stage, or of an incompatible version.
     """
@@ -213,7 +216,10 @@ def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"{run_dir} has no model.safetensors (training did not finish?)")
-    model = Aligner(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
+    from mlaga_fast.models.aligner_mlaga import MLaGAAligner
+
+    cls = MLaGAAligner if dims.get("arch", "prenorm") == "mlaga" else Aligner
+    model = cls(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
     state = load_file(str(weights), device=str(map_location))
     try:
         model.load_state_dict(state)

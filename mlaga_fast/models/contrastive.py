@@ -1,4 +1,5 @@
-"""Graph-contrastive InfoNCE for Stage 1, and the 1-hop positive sampler.
+"""Stage 1's graph-contrastive objectives (our InfoNCE and the released MLaGA loss), and the 1-hop
+positive sampler.
 
 Positives of an anchor node are ``k`` neighbours sampled from the *training* graph (val/test link
 edges removed, so link prediction is not leaked): without replacement when the node has at least k
@@ -13,18 +14,26 @@ vectors, each (anchor i, positive j) pair contributes
 and the loss is the mean over all pairs. ``tau_mode="both"`` (default) uses tp = tau: the usual
 InfoNCE, a softmax at one temperature. ``tau_mode="negatives_only"`` uses tp = 1, as the MLaGA
 reference code does: positives are then never sharpened, so the loss keeps pushing negatives apart
-long after the positives are ranked first, and its minimum is not at s_ij = 1 alone. We keep it
-for reproducing the reference; "both" is the one with the standard InfoNCE interpretation.
+long after the positives are ranked first, and its minimum is not at s_ij = 1 alone. "both" is the
+one with the standard InfoNCE interpretation.
+
+``mlaga_objective`` is the loss of the authors' released code (objective "mlaga"): per anchor i with
+k positives p_ik and the batch's anchors a_j (j = i included, no mask),
+
+    L_i = -log sum_k exp(cos(a_i, p_ik)) + log sum_j exp(cos(a_i, a_j) / tau),     tau = 0.5
+
+i.e. the positives are summed inside one log, unsharpened, against a denominator of negatives only.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sample_positives", "graph_infonce", "ContrastiveStats", "embedding_spread"]
+__all__ = ["sample_positives", "graph_infonce", "mlaga_objective", "contrastive_stats", "embedding_spread",
+           "OBJECTIVES"]
+
+OBJECTIVES = ("infonce", "mlaga")
 
 
 def sample_positives(indptr: np.ndarray, indices: np.ndarray, nodes: np.ndarray, k: int,
@@ -62,43 +71,40 @@ def embedding_spread(z: torch.Tensor) -> torch.Tensor:
     return (z - z.mean(dim=0, keepdim=True)).pow(2).sum(dim=-1).mean().sqrt()
 
 
-@dataclass
-class ContrastiveStats:
-    pos_sim: float  # mean cosine of (anchor, positive) pairs
-    neg_sim: float  # mean cosine over valid (anchor, negative) pairs
-    gap: float  # pos_sim - neg_sim
-    spread: float  # embedding_spread of the anchors of the (global) batch
+def _check_pair_shapes(anchor: torch.Tensor, positives: torch.Tensor, tau: float) -> None:
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if anchor.dim() != 2 or positives.dim() != 3 or positives.shape[0] != anchor.shape[0]:
+        raise ValueError(f"anchor must be [B, d] and positives [B, k, d], got {tuple(anchor.shape)}, "
+                         f"{tuple(positives.shape)}")
 
-    def as_dict(self) -> dict[str, float]:
-        return {"pos_sim": self.pos_sim, "neg_sim": self.neg_sim, "gap": self.gap, "spread": self.spread}
+
+def _cosines(anchor: torch.Tensor, positives: torch.Tensor, all_anchor: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s_pos [B, k], s_neg [B, G]): cosine of each anchor with its positives and with every pooled anchor."""
+    a = F.normalize(anchor.float(), dim=-1)  # [B, d]
+    p = F.normalize(positives.float(), dim=-1)  # [B, k, d]
+    g = F.normalize(all_anchor.float(), dim=-1)  # [G, d]
+    return torch.einsum("bd,bkd->bk", a, p), a @ g.T
 
 
 def graph_infonce(anchor: torch.Tensor, positives: torch.Tensor, anchor_ids: torch.Tensor,
                   positive_ids: torch.Tensor, *, tau: float = 0.1, tau_mode: str = "both",
                   all_anchor: torch.Tensor | None = None, all_anchor_ids: torch.Tensor | None = None,
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean InfoNCE over (anchor, positive) pairs.
+                  ) -> torch.Tensor:
+    """Mean InfoNCE over (anchor, positive) pairs (objective "infonce").
 
     anchor [B, d], positives [B, k, d]: pooled vectors (any scale; cosine is taken here).
     anchor_ids [B], positive_ids [B, k]: node ids (int64).
     all_anchor [G, d], all_anchor_ids [G]: the negatives' pool, e.g. the anchors gathered from every
     rank (must contain this rank's anchors); defaults to this batch's anchors.
-    Returns (loss, stats) where stats are detached tensors: pos_sim, neg_sim, gap, spread.
     """
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
+    _check_pair_shapes(anchor, positives, tau)
     if tau_mode not in ("both", "negatives_only"):
         raise ValueError(f"tau_mode must be 'both' or 'negatives_only', got {tau_mode!r}")
-    if anchor.dim() != 2 or positives.dim() != 3 or positives.shape[0] != anchor.shape[0]:
-        raise ValueError(f"anchor must be [B, d] and positives [B, k, d], got {tuple(anchor.shape)}, "
-                         f"{tuple(positives.shape)}")
     if all_anchor is None:
         all_anchor, all_anchor_ids = anchor, anchor_ids
-    a = F.normalize(anchor.float(), dim=-1)  # [B, d]
-    p = F.normalize(positives.float(), dim=-1)  # [B, k, d]
-    g = F.normalize(all_anchor.float(), dim=-1)  # [G, d]
-    s_pos = torch.einsum("bd,bkd->bk", a, p)  # [B, k]
-    s_neg = a @ g.T  # [B, G]
+    s_pos, s_neg = _cosines(anchor, positives, all_anchor)  # [B, k], [B, G]
     ids_g = all_anchor_ids.view(1, -1)  # [1, G]
     valid = (ids_g != anchor_ids.view(-1, 1)) & ~(ids_g.unsqueeze(-1) == positive_ids.unsqueeze(1)).any(-1)  # [B, G]
     tp = tau if tau_mode == "both" else 1.0
@@ -108,10 +114,29 @@ def graph_infonce(anchor: torch.Tensor, positives: torch.Tensor, anchor_ids: tor
     ln = (s_neg / tau).masked_fill(~valid, -1e9)  # [B, G]
     # log(exp(lp) + sum exp(ln)) per pair: logaddexp of lp with each row's negative logsumexp
     neg_lse = torch.logsumexp(ln, dim=-1, keepdim=True)  # [B, 1]
-    loss = (torch.logaddexp(lp, neg_lse) - lp).mean()
-    with torch.no_grad():
-        nv = valid.sum()
-        neg_sim = (s_neg * valid).sum() / nv.clamp(min=1)
-        pos_sim = s_pos.mean()
-        stats = {"pos_sim": pos_sim, "neg_sim": neg_sim, "gap": pos_sim - neg_sim, "spread": embedding_spread(g)}
-    return loss, stats
+    return (torch.logaddexp(lp, neg_lse) - lp).mean()
+
+
+def mlaga_objective(anchor: torch.Tensor, positives: torch.Tensor, tau: float = 0.5,
+                    all_anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """The released MLaGA loss (objective "mlaga"; formula in the module docstring), mean over anchors.
+
+    anchor [B, d], positives [B, k, d]; all_anchor [G, d] is the negatives' pool (every rank's anchors,
+    containing this rank's), by default the batch's anchors. Every pooled anchor is a negative,
+    the anchor itself included, as in the released code.
+    """
+    _check_pair_shapes(anchor, positives, tau)
+    s_pos, s_neg = _cosines(anchor, positives, anchor if all_anchor is None else all_anchor)
+    return (torch.logsumexp(s_neg / tau, dim=-1) - torch.logsumexp(s_pos, dim=-1)).mean()
+
+
+@torch.no_grad()
+def contrastive_stats(anchor: torch.Tensor, positives: torch.Tensor, anchor_ids: torch.Tensor,
+                      all_anchor: torch.Tensor, all_anchor_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Detached diagnostics of a batch, whatever the objective: pos_sim (mean cosine to positives),
+    neg_sim (mean cosine to the other pooled anchors), gap = pos_sim - neg_sim, spread (of all_anchor)."""
+    s_pos, s_neg = _cosines(anchor, positives, all_anchor)
+    other = all_anchor_ids.view(1, -1) != anchor_ids.view(-1, 1)  # [B, G]
+    neg_sim = (s_neg * other).sum() / other.sum().clamp(min=1)
+    pos_sim = s_pos.mean()
+    return {"pos_sim": pos_sim, "neg_sim": neg_sim, "gap": pos_sim - neg_sim, "spread": embedding_spread(all_anchor)}

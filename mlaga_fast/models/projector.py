@@ -1,51 +1,143 @@
-"""Stage 2 projector: maps each of a node's nq aligner tokens into the LLM's embedding space.
+"""Stage 2 projectors: what turns a node's aligner tokens (and its picture) into LLM input embeddings.
 
-The projector is the only module Stage 2 trains (besides optional LoRA adapters); the LLM stays frozen.
-It is a 2-layer MLP with a GELU in between, applied token-wise, as in LLaVA-style connectors.
+Two kinds (``ProjectorConfig.kind``):
+
+- ``single``: one 2-layer MLP (Linear, GELU, Linear; LLaVA-style) applied token-wise to the node's
+  nq graph tokens, for every task. No image token.
+- ``modality`` (the paper's modality-aware projectors): an image projector maps the node's pooled
+  image vector [Dp] to one ``<image>`` token; task-specific graph projectors (``nc`` and ``lp``, or one
+  ``shared``) map its nq aligner tokens to its ``<graph>`` tokens; an optional cross-task attention
+  block lets a task's projection attend to the other task's projection of the same node (queries from
+  the task's projector, keys/values from the other's; one pre-norm attention + FFN block, 8 heads,
+  FFN 4H, dropout 0.1, residual).
+
+Only these (and optional LoRA adapters) train; the LLM stays frozen.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+__all__ = ["ProjectorConfig", "Projectors", "CrossTaskAttention", "save_projectors", "load_projectors",
+           "PROJECTOR_KINDS", "TASKS"]
+
+PROJECTOR_KINDS = ("single", "modality")
+TASKS = ("nc", "lp")
 
 
 @dataclass
 class ProjectorConfig:
-    in_dim: int  # aligner token dim d (or the raw pooled feature dim in the "raw" ablation)
+    graph_dim: int  # aligner token dim d (or the raw pooled feature dim in the "raw" ablation)
     out_dim: int  # LLM hidden size H
-    hidden_dim: int = 0  # 0 = use out_dim, the usual choice for 2-layer connectors
+    kind: str = "single"
+    hidden_dim: int = 0  # 0 = out_dim, the usual choice for 2-layer connectors
+    image_dim: int = 0  # pooled image vector dim Dp (kind "modality")
+    shared_graph: bool = False  # modality: one graph projector for both tasks
+    cross_task: bool = False  # modality: cross-task attention between the NC and LP projections
+    cross_heads: int = 8
+    cross_dropout: float = 0.1
+
+    def validate(self) -> None:
+        if self.kind not in PROJECTOR_KINDS:
+            raise ValueError(f"projector: {self.kind!r} is not one of {list(PROJECTOR_KINDS)}")
+        if self.graph_dim <= 0 or self.out_dim <= 0 or self.hidden_dim < 0:
+            raise ValueError(f"projector dims must be positive, got graph_dim={self.graph_dim}, "
+                             f"out_dim={self.out_dim}, hidden_dim={self.hidden_dim}")
+        if self.kind == "modality" and self.image_dim <= 0:
+            raise ValueError("projector 'modality' needs a pooled image vector per node, but the features have "
+                             "no image modality (image_dim 0); use projector 'single'")
+        if self.cross_task and (self.kind != "modality" or self.shared_graph):
+            raise ValueError("cross_task_attention needs projector 'modality' with task-specific graph projectors "
+                             "(not shared_graph_projector)")
+        if self.cross_task and self.out_dim % self.cross_heads:
+            raise ValueError(f"cross-task attention: hidden size {self.out_dim} is not divisible by "
+                             f"{self.cross_heads} heads")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class Projector(nn.Module):
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+
+class CrossTaskAttention(nn.Module):
+    """x [K, n, H] attends to other [K, n, H] (the same node's other-task projection) -> [K, n, H]."""
+
+    def __init__(self, dim: int, num_heads: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.h, self.p = num_heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        K, n, H = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [K, n, H] -> [K, h, n, H / h]
+            return t.view(K, n, self.h, H // self.h).transpose(1, 2)
+
+        qn, kvn = self.norm1(x), self.norm1(other)
+        o = F.scaled_dot_product_attention(heads(self.q(qn)), heads(self.k(kvn)), heads(self.v(kvn)),
+                                           dropout_p=self.p if self.training else 0.0)  # [K, h, n, H / h]
+        x = x + self.drop(self.out(o.transpose(1, 2).reshape(K, n, H)))
+        return x + self.ffn(self.norm2(x))
+
+
+class Projectors(nn.Module):
+    """graph(tokens [K, nq, d], task) -> [K, nq, H]; image(vectors [M, Dp]) -> [M, 1, H]."""
+
     def __init__(self, cfg: ProjectorConfig) -> None:
         super().__init__()
-        if cfg.in_dim <= 0 or cfg.out_dim <= 0 or cfg.hidden_dim < 0:
-            raise ValueError(f"projector dims must be positive, got {cfg}")
+        cfg.validate()
         self.cfg = cfg
         hid = cfg.hidden_dim or cfg.out_dim
-        self.fc1 = nn.Linear(cfg.in_dim, hid)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hid, cfg.out_dim)
+        names = ("shared",) if cfg.kind == "single" or cfg.shared_graph else TASKS
+        self.graph_mlp = nn.ModuleDict({n: _mlp(cfg.graph_dim, hid, cfg.out_dim) for n in names})
+        self.image_mlp = _mlp(cfg.image_dim, hid, cfg.out_dim) if cfg.kind == "modality" else None
+        self.cross = CrossTaskAttention(cfg.out_dim, cfg.cross_heads, cfg.cross_dropout) if cfg.cross_task else None
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        # tokens: [..., nq, in_dim] -> [..., nq, out_dim]; token-wise, so any leading shape works
-        if tokens.shape[-1] != self.cfg.in_dim:
-            raise ValueError(
-                f"projector input: last dim is {tokens.shape[-1]}, expected in_dim={self.cfg.in_dim}"
-            )
-        x = tokens.to(self.fc1.weight.dtype)
-        return self.fc2(self.act(self.fc1(x)))
+    @property
+    def image_tokens(self) -> int:
+        """Image tokens per node in a prompt (0 or 1)."""
+        return int(self.image_mlp is not None)
+
+    def _mlp_for(self, task: str) -> nn.Module:
+        if task not in TASKS:
+            raise ValueError(f"task: {task!r} is not one of {list(TASKS)}")
+        return self.graph_mlp["shared"] if "shared" in self.graph_mlp else self.graph_mlp[task]
+
+    def graph(self, tokens: torch.Tensor, task: str) -> torch.Tensor:
+        if tokens.shape[-1] != self.cfg.graph_dim:
+            raise ValueError(f"projector input: last dim is {tokens.shape[-1]}, expected {self.cfg.graph_dim}")
+        x = tokens.to(next(self.parameters()).dtype)  # [K, nq, d]
+        out = self._mlp_for(task)(x)  # [K, nq, H]
+        if self.cross is not None:
+            other = self._mlp_for("lp" if task == "nc" else "nc")(x)
+            out = self.cross(out, other)
+        return out
+
+    def image(self, vectors: torch.Tensor) -> torch.Tensor:
+        if self.image_mlp is None:
+            raise ValueError("this run has no image projector (projector 'single')")
+        if vectors.shape[-1] != self.cfg.image_dim:
+            raise ValueError(f"image projector input: last dim is {vectors.shape[-1]}, expected {self.cfg.image_dim}")
+        return self.image_mlp(vectors.to(next(self.parameters()).dtype)).unsqueeze(1)  # [M, 1, H]
+
+    @torch.no_grad()
+    def copy_task(self, src: str, dst: str) -> None:
+        """Start task dst's graph projector from task src's (a no-op with one shared projector)."""
+        if "shared" not in self.graph_mlp:
+            self.graph_mlp[dst].load_state_dict(self.graph_mlp[src].state_dict())
 
 
-def save_projector(proj: Projector, path) -> None:
-    """Atomically write weights (safetensors) with the config in the file's metadata."""
-    import json
-
+def save_projectors(proj: Projectors, path) -> None:
+    """Atomically write the weights (safetensors) with the config in the file's metadata."""
     from safetensors.torch import save
 
     from mlaga_fast.utils.io import atomic_write_bytes
@@ -54,9 +146,7 @@ def save_projector(proj: Projector, path) -> None:
     atomic_write_bytes(path, save(state, metadata={"projector_config": json.dumps(proj.cfg.to_dict())}))
 
 
-def load_projector(path) -> Projector:
-    import json
-
+def load_projectors(path) -> Projectors:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -64,6 +154,9 @@ def load_projector(path) -> Projector:
         meta = f.metadata() or {}
     if "projector_config" not in meta:
         raise ValueError(f"{path}: not a projector file (no projector_config metadata)")
-    proj = Projector(ProjectorConfig(**json.loads(meta["projector_config"])))
-    proj.load_state_dict(load_file(str(path)))
+    proj = Projectors(ProjectorConfig(**json.loads(meta["projector_config"])))
+    try:
+        proj.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match the projector config in its metadata: {e}") from None
     return proj

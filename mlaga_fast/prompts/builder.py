@@ -1,8 +1,13 @@
 """Build tokenized NC and LP prompts from the templates in templates.toml.
 
-An Example holds the prompt's token ids, with nq copies of NODE_TOKEN_ID wherever a node appears,
-the node ids in order of appearance (so the trainer can splice their projected tokens in), and the
-answer's token ids (the answer string followed by eos). Loss is taken on the answer ids only.
+An Example holds the prompt's token ids, with placeholder ids wherever a node's tokens go (nq copies of
+GRAPH_TOKEN_ID for its graph tokens, one IMAGE_TOKEN_ID for its image token when the run has an image
+projector), the (kind, node) of every placeholder group in order of appearance (so the trainer can
+splice the projected tokens in), and the answer's token ids (the answer followed by the end token).
+Loss is taken on the answer ids only.
+
+With a chat template, the rendered prompt is the user's message and the answer the assistant's: the
+ids are [chat header | message | assistant header] + answer + end token, so answer-only labels hold.
 
 Truncation policy (applied per prompt, in this order, until prompt + answer fits ``max_length``):
   1. every node text is first capped at its own budget: ``target_text_tokens`` for the target
@@ -24,12 +29,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from mlaga_fast.llm.splice import IGNORE_INDEX, NODE_TOKEN_ID
+from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, IGNORE_INDEX, IMAGE_TOKEN_ID
 
+TEMPLATE_SETS = ("compact", "paper")
 _REQUIRED = {
-    "nc": ["target", "demos_header", "demo", "question", "answer", "class_sep"],
-    "lp": ["node_a", "node_b", "demo", "question", "answer", "yes", "no"],
+    "nc": ["intro", "demos_header", "demo", "question", "answer", "class_sep"],
+    "lp": ["intro", "demos_header", "demo", "question", "answer", "yes", "no"],
+    "ask": ["node", "pair", "question"],
 }
+IMAGE_SLOT, GRAPH_SLOT = 0, 1  # kinds of placeholder groups in Example.slots
+_SENTINEL = "\x00MLAGA_MESSAGE\x00"  # stands for the user's message when the chat template is rendered
 
 
 def load_templates(path: str | Path | None = None) -> dict:
@@ -40,32 +49,38 @@ def load_templates(path: str | Path | None = None) -> dict:
     else:
         text, where = Path(path).read_text("utf-8"), str(path)
     t = tomllib.loads(text)
-    for sec, keys in _REQUIRED.items():
-        if sec not in t:
-            raise ValueError(f"templates {where}: missing section [{sec}]")
-        for k in keys:
-            if not isinstance(t[sec].get(k), str):
-                raise ValueError(f"templates {where}: missing string {sec}.{k}")
+    for name in TEMPLATE_SETS:
+        for sec, keys in _REQUIRED.items():
+            if sec not in t.get(name, {}):
+                raise ValueError(f"templates {where}: missing section [{name}.{sec}]")
+            for k in keys:
+                if not isinstance(t[name][sec].get(k), str):
+                    raise ValueError(f"templates {where}: missing string {name}.{sec}.{k}")
     return t
 
 
 @dataclass
 class TruncationPolicy:
     max_length: int = 384  # prompt + answer tokens, node tokens included
-    target_text_tokens: int = 24
-    demo_text_tokens: int = 12
+    target_text_tokens: int = 0
+    demo_text_tokens: int = 0
 
 
 @dataclass
 class Example:
     task: str  # "nc" | "lp"
-    prompt_ids: list[int]  # NODE_TOKEN_ID at node slots
-    nodes: list[int]  # node ids in order of appearance (nq slots each)
+    prompt_ids: list[int]  # GRAPH_TOKEN_ID / IMAGE_TOKEN_ID at node slots
+    slots: list[tuple[int, int]]  # (IMAGE_SLOT | GRAPH_SLOT, node id) per placeholder group, in order
     target: int  # NC: class index; LP: 1 = Yes (edge), 0 = No
-    answer_ids: list[int] = field(default_factory=list)  # answer + eos; empty for unlabelled eval
+    answer_ids: list[int] = field(default_factory=list)  # answer + end token; empty for unlabelled eval
     query: tuple = ()  # (v,) for NC, (u, v) for LP
     demos: list = field(default_factory=list)  # NC: demo node ids; LP: [(u, v, yes)]
     dataset: int = 0  # index of the dataset in a multi-dataset run
+
+    @property
+    def nodes(self) -> list[int]:
+        """Node of every graph-token group, in order of appearance."""
+        return [v for kind, v in self.slots if kind == GRAPH_SLOT]
 
     def train_arrays(self) -> tuple[list[int], list[int]]:
         """(input_ids, labels): the answer appended, labels IGNORE_INDEX outside the answer."""
@@ -73,27 +88,50 @@ class Example:
         return ids, [IGNORE_INDEX] * len(self.prompt_ids) + list(self.answer_ids)
 
 
+def chat_wrapper(tokenizer) -> tuple[str, str] | None:
+    """(text before, text after) the user's message in the tokenizer's chat template, or None."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                         add_generation_prompt=True)
+    if full.count(_SENTINEL) != 1:
+        raise ValueError("llm: the tokenizer's chat template does not place the user's message once")
+    before, after = full.split(_SENTINEL)
+    return before, after
+
+
 class PromptBuilder:
     """Turns (node ids, texts, labels) into Examples. texts: a sequence indexable by node id."""
 
     def __init__(self, tokenizer, nq: int, texts: Sequence[str] | None, class_names: Sequence[str],
-                 policy: TruncationPolicy | None = None, templates: dict | None = None) -> None:
+                 policy: TruncationPolicy | None = None, templates: dict | None = None, *,
+                 template_set: str = "compact", image_tokens: int = 0, chat: bool = False, domain: str = "") -> None:
         if nq < 1:
             raise ValueError(f"nq: must be >= 1, got {nq}")
+        if template_set not in TEMPLATE_SETS:
+            raise ValueError(f"template_set: {template_set!r} is not one of {list(TEMPLATE_SETS)}")
+        if image_tokens not in (0, 1):
+            raise ValueError(f"image_tokens: must be 0 or 1, got {image_tokens}")
         self.tok = tokenizer
-        self.nq = nq
+        self.nq, self.image_tokens = nq, image_tokens
         self.texts = texts
         self.class_names = [str(c) for c in class_names]
         self.policy = policy or TruncationPolicy()
-        self.t = templates or load_templates()
+        self.t = (templates or load_templates())[template_set]
+        self.domain = domain
         self._text_ids: dict[int, list[int]] = {}
         self._lit = lru_cache(maxsize=4096)(self._encode)
-        probe = tokenizer("a").input_ids
-        bos = tokenizer.bos_token_id
-        self.prefix = [bos] if bos is not None and probe and probe[0] == bos else []
         self.eos = tokenizer.eos_token_id
-        cls_list = self.t["nc"]["class_sep"].join(self.class_names)
-        self._classes = cls_list
+        wrap = chat_wrapper(tokenizer) if chat else None
+        if wrap is not None:
+            self.head, self.tail = list(self._encode(wrap[0])), list(self._encode(wrap[1]))
+            self._strip_answer = wrap[1][-1:].isspace()  # "assistant\n" + "Yes", but "ASSISTANT:" + " Yes"
+        else:
+            probe = tokenizer("a").input_ids
+            bos = tokenizer.bos_token_id
+            self.head = [bos] if bos is not None and probe and probe[0] == bos else []
+            self.tail, self._strip_answer = [], False
+        self._classes = self.t["nc"]["class_sep"].join(self.class_names)
         self.nc_answers = [self.answer_ids("nc", c) for c in self.class_names]  # per class
         self.lp_answers = [self.answer_ids("lp", self.t["lp"]["no"]), self.answer_ids("lp", self.t["lp"]["yes"])]
 
@@ -105,9 +143,9 @@ class PromptBuilder:
         """The node's text tokens, capped at the largest budget (cut later per role)."""
         ids = self._text_ids.get(node)
         if ids is None:
-            raw = "" if self.texts is None else str(self.texts[node] or "")
-            raw = " ".join(raw.split())  # collapse newlines/tabs: prompts stay one item per line
             cap = max(self.policy.target_text_tokens, self.policy.demo_text_tokens)
+            raw = "" if self.texts is None or cap == 0 else str(self.texts[node] or "")
+            raw = " ".join(raw.split())  # collapse newlines/tabs: prompts stay one item per line
             # Truncate the string first (a generous 8 chars/token), so huge texts tokenize fast.
             ids = list(self._encode(" " + raw[: cap * 8]))[:cap] if raw else []
             self._text_ids[node] = ids
@@ -115,24 +153,34 @@ class PromptBuilder:
 
     def answer_ids(self, task: str, value: str) -> list[int]:
         key = "label" if task == "nc" else "answer"
-        return list(self._encode(self.t[task]["answer"].format(**{key: value}))) + [self.eos]
+        text = self.t[task]["answer"].format(**{key: value})
+        return list(self._encode(text.lstrip() if self._strip_answer else text)) + [self.eos]
 
-    def _render(self, template: str, texts: dict, nodes: dict, subs: dict, out: list, order: list) -> None:
-        """Append the template's tokens to out; node slots become nq placeholders (ids in order)."""
+    def _render(self, template: str, texts: dict, nodes: dict, subs: dict, out: list, slots: list) -> None:
+        """Append the template's tokens to out; node slots become placeholders (recorded in slots)."""
         for literal, name, _, _ in string.Formatter().parse(template):
             if literal:
                 out.extend(self._lit(literal))
             if name is None:
                 continue
-            if name in nodes:
-                out.extend([NODE_TOKEN_ID] * self.nq)
-                order.append(nodes[name])
+            kind, _, which = name.partition("_")
+            if kind in ("node", "image", "graph") and name.replace(kind, "node", 1) in nodes:
+                v = nodes[name.replace(kind, "node", 1)]
+                if kind in ("node", "image") and self.image_tokens:
+                    out.extend([IMAGE_TOKEN_ID] * self.image_tokens)
+                    slots.append((IMAGE_SLOT, v))
+                if kind in ("node", "graph"):
+                    out.extend([GRAPH_TOKEN_ID] * self.nq)
+                    slots.append((GRAPH_SLOT, v))
             elif name in texts:
                 out.extend(texts[name])
             elif name in subs:
-                out.extend(self._lit(subs[name]))
+                out.extend(self._lit(str(subs[name])))
             else:
                 raise ValueError(f"template slot {{{name}}} has no value (template: {template!r})")
+
+    def _subs(self, **kw) -> dict:
+        return {"classes": self._classes, "num_classes": len(self.class_names), "domain": self.domain, **kw}
 
     # -- NC ---------------------------------------------------------------------------------------
     def nc(self, target: int, demos: Sequence[int], demo_labels: Sequence[int], label: int = -1,
@@ -143,16 +191,18 @@ class PromptBuilder:
         ans_len = len(ans) if ans else max(len(a) for a in self.nc_answers)
         tcap, dcap, m = self.policy.target_text_tokens, self.policy.demo_text_tokens, len(demos)
         while True:
-            ids, order = list(self.prefix), []
-            self._render(t["target"], {"text": self.text_ids(target)[:tcap]}, {"node": target}, {}, ids, order)
+            ids, slots = list(self.head), []
+            own = {"text": self.text_ids(target)[:tcap]}
+            self._render(t["intro"], own, {"node": target}, self._subs(num_demos=m), ids, slots)
             if m:
-                ids.extend(self._lit(t["demos_header"]))
-                for d, y in zip(demos[:m], demo_labels[:m]):
+                self._render(t["demos_header"], {}, {}, self._subs(num_demos=m), ids, slots)
+                for i, (d, y) in enumerate(zip(demos[:m], demo_labels[:m])):
                     self._render(t["demo"], {"text": self.text_ids(d)[:dcap]}, {"node": d},
-                                 {"label": self.class_names[y]}, ids, order)
-            self._render(t["question"], {}, {}, {"classes": self._classes}, ids, order)
+                                 self._subs(label=self.class_names[y], i=i + 1, num_demos=m), ids, slots)
+            self._render(t["question"], own, {"node": target}, self._subs(num_demos=m), ids, slots)
+            ids.extend(self.tail)
             if len(ids) + ans_len <= self.policy.max_length:
-                return Example("nc", ids, order, int(label), list(ans), (int(target),),
+                return Example("nc", ids, slots, int(label), list(ans), (int(target),),
                                [int(d) for d in demos[:m]], dataset)
             tcap, dcap, m = self._shrink(tcap, dcap, m, len(ids) + ans_len, f"nc target {target}")
 
@@ -164,18 +214,53 @@ class PromptBuilder:
         ans_len = len(ans) if ans else max(len(x) for x in self.lp_answers)
         tcap, dcap, m = self.policy.target_text_tokens, self.policy.demo_text_tokens, int(demo is not None)
         while True:
-            ids, order = list(self.prefix), []
+            ids, slots = list(self.head), []
+            own_t = {"text_a": self.text_ids(a)[:tcap], "text_b": self.text_ids(b)[:tcap]}
+            own_n = {"node_a": a, "node_b": b}
+            self._render(t["intro"], own_t, own_n, self._subs(num_demos=m), ids, slots)
             if m:
                 u, v, yes = demo
+                self._render(t["demos_header"], {}, {}, self._subs(num_demos=m), ids, slots)
                 self._render(t["demo"], {"text_a": self.text_ids(u)[:dcap], "text_b": self.text_ids(v)[:dcap]},
-                             {"node_a": u, "node_b": v}, {"answer": t["yes"] if yes else t["no"]}, ids, order)
-            self._render(t["node_a"], {"text": self.text_ids(a)[:tcap]}, {"node": a}, {}, ids, order)
-            self._render(t["node_b"], {"text": self.text_ids(b)[:tcap]}, {"node": b}, {}, ids, order)
-            self._render(t["question"], {}, {}, {}, ids, order)
+                             {"node_a": u, "node_b": v},
+                             self._subs(answer=t["yes"] if yes else t["no"], i=1, num_demos=m), ids, slots)
+            self._render(t["question"], own_t, own_n, self._subs(num_demos=m), ids, slots)
+            ids.extend(self.tail)
             if len(ids) + ans_len <= self.policy.max_length:
                 demos = [(int(demo[0]), int(demo[1]), bool(demo[2]))] if m else []
-                return Example("lp", ids, order, int(label), list(ans), (int(a), int(b)), demos, dataset)
+                return Example("lp", ids, slots, int(label), list(ans), (int(a), int(b)), demos, dataset)
             tcap, dcap, m = self._shrink(tcap, dcap, m, len(ids) + ans_len, f"lp pair ({a}, {b})")
+
+    # -- free questions (``mlaga-fast ask``) --------------------------------------------------------
+    def ask(self, nodes: Sequence[int], question: str, demos: Sequence[int] = (), demo_labels: Sequence[int] = ()
+            ) -> Example:
+        """One node (with its NC intro and optional demonstrations) or a pair (LP intro), then the user's
+        question; the answer is left to free generation."""
+        if len(nodes) not in (1, 2):
+            raise ValueError(f"ask: one node or a pair, got {len(nodes)} nodes")
+        task = "nc" if len(nodes) == 1 else "lp"
+        t, a = self.t[task], self.t["ask"]
+        tcap, dcap = self.policy.target_text_tokens, self.policy.demo_text_tokens
+        if task == "nc":
+            own_t, own_n = {"text": self.text_ids(nodes[0])[:tcap]}, {"node": nodes[0]}
+        else:
+            own_t = {"text_a": self.text_ids(nodes[0])[:tcap], "text_b": self.text_ids(nodes[1])[:tcap]}
+            own_n = {"node_a": nodes[0], "node_b": nodes[1]}
+        m = len(demos) if task == "nc" else 0
+        ids, slots = list(self.head), []
+        self._render(t["intro"], own_t, own_n, self._subs(num_demos=m), ids, slots)
+        if m:
+            self._render(t["demos_header"], {}, {}, self._subs(num_demos=m), ids, slots)
+            for i, (d, y) in enumerate(zip(demos, demo_labels)):
+                self._render(t["demo"], {"text": self.text_ids(d)[:dcap]}, {"node": d},
+                             self._subs(label=self.class_names[y], i=i + 1, num_demos=m), ids, slots)
+        self._render(a["node" if task == "nc" else "pair"], own_t, own_n, self._subs(num_demos=m), ids, slots)
+        self._render(a["question"], {}, {}, self._subs(question=" ".join(question.split())), ids, slots)
+        ids.extend(self.tail)
+        if len(ids) > self.policy.max_length:
+            raise ValueError(f"ask: the prompt needs {len(ids)} tokens, more than max_length "
+                             f"{self.policy.max_length}; shorten the question")
+        return Example(task, ids, slots, -1, [], tuple(int(v) for v in nodes), [int(d) for d in demos])
 
     def _shrink(self, tcap: int, dcap: int, m: int, length: int, what: str) -> tuple[int, int, int]:
         if dcap > 0 and m > 0:

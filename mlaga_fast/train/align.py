@@ -21,77 +21,75 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
 from mlaga_fast.config import check_resume_config, config_to_dict, resolve_config, save_config
+from mlaga_fast.train.loop import LOOP_RUNTIME_FIELDS, LoopConfig, validate_loop
 
 __all__ = ["AlignConfig", "PRESETS", "train_align", "check_features_match", "StepBatches"]
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(LoopConfig):
     # --- model (every size is a field; the paper's sizes are the "paper" preset) ---
+    arch: Literal["prenorm", "mlaga"] = field(default="prenorm", metadata={
+        "help": "aligner structure: prenorm (ours: joint pre-norm residual layers) or mlaga (the released "
+                "model's: shared per-modality self-attention, post-norm, no residuals)"})
     # named `dim`, not `d`: torchrun's argument parser would take `--d` for an abbreviation of its own options
     dim: int = field(default=128, metadata={"help": "aligner width d"})
     num_layers: int = field(default=2, metadata={"help": "self-attention layers"})
     num_heads: int = field(default=4, metadata={"help": "attention heads (d must be divisible by it)"})
     num_queries: int = field(default=8, metadata={"help": "learnable queries nq = aligned tokens per node"})
-    cross_attention_every: int = field(default=1, metadata={"help": "queries cross-attend at layers 0, k, 2k, ..."})
+    cross_attention_every: int = field(default=1, metadata={
+        "help": "prenorm: queries cross-attend at layers 0, k, 2k, ...; mlaga: at layers i with (i + 1) % k == 0"})
     mlp_ratio: float = field(default=4.0, metadata={"help": "FFN hidden width / d"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in attention outputs and FFNs"})
     # --- loss ---
+    objective: Literal["infonce", "mlaga"] = field(default="infonce", metadata={
+        "help": "infonce (ours) or mlaga (the released loss: positives summed in one log, negatives at tau)"})
     num_positives: int = field(default=5, metadata={"help": "1-hop positives sampled per anchor"})
-    tau: float = field(default=0.1, metadata={"help": "InfoNCE temperature"})
+    tau: float = field(default=0.1, metadata={"help": "temperature"})
     tau_mode: Literal["both", "negatives_only"] = field(
-        default="both", metadata={"help": "apply tau to positives and negatives (both) or, like the "
-                                          "reference code, to negatives only"})
-    # --- optimisation ---
+        default="both", metadata={"help": "infonce: apply tau to positives and negatives (both) or to negatives only"})
+    # --- optimisation (the shared loop fields are in LoopConfig) ---
     batch_size: int = field(default=64, metadata={"help": "global anchors per micro-batch (split over ranks)"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases/norms)"})
-    warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps before cosine decay"})
-    min_lr_ratio: float = field(default=0.0, metadata={"help": "final LR as a fraction of the peak"})
-    epochs: int = field(default=10, metadata={"help": "passes over all nodes (ignored when max_steps is set)"})
-    max_steps: Optional[int] = field(default=None, metadata={"help": "optimizer steps (overrides epochs)"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm (0 = off)"})
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
-        default="auto", metadata={"help": "autocast dtype; auto = bf16 (or fp16) on GPU, fp32 on CPU"})
     # --- runtime (may change on --resume) ---
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    seed: int = field(default=0, metadata={"help": "seed for init, data order and positives"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
-    log_every: int = field(default=10, metadata={"help": "steps between metrics.jsonl records"})
-    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints (one at the end too)"})
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
     collapse_threshold: float = field(default=0.05, metadata={"help": "warn when the embedding spread falls below"})
     attn_backend: Literal["auto", "triton", "sdpa", "reference"] = field(
         default="auto", metadata={"help": "cross-attention backend (auto dispatches)"})
+    # LoopConfig defaults that differ for Stage 1
+    epochs: int = field(default=10, metadata={"help": "passes over all nodes (max_steps overrides)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases/norms)"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear LR warmup steps (0 = warmup_ratio decides)"})
+    log_every: int = field(default=10, metadata={"help": "steps between metrics.jsonl records"})
 
     def validate(self) -> None:
+        validate_loop(self)
         positive = ("dim", "num_layers", "num_heads", "num_queries", "cross_attention_every", "num_positives",
-                    "batch_size", "grad_accum", "epochs", "log_every", "checkpoint_every", "keep_checkpoints")
+                    "batch_size", "grad_accum")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"config field 'max_steps' must be >= 1, got {self.max_steps}")
         if self.dim % self.num_heads:
             raise ValueError(f"config field 'dim' ({self.dim}) must be divisible by num_heads ({self.num_heads})")
-        for name in ("tau", "lr", "mlp_ratio"):
+        for name in ("tau", "mlp_ratio"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "grad_clip", "warmup_steps", "num_workers", "collapse_threshold"):
+        for name in ("num_workers", "collapse_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("config fields 'dropout' must be in [0, 1) and 'min_lr_ratio' in [0, 1]")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("config field 'dropout' must be in [0, 1)")
+        if self.arch == "mlaga" and self.num_layers % self.cross_attention_every:
+            raise ValueError(f"config field 'num_layers' ({self.num_layers}) must be a multiple of "
+                             f"cross_attention_every ({self.cross_attention_every}) for arch mlaga")
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"d": self.dim, "num_layers": self.num_layers, "num_heads": self.num_heads,
@@ -100,15 +98,18 @@ class AlignConfig:
                 "attn_backend": None if self.attn_backend == "auto" else self.attn_backend}
 
 
-# The paper's reference aligner: 32 queries, 6 layers, cross-attention every 2nd layer, d = 1024, 8 heads.
+# The released model's aligner and its training (docs/paper_model.md): its structure and loss, d 1024,
+# 6 layers, 8 heads, 32 queries, cross-attention at layers 1, 3, 5, dropout 0.1; batch 16, 1 epoch,
+# lr 1e-5, 100 warmup steps, cosine to 0, no weight decay, tau 0.5.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
-    "paper": {"dim": 1024, "num_layers": 6, "num_heads": 8, "num_queries": 32, "cross_attention_every": 2},
+    "paper": {"arch": "mlaga", "objective": "mlaga", "dim": 1024, "num_layers": 6, "num_heads": 8, "num_queries": 32,
+              "cross_attention_every": 2, "dropout": 0.1, "tau": 0.5, "batch_size": 16, "epochs": 1, "lr": 1e-5,
+              "warmup_steps": 100, "min_lr_ratio": 0.0, "weight_decay": 0.0},
 }
 
 # Fields that may differ between a run and its resumption without changing the maths.
-RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "checkpoint_every", "keep_checkpoints",
-                     "collapse_threshold", "attn_backend")
+RESUMABLE_CHANGES = LOOP_RUNTIME_FIELDS + ("num_workers", "collapse_threshold", "attn_backend")
 
 
 def build_config(cli_values: dict[str, Any] | None = None, *, config_file: str | None = None,
@@ -170,7 +171,7 @@ class StepBatches:
         anchors, pos = anchors[sl], pos[sl]  # [b], [b, k]
         uniq, inv = np.unique(np.concatenate([anchors, pos.ravel()]), return_inverse=True)
         b = anchors.shape[0]
-        batch = self.store.get(uniq)  # image [U, Li, Di] fp16, image_mask, text [U, Lt, Dt], text_mask
+        batch = trim_text(self.store.get(uniq))  # image [U, Li, Di] fp16, image_mask, text [U, Lt', Dt], text_mask
         batch.update(
             anchor_ids=torch.from_numpy(anchors.copy()),
             positive_ids=torch.from_numpy(pos.copy()),
@@ -181,18 +182,18 @@ class StepBatches:
         return batch
 
 
-def _resolve_precision(precision: str, device: Any) -> Any:
-    import torch
-
-    if device.type != "cuda":
-        if precision == "fp16":
-            raise ValueError("precision 'fp16' needs a GPU; use fp32 (or bf16) on CPU")
-        return torch.bfloat16 if precision == "bf16" else None
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+def trim_text(batch: dict[str, Any]) -> dict[str, Any]:
+    """Drop the text columns that are padding in every row of the batch ([U, Lt, Dt] -> [U, Lt', Dt]): they
+    are masked as keys everywhere and never read, so outputs do not change, but each costs a full token's
+    compute (MiniLM pads to 64 tokens; the catalogue's texts use about 40)."""
+    mask = batch.get("text_mask")
+    if mask is None or mask.numel() == 0:
+        return batch
+    used = mask.any(dim=0).nonzero()
+    keep = int(used[-1]) + 1 if used.numel() else 1
+    if keep < mask.shape[1]:
+        batch = dict(batch, text=batch["text"][:, :keep].contiguous(), text_mask=mask[:, :keep].contiguous())
+    return batch
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -202,7 +203,8 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
         if not p.requires_grad:
             continue
         (decay if p.dim() >= 2 and name not in ("queries", "modality_emb") else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lr": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr": 1.0}]
 
 
 def _load_inputs(data_dir: Path, features_dir: Path) -> tuple[Any, Any, str | None]:
@@ -225,19 +227,125 @@ def _load_inputs(data_dir: Path, features_dir: Path) -> tuple[Any, Any, str | No
     return graph, store, gfp
 
 
+class AlignStage:
+    """Stage 1's part of the training loop (``mlaga_fast.train.loop``): one optimizer step = grad_accum
+    micro-batches of the contrastive objective, negatives gathered from every rank."""
+
+    def __init__(self, cfg: AlignConfig, info, model, store, indptr, indices, total_steps: int):
+        import torch
+
+        from mlaga_fast.train.precision import resolve_precision
+
+        self.cfg, self.info, self.model, self.store = cfg, info, model, store
+        self.indptr, self.indices = indptr, indices
+        self.total_steps = total_steps
+        self.precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=False)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.autocast == "float16" else None
+        self.ddp = model
+        if info.world_size > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        self._it = None
+        self._warned_collapse = False
+
+    # --- the loop's interface ---
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def param_groups(self) -> list[dict]:
+        return _param_groups(self.model, self.cfg.weight_decay)
+
+    def clip_params(self) -> list:
+        return list(self.model.parameters())
+
+    def lr_at(self, step: int) -> float:
+        from mlaga_fast.train.loop import warmup_steps_for
+        from mlaga_fast.train.schedule import cosine_warmup_factor
+
+        cfg = self.cfg
+        return cfg.lr * cosine_warmup_factor(step, warmup_steps_for(cfg, self.total_steps), self.total_steps,
+                                             cfg.min_lr_ratio)
+
+    def _batches(self, step: int):
+        """This rank's micro-batches from optimizer step ``step`` on (a loader started where a resume starts)."""
+        import torch
+
+        cfg, info = self.cfg, self.info
+        data = StepBatches(self.store, self.indptr, self.indices, batch_size=cfg.batch_size,
+                           num_positives=cfg.num_positives, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                           start=step * cfg.grad_accum, stop=self.total_steps * cfg.grad_accum)
+        return iter(torch.utils.data.DataLoader(
+            data, batch_size=None, shuffle=False, num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda",
+            # its own generator: the loader draws a base seed when it starts, which must not shift the global
+            # RNG that dropout uses (otherwise a resumed run would diverge from an uninterrupted one)
+            generator=torch.Generator().manual_seed(cfg.seed)))
+
+    def step(self, step: int) -> dict[str, float]:
+        import torch
+
+        from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlaga_objective
+        from mlaga_fast.train import distributed as D
+
+        cfg, info = self.cfg, self.info
+        if self._it is None:
+            self._it = self._batches(step)
+            self.model.train()
+        acc: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = next(self._it)
+            dev = {k: v.to(info.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            sync = micro == cfg.grad_accum - 1
+            ctx = self.ddp.no_sync() if (info.world_size > 1 and not sync) else contextlib.nullcontext()
+            with ctx:
+                with self.precision.context(info.device.type):
+                    _, pooled = self.ddp(dev)  # [U, d]
+                anchor = pooled[dev["anchor_index"]].float()  # [b, d]
+                positives = pooled[dev["positive_index"]].float()  # [b, k, d]
+                all_anchor = D.all_gather_with_grad(anchor)  # [B, d]
+                all_ids = D.all_gather_no_grad(dev["anchor_ids"])  # [B]
+                if cfg.objective == "mlaga":
+                    loss = mlaga_objective(anchor, positives, tau=cfg.tau, all_anchor=all_anchor)
+                else:
+                    loss = graph_infonce(anchor, positives, dev["anchor_ids"], dev["positive_ids"], tau=cfg.tau,
+                                         tau_mode=cfg.tau_mode, all_anchor=all_anchor, all_anchor_ids=all_ids)
+                scaled = loss / cfg.grad_accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            stats = contrastive_stats(anchor, positives, dev["anchor_ids"], all_anchor, all_ids)
+            for key, v in {"loss": loss.detach(), **stats}.items():
+                acc[key] = acc.get(key, 0.0) + float(D.all_reduce_mean(v.reshape(1)).item()) / cfg.grad_accum
+        if acc["spread"] < cfg.collapse_threshold and not self._warned_collapse and info.is_main:
+            warnings.warn(f"align: embedding spread {acc['spread']:.4f} < {cfg.collapse_threshold} at step "
+                          f"{step + 1}: the pooled vectors are collapsing (try a higher tau or lower lr)",
+                          RuntimeWarning, stacklevel=2)
+            self._warned_collapse = True
+        per_epoch = self.store.num_nodes // cfg.batch_size
+        return {**acc, "epoch": (step * cfg.grad_accum) // per_epoch, "collapse": float(acc["spread"] < cfg.collapse_threshold),
+                "anchors": float(cfg.batch_size * cfg.grad_accum)}
+
+
+def build_aligner(cfg: AlignConfig, store: Any):
+    """The aligner of ``cfg.arch`` for the store's modalities."""
+    from mlaga_fast.models.aligner import Aligner
+    from mlaga_fast.models.aligner_mlaga import MLaGAAligner
+
+    cls = MLaGAAligner if cfg.arch == "mlaga" else Aligner
+    return cls(image_dim=store.image_dim, text_dim=store.text_dim, **cfg.model_kwargs())
+
+
 def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str | os.PathLike,
                 out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a Stage 1 run; returns a summary dict. Works alone or under torchrun."""
     import torch
     import torch.distributed as dist
 
-    from mlaga_fast.models.aligner import Aligner, input_stats
-    from mlaga_fast.models.contrastive import graph_infonce
+    from mlaga_fast.models.aligner import input_stats
     from mlaga_fast.train import distributed as D
-    from mlaga_fast.train.checkpoint import find_latest, list_checkpoints, load_checkpoint, save_checkpoint
+    from mlaga_fast.train.checkpoint import find_latest
+    from mlaga_fast.train.loop import finished_run, run_loop
     from mlaga_fast.train.manifest import features_record, write_stage_manifest
-    from mlaga_fast.train.metrics import JsonlLogger, progress
-    from mlaga_fast.train.schedule import cosine_with_warmup
 
     cfg.validate()
     data_dir, features_dir, run = Path(data_dir).resolve(), Path(features_dir).resolve(), Path(out_dir)
@@ -247,151 +355,46 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
         if cfg.batch_size % info.world_size:
             raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) must be divisible by the number of "
                              f"processes ({info.world_size})")
-        graph, store, graph_fp = _load_inputs(data_dir, features_dir)
-        indptr, indices = graph.train_graph()
-        n = graph.num_nodes
-        per_epoch = n // cfg.batch_size
-        if per_epoch < 1:
-            raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the number of nodes ({n})")
-        total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accum)
-
-        # --- run directory: fresh or resumed ---
         ckpt_dir = run / "checkpoints"
-        ckpt_path = find_latest(ckpt_dir) if resume else None
         if resume:
             check_resume_config(cfg, run, RESUMABLE_CHANGES)
-        if resume and (run / "manifest.json").is_file() and (run / "model.safetensors").is_file():
-            done = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-            if done.get("train", {}).get("steps") == total_steps:  # nothing left to do
-                return {"run": str(run), "steps": total_steps, "final": done["train"].get("final", {}),
-                        "manifest": done if info.is_main else {}}
-        if not resume and ((run / "manifest.json").exists() or find_latest(ckpt_dir) is not None):
+            done = finished_run(run)
+            if done is not None and (run / "model.safetensors").is_file():  # nothing left to do
+                return {"run": str(run), "steps": done["train"]["steps"], "final": done["train"].get("final", {}),
+                        "manifest": done if info.is_main else {}, "already_complete": True}
+        elif (run / "manifest.json").exists() or find_latest(ckpt_dir) is not None:
             raise ValueError(f"{run} already holds a run; pass --resume to continue it or choose a new --out")
+        graph, store, graph_fp = _load_inputs(data_dir, features_dir)
+        indptr, indices = graph.train_graph()
+        per_epoch = graph.num_nodes // cfg.batch_size
+        if per_epoch < 1:
+            raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the number of nodes "
+                             f"({graph.num_nodes})")
+        total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accum)
+        ckpt_path = find_latest(ckpt_dir) if resume else None
         if info.is_main:
             run.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run / "config.json")
         D.barrier()
 
-        # --- model, optimizer, schedule ---
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
-        model = Aligner(image_dim=store.image_dim, text_dim=store.text_dim, **cfg.model_kwargs())
-        if ckpt_path is None:  # on resume the statistics come back with the checkpoint's weights
+        model = build_aligner(cfg, store)
+        if ckpt_path is None and getattr(model, "uses_input_stats", True):
+            # on resume the statistics come back with the checkpoint's weights
             model.set_input_stats(**input_stats(store, seed=cfg.seed))
         model = model.to(info.device)
-        amp_dtype = _resolve_precision(cfg.precision, info.device)
-        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
-                                foreach=info.device.type == "cuda")
-        sched = cosine_with_warmup(opt, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        step = 0
-        if ckpt_path is not None:
-            state = load_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
-                                    map_location=info.device)
-            step = int(state["step"])
-        ddp = model
-        if info.world_size > 1:
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-
-        data = StepBatches(store, indptr, indices, batch_size=cfg.batch_size, num_positives=cfg.num_positives,
-                           seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                           start=step * cfg.grad_accum, stop=total_steps * cfg.grad_accum)
-        loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
-                                             pin_memory=info.device.type == "cuda",
-                                             # its own generator: the loader draws a base seed when it starts,
-                                             # which must not shift the global RNG that dropout uses
-                                             # (otherwise a resumed run would diverge from an uninterrupted one)
-                                             generator=torch.Generator().manual_seed(cfg.seed))
-        logger = JsonlLogger(run / "metrics.jsonl", enabled=info.is_main,
-                             resume_step=step if ckpt_path is not None else None)
-        bar = progress(total=total_steps, initial=step, desc="align", enabled=info.is_main and show_progress)
-
-        def checkpoint(at: int) -> None:
-            if info.is_main:
-                save_checkpoint(ckpt_dir, at, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
-                                extra={"micro": at * cfg.grad_accum, "total_steps": total_steps},
-                                keep=cfg.keep_checkpoints)
-            D.barrier()
-
-        model.train()
-        warned_collapse = False
-        acc: dict[str, float] = {}
-        micro_in_step = 0
-        t0, nodes_seen = time.perf_counter(), 0
-        last: dict[str, Any] = {}
-        for batch in loader:
-            if step >= total_steps:
-                break
-            dev_batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()
-                         if isinstance(v, torch.Tensor)}
-            micro_in_step += 1
-            sync = micro_in_step == cfg.grad_accum
-            ctx = ddp.no_sync() if (info.world_size > 1 and not sync) else contextlib.nullcontext()
-            with ctx:
-                with torch.autocast(info.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    _, pooled = ddp(dev_batch)  # [U, d]
-                anchor = pooled[dev_batch["anchor_index"]].float()  # [b, d]
-                positives = pooled[dev_batch["positive_index"]].float()  # [b, k, d]
-                all_anchor = D.all_gather_with_grad(anchor)  # [B, d]
-                all_ids = D.all_gather_no_grad(dev_batch["anchor_ids"])  # [B]
-                loss, stats = graph_infonce(anchor, positives, dev_batch["anchor_ids"], dev_batch["positive_ids"],
-                                            tau=cfg.tau, tau_mode=cfg.tau_mode, all_anchor=all_anchor,
-                                            all_anchor_ids=all_ids)
-                scaled = loss / cfg.grad_accum
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            for key, v in {"loss": loss.detach(), **stats}.items():
-                acc[key] = acc.get(key, 0.0) + float(D.all_reduce_mean(v.reshape(1)).item()) / cfg.grad_accum
-            nodes_seen += cfg.batch_size
-            if not sync:
-                continue
-
-            # --- optimizer step ---
-            if scaler is not None:
-                scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                       cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            lr = opt.param_groups[0]["lr"]
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            micro_in_step = 0
-            if not np.isfinite(acc["loss"]):
-                raise FloatingPointError(f"align: loss became {acc['loss']} at step {step}; lower --lr or use fp32")
-            if acc["spread"] < cfg.collapse_threshold and not warned_collapse and info.is_main:
-                warnings.warn(f"align: embedding spread {acc['spread']:.4f} < {cfg.collapse_threshold} at step "
-                              f"{step}: the pooled vectors are collapsing (try a higher tau or lower lr)",
-                              RuntimeWarning, stacklevel=2)
-                warned_collapse = True
-            bar.update(1)
-            bar.set_postfix(loss=f"{acc['loss']:.4f}", gap=f"{acc['gap']:.3f}", refresh=False)
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - t0
-                last = {**acc, "lr": lr, "grad_norm": float(grad_norm), "epoch": (step * cfg.grad_accum) // per_epoch,
-                        "anchors_per_s": nodes_seen / max(elapsed, 1e-9),  # global anchors, not encoded nodes
-                        "collapse": acc["spread"] < cfg.collapse_threshold}
-                logger.log(last, step=step)
-                t0, nodes_seen = time.perf_counter(), 0
-            acc = {}
-            if step % cfg.checkpoint_every == 0 and step < total_steps:
-                checkpoint(step)
-        bar.close()
-        ckpts = list_checkpoints(ckpt_dir)
-        if not ckpts or ckpts[-1][0] != step:
-            checkpoint(step)
+        stage = AlignStage(cfg, info, model, store, indptr, indices, total_steps)
+        last = run_loop(stage, cfg, run, info, resume_from=ckpt_path, show_progress=show_progress, desc="align",
+                        betas=(0.9, 0.98))
 
         # --- final artifacts: weights, then the manifest (its presence marks a finished run) ---
         manifest: dict[str, Any] = {}
         if info.is_main:
             from safetensors.torch import save as st_save
 
-            from mlaga_fast.utils.io import atomic_write_bytes
             from mlaga_fast._version import __version__
+            from mlaga_fast.utils.io import atomic_write_bytes
 
             tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             atomic_write_bytes(run / "model.safetensors",
@@ -403,11 +406,11 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
                         "features": features_record(store),
                         "features_manifest": {k: v for k, v in store.manifest.items() if k != "shards"}},
                 dims=dims,
-                extra={"train": {"steps": step, "total_steps": total_steps, "world_size": info.world_size,
-                                 "final": {k: v for k, v in last.items() if isinstance(v, (int, float))}}})
+                extra={"precision": stage.precision.to_dict(),
+                       "train": {"steps": total_steps, "total_steps": total_steps, "world_size": info.world_size,
+                                 "final": last}})
         D.barrier()
-        return {"run": str(run), "steps": step, "final": last, "manifest": manifest}
+        return {"run": str(run), "steps": total_steps, "final": last, "manifest": manifest, "already_complete": False}
     finally:
         if owns_group:
             D.cleanup_distributed()
-

@@ -1,32 +1,34 @@
-"""Stage 2 batches: examples from a dataset, left-padded collation, node-token splicing, answer loss.
+"""Stage 2 batches: examples from a dataset, length-bucketed batch plans, collation around a shared
+prefix, node-token splicing and the answer-only loss.
 
-Batches are left-padded so every sequence ends at the last column: the answer tokens then sit in
-the last few columns of every row, and the LM head is only evaluated there (``logits_to_keep``),
-which on CPU with a 49k vocabulary saves most of the head's cost. Position ids are computed from
-the attention mask so left padding does not shift positions.
+A batch holds prompts of one (dataset, task). Their longest common token prefix (up to the first
+node placeholder) runs once through the LLM (``mlaga_fast.llm.forward``); the rest of each row is
+left-padded, so every answer ends at the last column and the LM head is evaluated only there. Batches
+are cut from length-sorted windows of the shuffled examples, so rows of one batch have similar
+lengths and little padding; the order of the batches is shuffled again, all from (seed, epoch).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from mlaga_fast.llm.splice import IGNORE_INDEX, splice_node_embeds
-from mlaga_fast.prompts.builder import Example, PromptBuilder, TruncationPolicy
+from mlaga_fast.prompts.builder import GRAPH_SLOT, IMAGE_SLOT, Example, PromptBuilder
 from mlaga_fast.prompts.demos import LinkPairs, NCDemos
 
-
-def make_builder(tokenizer, graph, nq: int, policy: TruncationPolicy) -> PromptBuilder:
-    return PromptBuilder(tokenizer, nq, graph.texts, graph.class_names, policy)
+BUCKET_WINDOW = 16  # batches per length-sorted window: enough to match lengths, little enough to mix
 
 
 def nc_examples(graph, builder: PromptBuilder, targets: np.ndarray, demos: NCDemos, *,
-                with_label: bool, dataset: int = 0) -> list[Example]:
+                with_label: bool, dataset: int = 0, drop_demos: np.ndarray | None = None) -> list[Example]:
+    """NC prompts for ``targets``; ``drop_demos`` [len(targets)] bool shows those prompts no demonstrations."""
     labels = np.asarray(graph.labels)
     out = []
-    for v in np.asarray(targets, dtype=np.int64).tolist():
-        d, dy = demos(v)
+    for j, v in enumerate(np.asarray(targets, dtype=np.int64).tolist()):
+        d, dy = ([], []) if drop_demos is not None and drop_demos[j] else demos(v)
         y = int(labels[v])
         if y < 0:
             raise ValueError(f"nc target node {v} has no label (-1)")
@@ -46,65 +48,120 @@ def lp_examples(builder: PromptBuilder, pairs: np.ndarray, labels: np.ndarray, l
     return out
 
 
-def collate(examples: Sequence[Example], pad_id: int, *, with_answer: bool) -> dict:
-    """Left-padded input_ids/attention_mask/position_ids [B, T] and labels [B, T] (answer only)."""
-    seqs, labs = [], []
-    for ex in examples:
-        if with_answer:
-            ids, lab = ex.train_arrays()
-        else:
-            ids, lab = list(ex.prompt_ids), [IGNORE_INDEX] * len(ex.prompt_ids)
-        seqs.append(ids)
-        labs.append(lab)
-    T = max(len(s) for s in seqs)
-    B = len(seqs)
+def plan_batches(examples: Sequence[Example], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Index lists of one epoch's batches: per (dataset, task) group a seeded shuffle, length-sorted within
+    windows of BUCKET_WINDOW batches, cut into batches; then the batches are shuffled across groups."""
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault((ex.dataset, ex.task), []).append(i)
+    rng = np.random.default_rng([seed, epoch, 11])
+    batches: list[list[int]] = []
+    for key in sorted(groups):
+        idx = np.asarray(groups[key])[rng.permutation(len(groups[key]))]
+        win = BUCKET_WINDOW * batch_size
+        for lo in range(0, idx.size, win):
+            chunk = idx[lo:lo + win]
+            lengths = np.array([len(examples[i].prompt_ids) + len(examples[i].answer_ids) for i in chunk])
+            chunk = chunk[np.argsort(lengths, kind="stable")]
+            batches += [chunk[b:b + batch_size].tolist() for b in range(0, chunk.size, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+@dataclass
+class Batch:
+    """One (dataset, task) batch: a shared prefix, left-padded rows, answer targets at the end."""
+    task: str
+    prefix: list[int]  # token ids every row starts with (run once)
+    input_ids: torch.Tensor  # [B, T] the rest of each row, left-padded; placeholders kept
+    mask: torch.Tensor  # [B, T] 1 on real tokens
+    keep: int  # logits needed at the last `keep` positions
+    labels: torch.Tensor | None  # [B, keep] answer tokens right-aligned, IGNORE_INDEX elsewhere
+    examples: list[Example] = field(default_factory=list)
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of ``seqs`` that holds no placeholder (negative id) and leaves
+    every sequence at least one token."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    p = 0
+    while p < n and first[p] >= 0 and all(s[p] == first[p] for s in seqs):
+        p += 1
+    return p
+
+
+def collate(examples: Sequence[Example], pad_id: int, *, with_answer: bool, use_prefix: bool = True) -> Batch:
+    """with_answer: rows are prompt + answer[:-1] and labels the answer (training); else the prompt alone."""
+    if not examples:
+        raise ValueError("collate: empty batch")
+    tasks = {ex.task for ex in examples}
+    if len(tasks) != 1:
+        raise ValueError(f"collate: a batch holds one task, got {sorted(tasks)}")
+    if with_answer and any(not ex.answer_ids for ex in examples):
+        raise ValueError("collate: with_answer needs labelled examples (answer_ids empty)")
+    seqs = [list(ex.prompt_ids) + (list(ex.answer_ids[:-1]) if with_answer else []) for ex in examples]
+    P = shared_prefix([ex.prompt_ids for ex in examples]) if use_prefix else 0
+    rest = [s[P:] for s in seqs]
+    B, T = len(rest), max(len(r) for r in rest)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    for i, (s, lab) in enumerate(zip(seqs, labs)):
-        input_ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
-        labels[i, T - len(s):] = torch.tensor(lab, dtype=torch.long)
-        mask[i, T - len(s):] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    ans = max((len(ex.answer_ids) for ex in examples), default=0) if with_answer else 0
-    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, "labels": labels,
-            "answer_len": ans}
+    for i, r in enumerate(rest):
+        input_ids[i, T - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, T - len(r):] = 1
+    keep, labels = 1, None
+    if with_answer:
+        keep = max(len(ex.answer_ids) for ex in examples)
+        labels = torch.full((B, keep), IGNORE_INDEX, dtype=torch.long)
+        for i, ex in enumerate(examples):
+            labels[i, keep - len(ex.answer_ids):] = torch.tensor(ex.answer_ids, dtype=torch.long)
+    return Batch(examples[0].task, seqs[0][:P], input_ids, mask, keep, labels, list(examples))
 
 
-def gather_node_tokens(examples: Sequence[Example], tokens: Sequence[np.ndarray]) -> torch.Tensor:
-    """[K, nq, d] float32: the node tokens of every placeholder, in order of appearance."""
-    parts = [np.asarray(tokens[ex.dataset][np.asarray(ex.nodes, dtype=np.int64)]) for ex in examples if ex.nodes]
-    if not parts:
-        d = tokens[0].shape
-        return torch.zeros((0, d[1], d[2]))
-    return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+@dataclass
+class NodeInputs:
+    """What the projectors read for one dataset's nodes."""
+    tokens: np.ndarray  # [N, nq, d] graph tokens (fp16 memmap)
+    image: np.ndarray | None = None  # [N, Dp] pooled image vectors (modality projectors only)
 
 
-def embed_inputs(model, projector, batch: dict, node_tokens: torch.Tensor, device) -> torch.Tensor:
-    """inputs_embeds [B, T, H] with projected node tokens spliced in (grad flows to the projector)."""
-    emb = model.get_input_embeddings()
-    proj = projector(node_tokens.to(device))  # [K, nq, H]
-    return splice_node_embeds(emb, batch["input_ids"].to(device), proj.to(emb.weight.dtype))
+def _gather(examples: Sequence[Example], inputs: Sequence[NodeInputs], kind: int) -> np.ndarray | None:
+    rows = [(ex.dataset, v) for ex in examples for k, v in ex.slots if k == kind]
+    if not rows:
+        return None
+    src = [(inp.tokens if kind == GRAPH_SLOT else inp.image) for inp in inputs]
+    return np.stack([np.asarray(src[d][v], dtype=np.float32) for d, v in rows])
 
 
-def answer_token_count(batch: dict) -> int:
-    """Number of answer tokens in a collated batch (the labels that are not IGNORE_INDEX)."""
-    return int((batch["labels"] != IGNORE_INDEX).sum())
+def embed_batch(embed: torch.nn.Module, projectors, batch: Batch, inputs: Sequence[NodeInputs],
+                device) -> torch.Tensor:
+    """inputs_embeds [B, T, H] of the batch's rows with projected node tokens spliced in (grad flows to
+    the projectors)."""
+    g = _gather(batch.examples, inputs, GRAPH_SLOT)  # [K, nq, d]
+    im = _gather(batch.examples, inputs, IMAGE_SLOT)  # [M, Dp]
+    graph = projectors.graph(torch.from_numpy(g).to(device), batch.task) if g is not None else None
+    image = projectors.image(torch.from_numpy(im).to(device)) if im is not None else None
+    # Slots that fall inside the shared prefix cannot exist (the prefix stops at the first placeholder).
+    return splice_node_embeds(embed, batch.input_ids.to(device), graph, image)
 
 
-def answer_loss(model, projector, batch: dict, node_tokens: torch.Tensor, device, *,
+def answer_loss(parts, projectors, batch: Batch, inputs: Sequence[NodeInputs], device, *, prefix=None,
                 reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over answer tokens only: their mean, or their sum with reduction="sum" (the
     trainer sums, so that several processes can divide by the answer-token count of all of them)."""
+    from mlaga_fast.llm.forward import forward_hidden, logits_at_end
+
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: {reduction!r} is not one of ['mean', 'sum']")
-    if batch["answer_len"] < 1:
+    if batch.labels is None:
         raise ValueError("answer_loss: the batch has no answer tokens (collate with with_answer=True)")
-    embeds = embed_inputs(model, projector, batch, node_tokens, device)
-    keep = batch["answer_len"] + 1  # logits at the last keep columns predict the answer tokens
-    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(device),
-                position_ids=batch["position_ids"].to(device), logits_to_keep=keep, use_cache=False)
-    logits = out.logits[:, :-1].float()  # [B, keep-1, V]: predictions for the last keep-1 columns
-    target = batch["labels"][:, -(keep - 1):].to(device)  # [B, keep-1]
+    embeds = embed_batch(parts.embed, projectors, batch, inputs, device)
+    hidden, _ = forward_hidden(parts, embeds, batch.mask.to(device), batch.prefix, prefix)
+    logits = logits_at_end(parts, hidden, batch.keep)  # [B, keep, V]
+    target = batch.labels.to(device)  # [B, keep]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                              ignore_index=IGNORE_INDEX, reduction=reduction)
+
+
+def answer_token_count(batch: Batch) -> int:
+    """Number of answer tokens in a collated batch (the labels that are not IGNORE_INDEX)."""
+    return 0 if batch.labels is None else int((batch.labels != IGNORE_INDEX).sum())

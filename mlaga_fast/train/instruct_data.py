@@ -8,7 +8,6 @@ encoder features as a single token per node (fp16 [N, 1, Di + Dt]).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,10 @@ def aligner_identity(align_dir: str | Path) -> str:
 
 def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None = None,
                 device: str = "cpu", batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """fp16 [N, nq, d] node tokens (cached), or [N, 1, D] pooled features for source='raw'."""
+    """fp16 [N, nq, d] node tokens (cached), or [N, 1, D] pooled features for source='raw'.
+
+    The aligner runs through ``mlaga_fast.train.embed.encode_nodes``, the function ``mlaga-fast embed``
+    uses, so Stage 2 trains on exactly the tokens that are exported (same precision policy)."""
     if source not in NODE_SOURCES:
         raise ValueError(f"node_source: {source!r} is not one of {list(NODE_SOURCES)}")
     if source == "raw":
@@ -72,22 +74,14 @@ def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None 
         arr = np.load(cache, mmap_mode="r")
         if arr.shape[0] == store.num_nodes:
             return arr
-    import torch
-    from tqdm.auto import tqdm
-
     from mlaga_fast.models.aligner import load_aligner
+    from mlaga_fast.train.embed import encode_nodes
 
     aligner, _ = load_aligner(align_dir)
-    aligner.eval().to(device)
-    out = None
-    with torch.inference_mode():
-        for lo in tqdm(range(0, store.num_nodes, batch_size), desc="node tokens", disable=not progress):
-            idx = np.arange(lo, min(lo + batch_size, store.num_nodes), dtype=np.int64)
-            batch = {k: v.to(device) for k, v in store.get(idx).items()}
-            tok, _ = aligner(batch)  # [B, nq, d]
-            if out is None:
-                out = np.zeros((store.num_nodes, tok.shape[1], tok.shape[2]), np.float16)
-            out[lo:lo + len(idx)] = tok.float().cpu().numpy().astype(np.float16)
+    out = np.zeros((store.num_nodes, aligner.num_queries, aligner.d), np.float16)
+    for ids, tok, _ in encode_nodes(aligner, store, batch_size=batch_size, device=device, progress=progress,
+                                    desc="node tokens"):
+        out[ids] = tok.numpy().astype(np.float16)  # [b, nq, d]
     if not np.isfinite(out).all():
         bad = int(np.flatnonzero(~np.isfinite(out).reshape(out.shape[0], -1).all(1))[0])
         raise ValueError(f"aligner produced non-finite tokens for node {bad} (fp16 overflow?)")
@@ -95,6 +89,14 @@ def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None 
     atomic_write_json(meta, {"aligner_run": str(Path(align_dir).resolve()), "features": store.fingerprint,
                              "shape": list(out.shape)})
     return out
+
+
+def image_vectors(store, progress: bool = False) -> np.ndarray | None:
+    """float32 [N, Di]: each node's pooled image vector (the mean of its image tokens, e.g. EfficientNet's
+    global-average-pooled feature), cached with the store's pooled features; None without images."""
+    if not store.image_dim:
+        return None
+    return np.ascontiguousarray(store.pooled(progress=progress)[:, :store.image_dim])
 
 
 @dataclass
@@ -105,6 +107,7 @@ class DatasetInputs:
     graph: Any  # MultimodalGraph
     store: Any  # FeatureStore
     tokens: np.ndarray  # fp16 [N, nq, d]
+    image: np.ndarray | None = None  # float32 [N, Di] pooled image vectors (modality projectors)
 
     def record(self) -> dict:
         from mlaga_fast.train.manifest import features_record
@@ -115,7 +118,7 @@ class DatasetInputs:
 
 def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *, source: str,
                         align_dir: str | Path | None, allow_unseen: bool, device: str = "cpu",
-                        progress: bool = True) -> DatasetInputs:
+                        progress: bool = True, images: bool = False) -> DatasetInputs:
     from mlaga_fast.data import load
     from mlaga_fast.features import FeatureStore
     from mlaga_fast.features.extract import graph_fingerprint
@@ -135,12 +138,10 @@ def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *
             raise ValueError("node_source='aligner' needs the Stage-1 run (--align)")
         check_aligner_features(read_stage_manifest(align_dir, "align"), store, allow_unseen=allow_unseen)
     tokens = node_tokens(store, source=source, align_dir=align_dir, device=device, progress=progress)
-    return DatasetInputs(graph.name, data_dir, graph, store, tokens)
+    return DatasetInputs(graph.name, data_dir, graph, store, tokens, image_vectors(store) if images else None)
 
 
 def demo_cache_dir(inputs: DatasetInputs) -> Path:
     return inputs.dir / "cache"
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,4 +1,6 @@
-"""Metrics: one JSON object per line in ``metrics.jsonl``, and a tqdm bar that shows the loss.
+"""Metrics: one JSON object per line in ``metrics.jsonl`` (always), optionally mirrored to TensorBoard
+or Weights & Biases (``--report-to``, as the Hugging Face Trainer spells it), and a tqdm bar that shows
+the loss.
 
 On resume the logger drops lines whose step is past the checkpoint's step, so the file of a resumed
 run reads like the file of an uninterrupted one (no duplicated steps).
@@ -14,7 +16,7 @@ from typing import Any, Iterable
 
 from mlaga_fast.utils.io import atomic_write_text
 
-__all__ = ["JsonlLogger", "read_jsonl", "progress"]
+__all__ = ["JsonlLogger", "MetricsLogger", "read_jsonl", "progress"]
 
 
 def _clean(v: Any) -> Any:
@@ -75,6 +77,61 @@ class JsonlLogger:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
+
+
+class MetricsLogger:
+    """metrics.jsonl in RUN, plus RUN/tensorboard event files or a wandb run when ``report_to`` asks.
+
+    wandb honours its own environment (WANDB_MODE=offline writes RUN/wandb without a network); the run
+    is resumed by id on --resume. Non-numeric values only go to metrics.jsonl.
+    """
+
+    def __init__(self, run: str | os.PathLike, *, report_to: str = "none", enabled: bool = True,
+                 resume_step: int | None = None):
+        self.run = Path(run)
+        self.jsonl = JsonlLogger(self.run / "metrics.jsonl", enabled=enabled, resume_step=resume_step)
+        self._tb = self._wandb = None
+        if not enabled or report_to == "none":
+            return
+        if report_to == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("report_to tensorboard needs the tensorboard package "
+                                 "(pip install 'mlaga-fast[tensorboard]')") from None
+            self._tb = SummaryWriter(log_dir=str(self.run / "tensorboard"), purge_step=resume_step)
+        elif report_to == "wandb":
+            try:
+                import wandb
+            except ImportError:
+                raise ValueError("report_to wandb needs the wandb package (pip install wandb)") from None
+            self._wandb = wandb.init(dir=str(self.run), id=_run_id(self.run), resume="allow",
+                                     name=self.run.name, reinit=True)
+        else:
+            raise ValueError(f"report_to: {report_to!r} is not one of ['none', 'tensorboard', 'wandb']")
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        self.jsonl.log(record, step=step)
+        nums = {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._tb is not None:
+            for k, v in nums.items():
+                self._tb.add_scalar(f"train/{k}", v, global_step=step)
+        if self._wandb is not None:
+            self._wandb.log({f"train/{k}": v for k, v in nums.items()}, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _run_id(run: Path) -> str:
+    import hashlib
+
+    return hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:16]
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True,

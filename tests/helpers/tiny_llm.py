@@ -13,9 +13,14 @@ from typing import Iterable
 _WORD = re.compile(r"\w+|[^\w\s]+")
 
 
+# A ChatML-style template (as SmolLM2-Instruct ships), for tests of the chat-template path.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
 def build_tiny_llm(folder: str | Path, extra_texts: Iterable[str] = (), *, hidden: int = 64,
                    layers: int = 2, heads: int = 4, seed: int = 0,
-                   init_std: float = 0.02) -> Path:
+                   init_std: float = 0.02, chat_template: str | None = None) -> Path:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -25,20 +30,24 @@ def build_tiny_llm(folder: str | Path, extra_texts: Iterable[str] = (), *, hidde
     folder = Path(folder)
     words: dict[str, None] = {}
     t = load_templates()
-    for sec in ("nc", "lp"):
-        for v in t[sec].values():
-            if isinstance(v, str):
-                for w in _WORD.findall(v.replace("{", " ").replace("}", " ")):
-                    words.setdefault(w)
+    for name in ("compact", "paper"):
+        for sec in t[name].values():
+            for v in sec.values():
+                if isinstance(v, str):
+                    for w in _WORD.findall(v.replace("{", " ").replace("}", " ")):
+                        words.setdefault(w)
     for s in extra_texts:
         for w in _WORD.findall(str(s)):
             words.setdefault(w)
-    specials = ["[PAD]", "[UNK]", "<s>", "</s>"]
+    specials = ["[PAD]", "[UNK]", "<s>", "</s>"] + (["<|im_start|>", "<|im_end|>"] if chat_template else [])
     vocab = {w: i for i, w in enumerate(specials + [w for w in words if w not in specials])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
                                   pad_token="[PAD]", unk_token="[UNK]")
+    if chat_template:
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tok.chat_template = chat_template
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,

@@ -1,0 +1,241 @@
+"""A trained MLaGA (a finished Stage-2 run) as a Python object: load it, score, predict, ask.
+
+    from mlaga_fast import MLaGA
+    m = MLaGA.from_pretrained("runs/instruct")
+    pred = m.predict_nc("data/toys", [0, 1, 2])           # classes and per-class scores
+    p_yes = m.predict_lp("data/toys", [[0, 5], [1, 9]])   # P(Yes) per pair
+    print(m.ask("data/toys", 0, "What is this product?"))
+
+A dataset is a directory written by ``mlaga_fast.data.save`` with its features (``DIR/features`` or
+``features=``); it may be one the run never saw (transfer) as long as its features have the encoder
+and dims the run expects. Everything the run recorded is checked before use: the projector file
+against the manifest's projector config, the template set against its fingerprint, the LLM's hidden
+size, the features against the aligner run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["MLaGA", "Prediction"]
+
+
+@dataclass
+class Prediction:
+    """NC: ``labels`` [n] class indices and ``scores`` [n, C] log-likelihoods (``class_names`` gives the
+    names); LP: ``labels`` [n] (1 = Yes) and ``scores`` [n, 2] log-likelihoods of No / Yes, with
+    ``p_yes`` [n] = P(Yes | Yes or No)."""
+    labels: np.ndarray
+    scores: np.ndarray
+    class_names: list[str]
+    p_yes: np.ndarray | None = None
+
+
+class MLaGA:
+    """A finished Stage-2 run: frozen LLM (+ LoRA), projectors, the prompt settings it was trained with."""
+
+    def __init__(self, run_dir: Path, manifest: dict, model: Any, tokenizer: Any, projectors: Any, precision: Any,
+                 device: Any):
+        from mlaga_fast.llm.forward import LLMParts, PrefixKV
+
+        self.run_dir, self.manifest = Path(run_dir), manifest
+        self.config: dict = manifest["config"]
+        self.model, self.tokenizer, self.projectors = model, tokenizer, projectors
+        self.precision, self.device = precision, device
+        self.parts = LLMParts(model)
+        self.prefix = PrefixKV(self.parts)
+        self._data: dict[tuple[str, str | None], Any] = {}
+
+    # --- loading ------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, *, device: str = "auto", llm: tuple | None = None,
+                        progress: bool = True) -> "MLaGA":
+        """Load RUN2 (a finished ``train instruct`` run or an ``export`` of one).
+
+        llm: an already loaded (model, tokenizer) of the same LLM, to load several runs without loading
+        the LLM again; not allowed for LoRA runs (their adapters would change the shared model)."""
+        from mlaga_fast.llm.loading import LLMOptions, load_llm
+        from mlaga_fast.models.projector import load_projectors
+        from mlaga_fast.train.distributed import pick_device
+        from mlaga_fast.train.instruct import templates_fingerprint
+        from mlaga_fast.train.manifest import read_stage_manifest
+        from mlaga_fast.train.precision import Precision
+
+        run_dir = Path(run_dir)
+        man = read_stage_manifest(run_dir, "instruct")
+        cfg = man["config"]
+        tpl = man.get("templates") or {}
+        if tpl.get("fingerprint") != templates_fingerprint(tpl.get("set", "compact")):
+            raise ValueError(f"{run_dir} was trained with other prompt templates (set {tpl.get('set')!r}, "
+                             f"fingerprint {tpl.get('fingerprint')}); retrain Stage 2")
+        dev = pick_device(device)
+        prec = Precision(**man["precision"])
+        if dev.type != "cuda" and prec.weights != "float32":  # a GPU run evaluated on a CPU
+            prec = Precision(prec.name, "float32", prec.weights)
+        if llm is not None and not cfg.get("lora"):
+            model, tok = llm
+        else:
+            model, tok, _ = load_llm(cfg["llm"], LLMOptions(dtype=prec.weights, device=str(dev),
+                                                           flash_attn=cfg["flash_attn"], progress=progress))
+        H = int(model.get_input_embeddings().weight.shape[1])
+        if H != man["dims"]["hidden"]:
+            raise ValueError(f"llm {cfg['llm']}: hidden size {H}, but the run was trained with {man['dims']['hidden']}")
+        if cfg.get("lora"):
+            from peft import PeftModel
+
+            from mlaga_fast.llm.loading import quiet_peft
+
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, str(run_dir / "lora"))
+            model.eval()
+        proj = load_projectors(run_dir / "projectors.safetensors").to(dev).eval()
+        if proj.cfg.to_dict() != man["projector"]:
+            raise ValueError(f"{run_dir}/projectors.safetensors was saved with projector config {proj.cfg.to_dict()}, "
+                             f"but the manifest records {man['projector']}")
+        return cls(run_dir, man, model, tok, proj, prec, dev)
+
+    def dataset(self, data_dir: str | Path, features: str | Path | None = None, *, progress: bool = False):
+        """The checked inputs of a dataset directory (graph, features, node tokens), loaded once."""
+        from mlaga_fast.train.instruct_data import load_dataset_inputs
+
+        key = (str(Path(data_dir).resolve()), None if features is None else str(Path(features).resolve()))
+        ds = self._data.get(key)
+        if ds is None:
+            align = (self.manifest["inputs"].get("align") or {}).get("run")
+            ds = load_dataset_inputs(data_dir, features, source=self.config["node_source"], align_dir=align,
+                                     allow_unseen=True, device=str(self.device), progress=progress,
+                                     images=self.projectors.image_tokens > 0)
+            want = (self.manifest["dims"]["nq"], self.manifest["dims"]["d"])
+            if tuple(ds.tokens.shape[1:]) != want:
+                raise ValueError(f"{data_dir}: node tokens {tuple(ds.tokens.shape[1:])} do not match the run's "
+                                 f"(nq, d) = {want}")
+            if ds.image is not None and ds.image.shape[1] != self.manifest["dims"]["image_dim"]:
+                raise ValueError(f"{data_dir}: image vectors have {ds.image.shape[1]} dims, the run's image "
+                                 f"projector takes {self.manifest['dims']['image_dim']}")
+            self._data[key] = ds
+        return ds
+
+    def is_transfer(self, ds) -> bool:
+        """True when the run was not trained on this dataset (zero-shot transfer)."""
+        return ds.graph.fingerprint not in [r["graph_fingerprint"] for r in self.manifest["inputs"]["datasets"]]
+
+    # --- prompts --------------------------------------------------------------------------------------
+    def builder(self, ds):
+        from mlaga_fast.train.instruct import make_builder
+
+        return make_builder(self.config, self.tokenizer, ds.graph, self.manifest["dims"]["nq"],
+                            self.projectors.image_tokens)
+
+    def nc_examples(self, ds, nodes: Sequence[int], demos: str | None = None, seed: int = 0) -> list:
+        """NC prompts for ``nodes`` with demonstrations ``demos`` (ppr | random | none; None = as trained)."""
+        from mlaga_fast.prompts.demos import DEMO_MODES, NCDemos, ppr_demo_table
+        from mlaga_fast.train.instruct_batch import nc_examples
+        from mlaga_fast.train.instruct_data import demo_cache_dir
+
+        cfg = self.config
+        mode = demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
+        if mode not in DEMO_MODES:
+            raise ValueError(f"demos: {mode!r} is not one of {list(DEMO_MODES)}")
+        table = (ppr_demo_table(ds.graph, k=max(cfg["ppr_k"], cfg["num_demos"]), alpha=cfg["ppr_alpha"],
+                                eps=cfg["ppr_eps"], cache_dir=demo_cache_dir(ds), progress=False)
+                 if mode == "ppr" else None)
+        nodes = self._check_nodes(ds, nodes)
+        labels = np.asarray(ds.graph.labels)
+        nd = NCDemos(ds.graph, mode, cfg["num_demos"], seed, table)
+        out = []
+        b = self.builder(ds)
+        for v in nodes.tolist():
+            d, dy = nd(v)
+            ex = b.nc(v, d, dy, label=-1)
+            ex.target = int(labels[v]) if labels.size else -1
+            out.append(ex)
+        return out
+
+    def lp_examples(self, ds, pairs: Any, demos: str | None = None, seed: int = 0) -> list:
+        from mlaga_fast.prompts.demos import LinkPairs
+        from mlaga_fast.train.instruct_batch import lp_examples
+
+        pairs = np.asarray(pairs, dtype=np.int64)
+        if pairs.ndim != 2 or 2 not in pairs.shape:
+            raise ValueError(f"pairs: expected [n, 2] or [2, n] node ids, got shape {pairs.shape}")
+        pairs = pairs.T if pairs.shape[1] == 2 and pairs.shape[0] != 2 else pairs
+        self._check_nodes(ds, pairs.reshape(-1))
+        use_demo = self.config.get("lp_demo", False) and demos != "none"
+        links = LinkPairs(ds.graph, seed=seed) if use_demo else None
+        return lp_examples(self.builder(ds), pairs, np.full(pairs.shape[1], -1), links, with_label=False)
+
+    @staticmethod
+    def _check_nodes(ds, nodes: Any) -> np.ndarray:
+        nodes = np.asarray(nodes, dtype=np.int64).reshape(-1)
+        bad = np.flatnonzero((nodes < 0) | (nodes >= ds.graph.num_nodes))
+        if bad.size:
+            raise ValueError(f"node id {int(nodes[bad[0]])} is outside [0, {ds.graph.num_nodes}) of {ds.name}")
+        return nodes
+
+    # --- reading the LLM ------------------------------------------------------------------------------
+    def score(self, ds, examples: list, *, batch_size: int = 8, generate: bool = False, temperature: float = 0.0,
+              seed: int = 0, max_new_tokens: int | None = None, progress: bool = False, candidates: bool = True):
+        """(scores [n, C] constrained log-likelihoods of the task's answers (None when ``candidates`` is
+        False), generated ids per example or None)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from mlaga_fast.eval.scoring import score_batch
+        from mlaga_fast.train.instruct_batch import NodeInputs
+
+        if not examples:
+            raise ValueError("no examples to score")
+        task = examples[0].task
+        b = self.builder(ds)
+        cands = (b.nc_answers if task == "nc" else b.lp_answers) if candidates else None
+        inputs = [NodeInputs(ds.tokens, ds.image)]
+        gen_rng = torch.Generator().manual_seed(seed)
+        scores, gens = [], []
+        for lo in tqdm(range(0, len(examples), batch_size), desc=f"score {task}", disable=not progress):
+            sc, g = score_batch(self.parts, self.projectors, examples[lo:lo + batch_size], inputs, cands,
+                                self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, self.device,
+                                prefix=self.prefix, precision=self.precision, generate=generate,
+                                temperature=temperature, generator=gen_rng, max_new_tokens=max_new_tokens)
+            if sc is not None:
+                scores.append(sc.numpy())
+            gens += g or []
+        return (np.concatenate(scores) if scores else None), (gens if generate else None)
+
+    def predict_nc(self, data: str | Path, nodes: Sequence[int], *, features: str | Path | None = None,
+                   demos: str | None = None, batch_size: int = 8, seed: int = 0) -> Prediction:
+        """Classes of ``nodes`` [n] by constrained scoring over the dataset's class names."""
+        ds = self.dataset(data, features)
+        scores, _ = self.score(ds, self.nc_examples(ds, nodes, demos, seed), batch_size=batch_size)
+        return Prediction(scores.argmax(1), scores, list(ds.graph.class_names))
+
+    def predict_lp(self, data: str | Path, pairs: Any, *, features: str | Path | None = None,
+                   demos: str | None = None, batch_size: int = 8, seed: int = 0) -> Prediction:
+        """P(Yes) of node pairs ([n, 2] or [2, n]) from the log-likelihoods of the answers Yes and No."""
+        ds = self.dataset(data, features)
+        scores, _ = self.score(ds, self.lp_examples(ds, pairs, demos, seed), batch_size=batch_size)
+        p_yes = 1.0 / (1.0 + np.exp(scores[:, 0] - scores[:, 1]))  # softmax over {No, Yes}
+        return Prediction(scores.argmax(1), scores, ["No", "Yes"], p_yes)
+
+    def ask(self, data: str | Path, node: int | Sequence[int], question: str, *, features: str | Path | None = None,
+            demos: str = "none", seed: int = 0, temperature: float = 0.0, max_new_tokens: int = 48) -> str:
+        """Free generation about one node (with ``demos`` ppr | random | none) or a pair of nodes: the run's
+        task intro, the node(s), then ``question``. Seeded; greedy at temperature 0."""
+        from mlaga_fast.eval.scoring import answer_text
+
+        ds = self.dataset(data, features)
+        nodes = self._check_nodes(ds, [node] if np.ndim(node) == 0 else node).tolist()
+        if len(nodes) not in (1, 2):
+            raise ValueError(f"ask: one node or a pair of nodes, got {len(nodes)}")
+        if not question.strip():
+            raise ValueError("ask: the question is empty")
+        shown, shown_y = [], []
+        if len(nodes) == 1 and demos != "none":
+            shown = self.nc_examples(ds, nodes, demos, seed)[0].demos
+            shown_y = [int(np.asarray(ds.graph.labels)[d]) for d in shown]
+        ex = self.builder(ds).ask(nodes, question, shown, shown_y)
+        _, gens = self.score(ds, [ex], generate=True, temperature=temperature, seed=seed,
+                             max_new_tokens=max_new_tokens, candidates=False)
+        return answer_text(self.tokenizer, gens[0], self.tokenizer.eos_token_id)

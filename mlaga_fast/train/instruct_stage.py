@@ -1,0 +1,220 @@
+"""Stage 2's part of the training loop: the warm-up and instruct phases' steps, and the final artifacts.
+
+See mlaga_fast/train/instruct.py for the phases and the run layout; mlaga_fast/train/loop.py runs the
+steps this module defines.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlaga_fast.config import config_to_dict, save_config
+from mlaga_fast.train import distributed as dist
+from mlaga_fast.train.instruct import InstructConfig, build_phase_examples, templates_fingerprint
+from mlaga_fast.train.instruct_batch import NodeInputs, answer_loss, answer_token_count, collate, plan_batches
+from mlaga_fast.train.loop import run_loop, warmup_steps_for
+from mlaga_fast.train.schedule import cosine_warmup_factor
+
+__all__ = ["InstructStage", "run_instruct", "projector_config_for"]
+
+TASK_IDS = {"nc": 0, "lp": 1}
+
+
+def projector_config_for(cfg: InstructConfig | dict, graph_dim: int, hidden: int, image_dim: int):
+    from mlaga_fast.models.projector import ProjectorConfig
+
+    c = cfg if isinstance(cfg, dict) else config_to_dict(cfg)
+    modality = c["projector"] == "modality"
+    return ProjectorConfig(graph_dim=graph_dim, out_dim=hidden, kind=c["projector"], hidden_dim=c["projector_hidden"],
+                           image_dim=image_dim if modality else 0, shared_graph=c["shared_graph_projector"],
+                           cross_task=c["cross_task_attention"])
+
+
+class InstructStage:
+    """Warm-up steps [0, W) then instruct steps [W, total); see ``mlaga_fast.train.loop.Stage``."""
+
+    def __init__(self, cfg: InstructConfig, info, parts, projectors, inputs: list[NodeInputs], warm: list,
+                 instruct: list, pad_id: int, precision):
+        from mlaga_fast.llm.forward import PrefixKV
+
+        self.cfg, self.info, self.parts, self.projectors = cfg, info, parts, projectors
+        self.inputs, self.warm, self.instruct, self.pad_id = inputs, warm, instruct, pad_id
+        self.precision = precision
+        self.world = info.world_size
+        self.global_batch = cfg.batch_size * self.world
+        self.warm_plan = plan_batches(warm, self.global_batch, cfg.seed, 0) if warm else []
+        self.per_epoch = len(plan_batches(instruct, self.global_batch, cfg.seed, 0)) if instruct else 0
+        self.warm_steps = len(self.warm_plan)
+        self.instruct_steps = (cfg.max_steps or cfg.epochs * self.per_epoch) if instruct else 0
+        self.total_steps = self.warm_steps + self.instruct_steps
+        if self.total_steps < 1:
+            raise ValueError("no training prompts were built (empty train split?)")
+        self.lora = [p for p in parts.model.parameters() if p.requires_grad]  # [] without LoRA
+        self._set_lora_trainable(False)
+        self.prefix = PrefixKV(parts)
+        self._plan_epoch, self._plan = -1, None
+
+    # --- the loop's interface ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {f"projectors.{k}": v for k, v in self.projectors.state_dict().items()}
+        lora = {id(p) for p in self.lora}
+        state.update({f"lora.{k}": p.detach() for k, p in self.parts.model.named_parameters() if id(p) in lora})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.projectors.load_state_dict({k[len("projectors."):]: v for k, v in state.items()
+                                         if k.startswith("projectors.")})
+        named = dict(self.parts.model.named_parameters())
+        with torch.no_grad():
+            for k, v in state.items():
+                if k.startswith("lora."):
+                    named[k[len("lora."):]].copy_(v)
+        self.prefix.clear()
+
+    def trainable(self) -> list:
+        return list(self.projectors.parameters()) + self.lora
+
+    def param_groups(self) -> list[dict]:
+        groups = [{"params": list(self.projectors.parameters()), "lr": 1.0}]
+        return groups + ([{"params": self.lora, "lr": 1.0}] if self.lora else [])
+
+    def lr_lambdas(self) -> list:
+        """Per group: the projectors follow the warm-up schedule, then projector_lr_scale * the instruct one;
+        LoRA adapters train only in the instruct phase, at its full rate."""
+        proj = (lambda s: self.lr_at(s) * (1.0 if s < self.warm_steps else self.cfg.projector_lr_scale))
+        lora = (lambda s: 0.0 if s < self.warm_steps else self.lr_at(s))
+        return [proj] + ([lora] if self.lora else [])
+
+    def clip_params(self) -> list:
+        return self.trainable()
+
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        if step < self.warm_steps:
+            W = self.warm_steps
+            return cfg.warmup_lr * cosine_warmup_factor(step, warmup_steps_for(cfg, W), W, cfg.min_lr_ratio)
+        n = max(self.instruct_steps, 1)
+        return cfg.lr * cosine_warmup_factor(step - self.warm_steps, warmup_steps_for(cfg, n), n, cfg.min_lr_ratio)
+
+    def step(self, step: int) -> dict:
+        warm = step < self.warm_steps
+        if step == self.warm_steps and self.warm_steps and "lp" in self.cfg.tasks:
+            self.projectors.copy_task("nc", "lp")  # the LP projector starts where the warm-up left NC
+        self._set_lora_trainable(not warm)
+        examples, plan = (self.warm, self.warm_plan[step]) if warm else (self.instruct, self._instruct_batch(step))
+        mine = plan[self.info.rank * self.cfg.batch_size:(self.info.rank + 1) * self.cfg.batch_size]
+        real = bool(mine)
+        # A rank whose slice of the last global batch is empty runs the batch's first prompt with weight 0,
+        # so that the collectives line up and the step's gradient is the other ranks' alone.
+        batch = collate([examples[i] for i in (mine or plan[:1])], self.pad_id, with_answer=True)
+        with self.precision.context(self.info.device.type):
+            loss_sum = answer_loss(self.parts, self.projectors, batch, self.inputs, self.info.device,
+                                   prefix=self.prefix, reduction="sum")  # []: summed over this rank's answer tokens
+        n_tok = answer_token_count(batch) if real else 0
+        if not real:
+            loss_sum = loss_sum * 0.0
+        # [2]: the step's loss sum and answer-token count over all ranks, in one all_reduce
+        totals = dist.all_reduce_sum(torch.tensor([float(loss_sum.detach()), n_tok], dtype=torch.float64,
+                                                  device=self.info.device))
+        n_all = float(totals[1])
+        step_loss = float(totals[0]) / n_all  # mean over the answer tokens of all ranks
+        if math.isfinite(step_loss):
+            # Averaging the ranks' gradients after scaling each rank's sum by world / n_all gives the
+            # gradient of the global token mean; in one process it is the plain mean.
+            (loss_sum * self.world / n_all).backward()
+            dist.all_reduce_grads_mean(self.trainable())
+        return {"loss": step_loss, f"loss_{batch.task}": step_loss, "phase": 0 if warm else 1}
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _instruct_batch(self, step: int) -> list[int]:
+        epoch, pos = divmod(step - self.warm_steps, self.per_epoch)
+        if epoch != self._plan_epoch:
+            self._plan_epoch, self._plan = epoch, plan_batches(self.instruct, self.global_batch, self.cfg.seed,
+                                                               epoch + 1)
+        return self._plan[pos]
+
+    def _set_lora_trainable(self, on: bool) -> None:
+        for p in self.lora:
+            p.requires_grad_(on)
+        self.parts.trainable = on and bool(self.lora)
+
+
+def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> dict:
+    from mlaga_fast.llm.forward import LLMParts
+    from mlaga_fast.llm.loading import LLMOptions, load_llm
+    from mlaga_fast.models.projector import Projectors, save_projectors
+    from mlaga_fast.train.instruct_data import aligner_identity, load_dataset_inputs
+    from mlaga_fast.train.manifest import write_stage_manifest
+    from mlaga_fast.train.precision import resolve_precision
+
+    main = info.is_main
+    modality = cfg.projector == "modality"
+    with dist.main_first():  # rank 0 fills the node-token caches; the other ranks then read them
+        datasets = [load_dataset_inputs(d, cfg.features[i] if cfg.features else None, source=cfg.node_source,
+                                        align_dir=cfg.align or None, allow_unseen=cfg.allow_unseen_features,
+                                        device=str(info.device), progress=progress and main, images=modality)
+                    for i, d in enumerate(cfg.data)]
+    shapes = {tuple(ds.tokens.shape[1:]) for ds in datasets}
+    if len(shapes) != 1:
+        raise ValueError(f"datasets give node tokens of different shapes {sorted(shapes)}; use one aligner/encoder")
+    nq, d = shapes.pop()
+    image_dims = {0 if ds.image is None else ds.image.shape[1] for ds in datasets}
+    if modality and (len(image_dims) != 1 or 0 in image_dims):
+        raise ValueError("projector 'modality' needs every dataset's features to have the same image modality "
+                         f"(image dims {sorted(image_dims)}); use --projector single")
+    image_dim = image_dims.pop() if modality else 0
+
+    precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=True)
+    # Seeded here, not earlier: filling a cache runs the aligner, and the initial projector / LoRA weights
+    # must not depend on whether this process found a cache.
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    opts = LLMOptions(dtype=precision.weights, device=str(info.device), lora=cfg.lora, lora_r=cfg.lora_r,
+                      lora_alpha=cfg.lora_alpha, gradient_checkpointing=cfg.gradient_checkpointing,
+                      flash_attn=cfg.flash_attn, progress=progress and main)
+    model, tok, spec = load_llm(cfg.llm, opts)
+    if cfg.gradient_checkpointing:
+        model.train()  # HF only checkpoints in training mode; Llama-family dropouts are 0
+    parts = LLMParts(model)
+    projectors = Projectors(projector_config_for(cfg, d, parts.hidden, image_dim)).to(info.device)
+    with dist.main_first():  # rank 0 fills the PPR demonstration caches
+        warm, instruct = build_phase_examples(cfg, datasets, tok, nq, projectors.image_tokens,
+                                              progress=progress and main)
+    inputs = [NodeInputs(ds.tokens, ds.image) for ds in datasets]
+    stage = InstructStage(cfg, info, parts, projectors, inputs, warm, instruct, tok.pad_token_id, precision)
+    dist.broadcast_params(stage.trainable())  # every rank starts from rank 0's initial weights
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.json")
+    projectors.train()
+    last = run_loop(stage, cfg, out, info, resume_from=latest, show_progress=progress, desc="instruct")
+    projectors.eval()
+
+    if main:
+        save_projectors(projectors, out / "projectors.safetensors")
+        if cfg.lora:
+            model.save_pretrained(out / "lora")
+        write_stage_manifest(
+            out, "instruct", config=config_to_dict(cfg),
+            inputs={"align": ({"run": str(Path(cfg.align).resolve()), "identity": aligner_identity(cfg.align)}
+                              if cfg.node_source == "aligner" else None),
+                    "datasets": [ds.record() for ds in datasets]},
+            dims={"nq": int(nq), "d": int(d), "hidden": int(parts.hidden), "image_dim": int(image_dim),
+                  "projector_hidden": cfg.projector_hidden},
+            extra={"llm": {"name": spec.name, "source": spec.source, "gguf_file": spec.gguf_file,
+                           "hidden_size": int(parts.hidden), "vocab_size": int(parts.embed.weight.shape[0])},
+                   "projector": projectors.cfg.to_dict(),
+                   "templates": {"set": cfg.template_set, "fingerprint": templates_fingerprint(cfg.template_set),
+                                 "chat_template": cfg.chat_template},
+                   "truncation": {"max_length": cfg.max_length, "target_text_tokens": cfg.target_text_tokens,
+                                  "demo_text_tokens": cfg.demo_text_tokens},
+                   "precision": precision.to_dict(),
+                   "num_examples": {"warmup": len(warm), "instruct": len(instruct)},
+                   "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
+                             "warmup_steps": stage.warm_steps, "world_size": info.world_size,
+                             "global_batch_size": stage.global_batch, "final": last}})
+    dist.barrier()
+    return {"steps": stage.total_steps, "warmup_steps": stage.warm_steps, "final": last}

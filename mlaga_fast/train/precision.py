@@ -1,0 +1,59 @@
+"""The ``--precision`` policy of both stages, in one place.
+
+``auto`` picks bf16 only where the hardware computes it natively: CUDA devices that support it (else
+fp16), and CPUs with AVX512-BF16 or AMX. Elsewhere (e.g. AVX2-only CPUs, where bf16 matmuls are
+emulated: a SmolLM2 training step measured 17x slower in bf16 than in fp32 on such a CPU) it is fp32.
+bf16 is checked against fp32 on real prompts (tests/test_precision.py, benchmarks/bench_instruct.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Precision", "resolve_precision", "cpu_has_native_bf16"]
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # fp32 | bf16 | fp16: what the run computes in
+    weights: str  # dtype of the frozen LLM's weights: float32 | bfloat16 | float16
+    autocast: str | None  # autocast dtype around forward passes, or None
+
+    def context(self, device_type: str):
+        import torch
+
+        if self.autocast is None:
+            return torch.autocast(device_type, enabled=False)
+        return torch.autocast(device_type, dtype=getattr(torch, self.autocast))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "weights": self.weights, "autocast": self.autocast}
+
+
+def cpu_has_native_bf16() -> bool:
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+
+
+def resolve_precision(precision: str, device_type: str, *, frozen_weights: bool) -> Precision:
+    """frozen_weights: the model's weights do not train (Stage 2's LLM), so they may be stored in bf16/fp16
+    on CUDA; trainable weights (Stage 1) stay fp32 under autocast."""
+    import torch
+
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision: {precision!r} is not one of ['auto', 'fp32', 'bf16', 'fp16']")
+    cuda = device_type == "cuda"
+    if precision == "auto":
+        if cuda:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "fp32":
+        return Precision("fp32", "float32", None)
+    if precision == "fp16" and not cuda:
+        raise ValueError("precision 'fp16' needs a CUDA device; use fp32 (or bf16) on CPU")
+    dtype = "bfloat16" if precision == "bf16" else "float16"
+    if cuda and frozen_weights:
+        return Precision(precision, dtype, None)  # frozen weights stored in half precision: no autocast needed
+    return Precision(precision, "float32", dtype)
