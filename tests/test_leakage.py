@@ -1,5 +1,6 @@
 """Leakage: evaluation prompts never show a val/test node's label, NC demonstrations are labelled
-training nodes, and LP demonstrations never use a held-out (val/test) pair."""
+training nodes, and LP demonstrations never use a held-out (val/test) pair; for both template sets
+(compact, and paper where demonstrations carry their own text, image and graph tokens)."""
 from __future__ import annotations
 
 import sys
@@ -37,8 +38,9 @@ def _canary_graph(g):
                            link_split=g.link_split)
 
 
+@pytest.mark.parametrize("template_set", ["compact", "paper"])
 @pytest.mark.parametrize("mode", ["ppr", "random"])
-def test_nc_eval_prompts_show_no_held_out_label(setup, mode):
+def test_nc_eval_prompts_show_no_held_out_label(setup, mode, template_set):
     from mlaga_fast.prompts import PromptBuilder
     from mlaga_fast.prompts.demos import NCDemos, ppr_demo_table
     from mlaga_fast.train.instruct_batch import nc_examples
@@ -46,7 +48,7 @@ def test_nc_eval_prompts_show_no_held_out_label(setup, mode):
     g0, tok, cache = setup
     g = _canary_graph(g0)
     train = set(np.asarray(g.train).tolist())
-    b = PromptBuilder(tok, 2, g.texts, g.class_names)
+    b = PromptBuilder(tok, 2, g.texts, g.class_names, template_set=template_set, image_tokens=1)
     table = ppr_demo_table(g, k=8, cache_dir=cache, progress=False) if mode == "ppr" else None
     demos = NCDemos(g, mode, 3, seed=0, table=table)
     canary_id = tok(" " + CANARY, add_special_tokens=False).input_ids
@@ -60,7 +62,8 @@ def test_nc_eval_prompts_show_no_held_out_label(setup, mode):
             assert len(ex.demos) == 3
             # The canary class name appears once: in the candidate list, never as a demo's label.
             assert ex.prompt_ids.count(canary_id[0]) == 1
-            assert ex.nodes[0] == v and ex.nodes[1:] == ex.demos
+            # compact shows the demonstrations' categories only; paper also their tokens, after the target's
+            assert ex.nodes == ([v] if template_set == "compact" else [v] + ex.demos)
 
 
 def test_ppr_demos_are_training_nodes_ranked_by_ppr(setup):
@@ -83,7 +86,8 @@ def test_ppr_demos_are_training_nodes_ranked_by_ppr(setup):
     np.testing.assert_array_equal(ppr_demo_table(g, k=8, cache_dir=cache, progress=False), table)
 
 
-def test_lp_demos_never_use_held_out_pairs(setup):
+@pytest.mark.parametrize("template_set", ["compact", "paper"])
+def test_lp_demos_never_use_held_out_pairs(setup, template_set):
     from mlaga_fast.prompts import PromptBuilder
     from mlaga_fast.prompts.demos import LinkPairs
     from mlaga_fast.train.instruct_batch import lp_examples
@@ -96,7 +100,7 @@ def test_lp_demos_never_use_held_out_pairs(setup):
     train_pos = {key(int(u), int(v)) for u, v in ls.train_pos.T}
     all_edges = {key(u, int(v)) for u in range(n) for v in g.indices[g.indptr[u]:g.indptr[u + 1]]}
     links = LinkPairs(g, seed=0)
-    b = PromptBuilder(tok, 2, g.texts, g.class_names)
+    b = PromptBuilder(tok, 2, g.texts, g.class_names, template_set=template_set, image_tokens=1)
     seen_yes = seen_no = 0
     for split in ("val", "test"):
         pairs, y = links.eval_pairs(split)

@@ -1,7 +1,8 @@
 """Stage 2 under two gloo processes on the CPU: per-process batch B reproduces one process with batch
-2B step for step (same losses, gradient norms and final weights), although the ranks' batches hold
-different numbers of answer tokens (NC class names and LP Yes/No differ in length) and the epoch ends
-with a rank that has no batch left. Also: only rank 0 writes, and a 2-process resume is exact."""
+2B step for step (same losses, gradient norms and final weights) through the warm-up and instruct
+phases, although the ranks' slices hold different numbers of answer tokens (class names differ in
+length) and some global batches leave rank 1 without a prompt. Also: only rank 0 writes, and a
+2-process resume from a checkpoint after the phase boundary is exact."""
 from __future__ import annotations
 
 import importlib.util
@@ -23,11 +24,13 @@ from mlaga_fast.train.instruct import InstructConfig, train_instruct  # noqa: E4
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 B = 2  # prompts per process and step; the single-process reference uses 2 * B
-# 13 prompts: 4 steps per epoch at a global batch of 4, the last with 1 prompt (rank 1 has none)
-CFG = dict(tasks=["nc", "lp"], nc_per_dataset=7, lp_per_dataset=6, num_demos=2, epochs=2, lr=1e-2,
-           max_length=160, target_text_tokens=12, demo_text_tokens=6, log_every=1, save_every=4,
-           device="cpu", seed=0)
-STEPS = 8
+# warm-up: 6 prompts = global batches of 4 and 2 (rank 1 has none in the second);
+# instruct: 7 NC prompts (batches 4, 3) + 6 LP prompts (4, 2) = 4 steps per epoch, 2 epochs
+CFG = dict(tasks=["nc", "lp"], warmup_examples=6, nc_per_dataset=7, lp_per_dataset=6, num_demos=2,
+           nc_demo_dropout=0.3, epochs=2, lr=1e-2, warmup_lr=1e-2, max_length=160, target_text_tokens=4,
+           demo_text_tokens=2, log_every=1, checkpoint_every=5, device="cpu", seed=0, template_set="paper")
+STEPS = 10
+RESUME_AT = 5  # a checkpoint in the instruct phase
 HAS_PEFT = importlib.util.find_spec("peft") is not None
 
 
@@ -42,7 +45,7 @@ def _cut_back(src: Path, dst: Path, step: int) -> None:
     for p in (dst / "checkpoints").glob("step_*.pt"):
         if int(p.stem.split("_")[1]) > step:
             p.unlink()
-    for name in ("projector.safetensors", "manifest.json"):
+    for name in ("projectors.safetensors", "manifest.json"):
         (dst / name).unlink()
     shutil.rmtree(dst / "lora", ignore_errors=True)
 
@@ -58,7 +61,7 @@ def _worker(rank: int, world: int, port: int, root: str, lora: bool) -> None:
         # Rank 1 gets its own out dir: it must not write anything, so that dir must never appear.
         train_instruct(_cfg(root, B), root / ("ddp" if rank == 0 else "ddp_rank1"), progress=False)
         if rank == 0:
-            _cut_back(root / "ddp", root / "resumed", step=STEPS // 2)
+            _cut_back(root / "ddp", root / "resumed", step=RESUME_AT)
         tdist.barrier()
         train_instruct(_cfg(root, B), root / "resumed", resume=True, progress=False)
         if lora:
@@ -108,53 +111,53 @@ def _assert_same_curves(one: list[dict], two: list[dict]) -> None:
                                    err_msg=key)
 
 
-def _assert_same_tensors(a_file: Path, b_file: Path) -> dict:
+def _assert_same_tensors(a_file: Path, b_file: Path, atol: float = 1e-5) -> dict:
     from safetensors.torch import load_file
 
     a, b = load_file(str(a_file)), load_file(str(b_file))
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=atol, msg=lambda m: f"{k}: {m}")
     return a
 
 
 def _rank_token_counts(root: Path) -> list[list[int]]:
-    """[step][rank] answer tokens as the trainer splits the prompts (0 for a rank with no batch left):
+    """[step][rank] answer tokens as the trainer splits the prompts (0 for a rank with no prompt):
     shows that the ranks' token counts differ, so a mean of per-rank means would not match."""
     from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
-    from mlaga_fast.train.instruct import build_training_examples
+    from mlaga_fast.train.instruct import build_phase_examples
+    from mlaga_fast.train.instruct_batch import plan_batches
     from mlaga_fast.train.instruct_data import load_dataset_inputs
 
     cfg = _cfg(root, B)
     ds = load_dataset_inputs(cfg.data[0], None, source="aligner", align_dir=cfg.align, allow_unseen=False,
-                             progress=False)
-    examples = build_training_examples(cfg, [ds], load_tokenizer(resolve_llm(cfg.llm)), ds.tokens.shape[1],
-                                       progress=False)
-    per_epoch = math.ceil(len(examples) / (2 * B))
-    counts = []
-    for step in range(STEPS):
-        epoch, pos = divmod(step, per_epoch)
-        order = np.random.default_rng([cfg.seed, epoch, 11]).permutation(len(examples))
-        counts.append([sum(len(examples[i].answer_ids) for i in order[(2 * pos + r) * B:(2 * pos + r + 1) * B])
-                       for r in range(2)])
-    return counts
+                             progress=False, images=True)
+    warm, instruct = build_phase_examples(cfg, [ds], load_tokenizer(resolve_llm(cfg.llm)), ds.tokens.shape[1], 1,
+                                          progress=False)
+    plan = [[warm[i] for i in b] for b in plan_batches(warm, 2 * B, cfg.seed, 0)]
+    for epoch in (1, 2):
+        plan += [[instruct[i] for i in b] for b in plan_batches(instruct, 2 * B, cfg.seed, epoch)]
+    return [[sum(len(e.answer_ids) for e in b[r * B:(r + 1) * B]) for r in range(2)] for b in plan]
 
 
 def test_two_processes_match_one_with_twice_the_batch(runs):
     counts = _rank_token_counts(runs)
+    assert len(counts) == STEPS
     assert any(a != b and b > 0 for a, b in counts), counts  # token counts differ across ranks
-    assert counts[STEPS // 2 - 1][1] == 0  # the epoch's last step leaves rank 1 without a batch
+    assert any(b == 0 for _, b in counts)  # some steps leave rank 1 without a prompt
 
     one, two = _metrics(runs / "single"), _metrics(runs / "ddp")
     _assert_same_curves(one, two)
     losses = [r["loss"] for r in one]
     assert max(losses) - min(losses) > 1e-2  # the loss moved, so the match is not "both constant"
-    _assert_same_tensors(runs / "single" / "projector.safetensors", runs / "ddp" / "projector.safetensors")
+    assert {r["phase"] for r in one} == {0, 1}
+    _assert_same_tensors(runs / "single" / "projectors.safetensors", runs / "ddp" / "projectors.safetensors")
 
     m1 = json.loads((runs / "single" / "manifest.json").read_text())
     m2 = json.loads((runs / "ddp" / "manifest.json").read_text())
-    assert m1["train"] == {"steps": STEPS, "world_size": 1, "global_batch_size": 2 * B}
-    assert m2["train"] == {"steps": STEPS, "world_size": 2, "global_batch_size": 2 * B}
+    for m, world in ((m1, 1), (m2, 2)):
+        assert {k: m["train"][k] for k in ("steps", "total_steps", "warmup_steps", "world_size", "global_batch_size")} \
+            == {"steps": STEPS, "total_steps": STEPS, "warmup_steps": 2, "world_size": world, "global_batch_size": 2 * B}
 
 
 def test_only_rank_0_writes(runs):
@@ -166,15 +169,17 @@ def test_only_rank_0_writes(runs):
 
 def test_resume_under_two_processes_is_exact(runs):
     _assert_same_curves(_metrics(runs / "ddp"), _metrics(runs / "resumed"))
-    _assert_same_tensors(runs / "ddp" / "projector.safetensors", runs / "resumed" / "projector.safetensors")
+    _assert_same_tensors(runs / "ddp" / "projectors.safetensors", runs / "resumed" / "projectors.safetensors")
     assert json.loads((runs / "resumed" / "manifest.json").read_text())["train"]["world_size"] == 2
 
 
 def test_lora_two_processes_match_one(runs):
     pytest.importorskip("peft")
     _assert_same_curves(_metrics(runs / "single_lora"), _metrics(runs / "ddp_lora"))
-    _assert_same_tensors(runs / "single_lora" / "projector.safetensors",
-                         runs / "ddp_lora" / "projector.safetensors")
+    # Two ranks sum the same gradient in another fp32 order (1e-7 apart); Adam divides each update by
+    # sqrt(v), so an element whose gradient stays near zero can move up to ~lr * 1e-2 apart in 10 steps.
+    _assert_same_tensors(runs / "single_lora" / "projectors.safetensors",
+                         runs / "ddp_lora" / "projectors.safetensors", atol=1e-4)
     lora = _assert_same_tensors(runs / "single_lora" / "lora" / "adapter_model.safetensors",
                                 runs / "ddp_lora" / "lora" / "adapter_model.safetensors")
     trained = [k for k in lora if "lora_B" in k]  # peft starts B at zero: nonzero means the adapters trained

@@ -42,12 +42,13 @@ from mlaga_fast.cli.baseline import baseline, results_table  # noqa: E402
 from mlaga_fast.cli.data import data  # noqa: E402
 from mlaga_fast.cli.demo import demo_cmd  # noqa: E402
 from mlaga_fast.cli.features import features  # noqa: E402
-from mlaga_fast.cli.instruct import eval_cmd, instruct_cmd  # noqa: E402
+from mlaga_fast.cli.instruct import ask_cmd, eval_cmd, instruct_cmd, predict_cmd  # noqa: E402
 from mlaga_fast.cli.ppr import ppr  # noqa: E402
 import mlaga_fast.cli.synth  # noqa: E402,F401  (adds `data synth` to the data group)
 
 for _cmd, _name in ((data, "data"), (features, "features"), (ppr, "ppr"), (embed_cmd, "embed"),
-                    (probe_cmd, "probe"), (eval_cmd, "eval"), (baseline, "baseline"),
+                    (probe_cmd, "probe"), (eval_cmd, "eval"), (predict_cmd, "predict"), (ask_cmd, "ask"),
+                    (baseline, "baseline"),
                     (results_table, "results-table"), (demo_cmd, "demo")):
     cli.add_command(_cmd, _name)
 train.add_command(align_cmd, "align")

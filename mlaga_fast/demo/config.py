@@ -23,12 +23,18 @@ class DemoConfig:
     num_queries: int = field(default=4, metadata={"help": "aligned tokens per node (nq)"})
     # --- Stage 2 ---
     llm: str = field(default="smollm2", metadata={"help": "frozen LLM (hub id, folder, *.gguf or alias)"})
-    nc_train: int = field(default=160, metadata={"help": "NC training prompts"})
-    lp_train: int = field(default=96, metadata={"help": "LP training prompts"})
-    instruct_epochs: int = field(default=1, metadata={"help": "passes over the Stage 2 prompts"})
-    instruct_lr: float = field(default=2e-3, metadata={"help": "projector learning rate"})
-    eval_nc: int = field(default=100, metadata={"help": "test nodes scored per NC variant"})
-    eval_lp: int = field(default=80, metadata={"help": "test pairs scored per LP variant"})
+    projector: str = field(default="modality", metadata={"help": "Stage 2 projectors: modality or single",
+                                                        "choices": ["modality", "single"]})
+    warmup_train: int = field(default=800, metadata={"help": "warm-up prompts (node tokens + question; projectors only)"})
+    nc_train: int = field(default=300, metadata={"help": "NC instruction prompts (PPR demonstrations)"})
+    lp_train: int = field(default=800, metadata={"help": "LP instruction prompts (MLaGA only; the raw ablation trains NC)"})
+    instruct_batch: int = field(default=16, metadata={"help": "Stage 2 prompts per step"})
+    warmup_lr: float = field(default=3e-3, metadata={"help": "Stage 2 warm-up learning rate"})
+    instruct_lr: float = field(default=3e-3, metadata={"help": "Stage 2 instruct-phase learning rate (LoRA)"})
+    projector_lr_scale: float = field(default=0.1, metadata={"help": "instruct phase: projector LR / instruct_lr"})
+    lora: bool = field(default=True, metadata={"help": "LoRA adapters in the instruct phase"})
+    eval_nc: int = field(default=200, metadata={"help": "test nodes scored per NC variant"})
+    eval_lp: int = field(default=200, metadata={"help": "test pairs scored per LP variant"})
     generate: bool = field(default=False, metadata={"help": "also score free generation (slower)"})
     baseline_epochs: int = field(default=100, metadata={"help": "full-batch epochs of the GNN/MLP baselines"})
     # --- runtime ---
@@ -39,6 +45,6 @@ class DemoConfig:
 PRESETS: dict[str, dict] = {
     "full": {},
     # A sanity run for CI: every stage runs and writes its outputs, at a size that fits in ~3 minutes.
-    "fast": {"nodes": 400, "align_epochs": 2, "nc_train": 16, "lp_train": 8, "eval_nc": 16, "eval_lp": 8,
-             "baseline_epochs": 30},
+    "fast": {"nodes": 400, "align_epochs": 2, "warmup_train": 32, "nc_train": 16, "lp_train": 16, "eval_nc": 16,
+             "eval_lp": 16, "baseline_epochs": 30},
 }

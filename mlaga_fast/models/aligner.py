@@ -187,6 +187,19 @@ class Aligner(nn.Module):
             masks.append(batch["text_mask"].bool())
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
+    @staticmethod
+    def from_pretrained(run_dir: str | Path, device: str = "cpu") -> nn.Module:
+        """The aligner of a finished Stage-1 run (arch prenorm or mlaga), in eval mode on ``device``.
+        Its ``encode(features)`` maps a features dir or FeatureStore to tokens [N, nq, d] and pooled [N, d]."""
+        model, _ = load_aligner(run_dir, map_location=device)
+        return model
+
+    def encode(self, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned tokens [n, nq, d] and pooled vectors [n, d] (float32) of ``nodes`` (default all) of a
+        features dir or FeatureStore, computed as ``mlaga-fast embed`` does."""
+        return encode_all(self, features, nodes, batch_size=batch_size, device=device, progress=progress)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask = self.embed_tokens(batch)  # [B, L, d], [B, L]
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # [B, nq, d]
@@ -194,6 +207,20 @@ class Aligner(nn.Module):
             x, q = layer(x, mask, q)
         tokens = self.out_norm(q)  # [B, nq, d]
         return tokens, tokens.mean(dim=1)  # pooled: [B, d]
+
+
+def encode_all(model: nn.Module, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """tokens [n, nq, d] and pooled [n, d] float32 of ``nodes`` (default all) of a features dir / FeatureStore."""
+    from mlaga_fast.features import FeatureStore
+    from mlaga_fast.train.embed import encode_nodes
+
+    store = features if hasattr(features, "get") else FeatureStore(features)
+    toks, pools = [], []
+    for _, tok, pooled in encode_nodes(model, store, nodes, batch_size=batch_size, device=device, progress=progress):
+        toks.append(tok.numpy())
+        pools.append(pooled.numpy())
+    return np.concatenate(toks), np.concatenate(pools)
 
 
 def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",

@@ -128,6 +128,13 @@ class MLaGAAligner(nn.Module):
             _Layer(d, num_heads, mlp_ratio, dropout, cross=(i + 1) % cross_attention_every == 0,
                    attn_backend=attn_backend) for i in range(num_layers))
 
+    def encode(self, features, nodes=None, *, batch_size: int = 256, device: str = "auto", progress: bool = False):
+        """Aligned tokens [n, nq, d] and pooled vectors [n, d] (float32) of ``nodes`` (default all) of a
+        features dir or FeatureStore."""
+        from mlaga_fast.models.aligner import encode_all
+
+        return encode_all(self, features, nodes, batch_size=batch_size, device=device, progress=progress)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = self.queries.dtype
         streams = []  # (tokens [B, L, d], mask [B, L]) per present modality, image first

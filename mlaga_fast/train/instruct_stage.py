@@ -109,7 +109,9 @@ class InstructStage:
         real = bool(mine)
         # A rank whose slice of the last global batch is empty runs the batch's first prompt with weight 0,
         # so that the collectives line up and the step's gradient is the other ranks' alone.
-        batch = collate([examples[i] for i in (mine or plan[:1])], self.pad_id, with_answer=True)
+        # HF drops KV caches under activation checkpointing, so such runs go without the shared prefix.
+        batch = collate([examples[i] for i in (mine or plan[:1])], self.pad_id, with_answer=True,
+                        use_prefix=not self.cfg.gradient_checkpointing)
         with self.precision.context(self.info.device.type):
             loss_sum = answer_loss(self.parts, self.projectors, batch, self.inputs, self.info.device,
                                    prefix=self.prefix, reduction="sum")  # []: summed over this rank's answer tokens

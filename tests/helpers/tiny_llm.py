@@ -36,6 +36,8 @@ def build_tiny_llm(folder: str | Path, extra_texts: Iterable[str] = (), *, hidde
                 if isinstance(v, str):
                     for w in _WORD.findall(v.replace("{", " ").replace("}", " ")):
                         words.setdefault(w)
+    for d in range(10):  # counts in the templates ({num_classes}, {i}, ...)
+        words.setdefault(str(d))
     for s in extra_texts:
         for w in _WORD.findall(str(s)):
             words.setdefault(w)
