@@ -181,6 +181,6 @@ def test_lora_two_processes_match_one(runs):
     _assert_same_tensors(runs / "single_lora" / "projectors.safetensors",
                          runs / "ddp_lora" / "projectors.safetensors", atol=1e-4)
     lora = _assert_same_tensors(runs / "single_lora" / "lora" / "adapter_model.safetensors",
-                                runs / "ddp_lora" / "lora" / "adapter_model.safetensors")
+                                runs / "ddp_lora" / "lora" / "adapter_model.safetensors", atol=1e-4)
     trained = [k for k in lora if "lora_B" in k]  # peft starts B at zero: nonzero means the adapters trained
     assert trained and all(lora[k].abs().max() > 0 for k in trained)
