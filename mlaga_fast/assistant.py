@@ -101,10 +101,12 @@ class MLaGA:
         """The checked inputs of a dataset directory (graph, features, node tokens), loaded once."""
         from mlaga_fast.train.instruct_data import load_dataset_inputs
 
+        from mlaga_fast.export import bundled_aligner
+
         key = (str(Path(data_dir).resolve()), None if features is None else str(Path(features).resolve()))
         ds = self._data.get(key)
         if ds is None:
-            align = (self.manifest["inputs"].get("align") or {}).get("run")
+            align = bundled_aligner(self.run_dir, self.manifest)
             ds = load_dataset_inputs(data_dir, features, source=self.config["node_source"], align_dir=align,
                                      allow_unseen=True, device=str(self.device), progress=progress,
                                      images=self.projectors.image_tokens > 0)

@@ -331,3 +331,33 @@ def test_paper_preset_runs_end_to_end_with_a_chat_template(pipeline, tmp_path):
     assert (tmp_path / "p0.gen.jsonl").is_file()
     _, lp = _eval(run, a, "lp", tmp_path / "plp.json", "--protocol", "paper", "--max-examples", 16)
     assert lp["num_invalid"] == 0  # LP's rule ("Yes" in the answer) always decides
+
+
+def test_export_loads_elsewhere_with_its_model_card(pipeline, tmp_path):
+    import shutil
+
+    from mlaga_fast.assistant import MLaGA
+
+    root, a, _, run = pipeline
+    r = _cli(["export", "--run", run, "--out", tmp_path / "exp"])
+    assert r.exit_code == 0, r.output
+    exp = tmp_path / "exp"
+    for name in ("projectors.safetensors", "config.json", "manifest.json", "model_card.md", "aligner/model.safetensors",
+                 "aligner/manifest.json"):
+        assert (exp / name).is_file(), name
+    card = (exp / "model_card.md").read_text()
+    assert "## Training data" in card and "## Intended use" in card
+    assert json.loads((exp / "manifest.json").read_text())["inputs"]["align"]["run"] == "aligner"
+    # "another machine": the export alone, after the original aligner run is gone
+    moved = tmp_path / "moved"
+    shutil.copytree(exp, moved)
+    hidden = root / "align_hidden"
+    (root / "align").rename(hidden)
+    try:
+        m, orig = MLaGA.from_pretrained(moved, device="cpu"), MLaGA.from_pretrained(run, device="cpu")
+        nodes = [0, 5, 9]
+        np.testing.assert_allclose(m.predict_nc(a, nodes).scores, orig.predict_nc(a, nodes).scores, rtol=1e-5)
+    finally:
+        hidden.rename(root / "align")
+    r = _cli(["export", "--run", run, "--out", tmp_path / "exp"])
+    assert r.exit_code != 0 and "already exists" in r.output

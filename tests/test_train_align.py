@@ -204,3 +204,34 @@ def test_grad_accumulation_counts_micro_batches(inputs, tmp_path):
     assert all(r["epoch"] == 0 for r in recs)
     # the first step's LR is the warmup's first value: lr * 1 / warmup_steps
     assert recs[0]["lr"] == pytest.approx(TINY["lr"] / TINY["warmup_steps"])
+
+
+@pytest.mark.parametrize("arch,objective", [("prenorm", "infonce"), ("mlaga", "mlaga")])
+def test_killed_before_the_manifest_resumes_with_its_final_metrics(inputs, tmp_path, arch, objective):
+    """A run killed after its last checkpoint, before model.safetensors/manifest.json: --resume has no
+    step left to train, and still writes the final metrics (they travel in the checkpoint)."""
+    data, feat = inputs
+    cfg = AlignConfig(**dict(TINY, arch=arch, objective=objective, tau=0.5 if objective == "mlaga" else 0.1))
+    full = train_align(cfg, data, feat, tmp_path / "run", show_progress=False)
+    done = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert done["dims"]["arch"] == arch and done["config"]["objective"] == objective
+    (tmp_path / "run" / "manifest.json").unlink()
+    (tmp_path / "run" / "model.safetensors").unlink()
+    again = train_align(cfg, data, feat, tmp_path / "run", resume=True, show_progress=False)
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["train"]["final"] == done["train"]["final"] == full["final"] and man["train"]["final"]["loss"] > 0
+    assert again["steps"] == 6
+    # and a finished run's --resume is a no-op that says so
+    assert train_align(cfg, data, feat, tmp_path / "run", resume=True, show_progress=False)["already_complete"]
+
+
+def test_non_finite_loss_is_a_one_line_error(inputs, tmp_path, monkeypatch):
+    import mlaga_fast.models.contrastive as C
+
+    data, feat = inputs
+    real = C.graph_infonce
+    monkeypatch.setattr(C, "graph_infonce", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(ValueError, match="loss is nan at step 1"):
+        train_align(AlignConfig(**TINY), data, feat, tmp_path / "x", show_progress=False)
+    with pytest.raises(ValueError, match="'lr' must be in"):
+        build_config({"lr": 1e12})

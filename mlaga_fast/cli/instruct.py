@@ -160,3 +160,18 @@ def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, 
             click.echo(answer(q))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+
+
+@click.command("export")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Stage-2 run")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="new folder to write")
+def export_cmd(run_dir, out_dir) -> None:
+    """Copy a Stage-2 run (projectors, LoRA adapter, the Stage-1 aligner, configs, manifest, model card) into a
+    folder that `MLaGA.from_pretrained` loads on another machine (the frozen LLM is named, not copied)."""
+    from mlaga_fast.export import export_run
+
+    try:
+        out = export_run(run_dir, out_dir)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({"export": str(out)}))

@@ -40,16 +40,17 @@ def plot() -> None:
 from mlaga_fast.cli.align import align_cmd, embed_cmd, plot_embeddings_cmd, probe_cmd  # noqa: E402
 from mlaga_fast.cli.baseline import baseline, results_table  # noqa: E402
 from mlaga_fast.cli.data import data  # noqa: E402
-from mlaga_fast.cli.demo import demo_cmd  # noqa: E402
+from mlaga_fast.cli.demo import compare_cmd, demo_cmd  # noqa: E402
 from mlaga_fast.cli.features import features  # noqa: E402
-from mlaga_fast.cli.instruct import ask_cmd, eval_cmd, instruct_cmd, predict_cmd  # noqa: E402
+from mlaga_fast.cli.instruct import ask_cmd, eval_cmd, export_cmd, instruct_cmd, predict_cmd  # noqa: E402
 from mlaga_fast.cli.ppr import ppr  # noqa: E402
 import mlaga_fast.cli.synth  # noqa: E402,F401  (adds `data synth` to the data group)
 
 for _cmd, _name in ((data, "data"), (features, "features"), (ppr, "ppr"), (embed_cmd, "embed"),
                     (probe_cmd, "probe"), (eval_cmd, "eval"), (predict_cmd, "predict"), (ask_cmd, "ask"),
+                    (export_cmd, "export"),
                     (baseline, "baseline"),
-                    (results_table, "results-table"), (demo_cmd, "demo")):
+                    (results_table, "results-table"), (demo_cmd, "demo"), (compare_cmd, "compare")):
     cli.add_command(_cmd, _name)
 train.add_command(align_cmd, "align")
 train.add_command(instruct_cmd, "instruct")

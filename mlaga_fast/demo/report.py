@@ -10,7 +10,32 @@ import numpy as np
 
 from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["write_report", "plot_loss_curves"]
+__all__ = ["write_report", "plot_loss_curves", "seeds_table"]
+
+
+def seeds_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: per method, NC and LP test accuracy (%) as mean ± sample std over the demo runs given
+    (each a run_demo metrics dict, one per seed), and the Stage-1 probe."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    order: list[str] = []
+    for m in runs:
+        for r in m["results"]:
+            cells.setdefault((r["method"], r["task"]), []).append(100.0 * r["accuracy"])
+            if r["method"] not in order:
+                order.append(r["method"])
+
+    def fmt(vals: list[float] | None) -> str:
+        if not vals:
+            return "-"
+        v = np.asarray(vals)
+        return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if v.size > 1 else f"{v.mean():.2f}"
+
+    lines = [f"| method | NC | LP |  (n = {len(runs)} seeds)", "|---|---:|---:|"]
+    lines += [f"| {m} | {fmt(cells.get((m, 'nc')))} | {fmt(cells.get((m, 'lp')))} |" for m in order]
+    probe = {k: [100.0 * m["probe"][k]["test"] for m in runs] for k in ("raw", "aligned")}
+    lines += ["", f"Linear probe (test): raw {fmt(probe['raw'])}, aligned {fmt(probe['aligned'])}.",
+              "Wall time (s): " + fmt([m["wall_seconds"] for m in runs]).replace(".00", "")]
+    return "\n".join(lines) + "\n"
 
 
 def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
@@ -82,7 +107,8 @@ def write_report(report: Path, metrics: dict[str, Any], table: str, runs: dict[s
         "# mlaga-fast demo", "",
         f"Synthetic catalogue: {cfg['nodes']} nodes, {cfg['classes']} classes, homophily {cfg['homophily']}, "
         f"image mismatch {cfg['image_mismatch']}, text mismatch {cfg['text_mismatch']}, seed {cfg['seed']}.",
-        f"Encoder: `{metrics['encoder']}`; LLM: `{cfg['llm']}` (frozen; only the projector trains).", "",
+        f"Encoder: `{metrics['encoder']}`; LLM: `{cfg['llm']}` (frozen; the projectors train, and LoRA adapters "
+        f"in the instruct phase: {cfg['lora']}).", "",
         "Test accuracy (%), NC on test nodes and LP on balanced test pairs:", "", table,
         f"Linear probe (test accuracy) on raw mean-pooled features: {100 * probe['raw']['test']:.2f}%; "
         f"on aligned pooled vectors: {100 * probe['aligned']['test']:.2f}%.", "",

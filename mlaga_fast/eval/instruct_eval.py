@@ -130,12 +130,31 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     res = gen_res if paper else con_res
     res["extra"].update(generation=None if paper else gen_res, constrained=con_res if paper else None,
                         wall_s=round(time.time() - t0, 2))
+    _record(m.run_dir, res, opts)
     if out is not None:
         answers = ([{"query": list(ex.query), "target": names[int(t)], "answer": answer_text(m.tokenizer, g, eos),
                      "prediction": names[int(p)] if p >= 0 else None}
                     for ex, t, g, p in zip(examples, y_true, gens, y_gen)] if gen_on else None)
         write_outputs(res, out, answers)
     return res
+
+
+def _record(run_dir: Path, res: dict, opts: EvalOptions) -> None:
+    """Append the result's summary to RUN2/evaluations.jsonl and refresh the model card (best effort: a
+    read-only run folder only loses this record)."""
+    from mlaga_fast.export import write_model_card
+    from mlaga_fast.utils.io import atomic_write_text
+
+    rec = {"dataset": res["dataset"], "task": res["task"], "split": res["split"], "protocol": opts.protocol,
+           "demos": res["extra"]["demos"], "method": res["method"], "accuracy": res["accuracy"],
+           "num_examples": res["num_examples"], "transfer": res["extra"]["transfer"]}
+    path = Path(run_dir) / "evaluations.jsonl"
+    try:
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        atomic_write_text(path, old + json.dumps(rec) + "\n")
+        write_model_card(run_dir)
+    except OSError:
+        pass
 
 
 def _chance(y_true: np.ndarray, c: int) -> float:

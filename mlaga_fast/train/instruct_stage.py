@@ -218,5 +218,8 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
                              "warmup_steps": stage.warm_steps, "world_size": info.world_size,
                              "global_batch_size": stage.global_batch, "final": last}})
+        from mlaga_fast.export import write_model_card
+
+        write_model_card(out)
     dist.barrier()
     return {"steps": stage.total_steps, "warmup_steps": stage.warm_steps, "final": last}
