@@ -1,9 +1,10 @@
 """Built-in baselines for NC and LP on the same splits and result format as Stage 2's `eval`.
 
-MLP / 2-layer GCN / 2-layer GraphSAGE on pooled node features (models.py), label propagation
-on structure alone (labelprop.py), their full-batch training + evaluation (train.py), and the
-run settings (config.py, torch-free). CLI: `mlaga-fast baseline --data DIR --model
-mlp|gcn|sage|labelprop --task nc|lp`.
+MLP and 2-layer GCN / GraphSAGE / GAT on pooled node features, built from torch_geometric's
+layers (models.py), label propagation on structure alone with PyG's LabelPropagation
+(labelprop.py), their full-batch training + evaluation (train.py), and the run settings
+(config.py, torch-free). CLI: `mlaga-fast baseline --data DIR --model
+mlp|gcn|sage|gat|labelprop --task nc|lp`.
 
 Names are resolved lazily so that importing the config (for CLI options) does not load torch.
 """
@@ -15,8 +16,9 @@ from typing import Any
 _WHERE = {
     "BaselineConfig": "config", "ENCODERS": "config", "MODELS": "config",
     "LabelPropResult": "labelprop", "label_propagation": "labelprop",
-    "EdgeScorer": "models", "GCNEncoder": "models", "MLPEncoder": "models",
-    "SAGEEncoder": "models", "build_encoder": "models", "normalized_adjacency": "models",
+    "steps_to_converge": "labelprop",
+    "EdgeScorer": "models", "Encoder": "models", "build_encoder": "models",
+    "edge_index_from_csr": "models",
     "best_threshold": "train", "roc_auc": "train", "run_baseline": "train", "run_lp": "train",
     "run_nc": "train", "sample_negatives": "train",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ENCODERS = ("mlp", "gcn", "sage")
+ENCODERS = ("mlp", "gcn", "sage", "gat")
 MODELS = ENCODERS + ("labelprop",)
 
 
@@ -19,6 +19,7 @@ class BaselineConfig:
     model: str = _f("gcn", "baseline model", MODELS)
     task: str = _f("nc", "node classification or link prediction", ("nc", "lp"))
     hidden: int = _f(256, "hidden width; also the LP embedding width")
+    heads: int = _f(4, "gat: attention heads of the hidden layer (each hidden/heads wide)")
     epochs: int = _f(200, "maximum training epochs (full batch)")
     lr: float = _f(0.01, "Adam learning rate")
     weight_decay: float = _f(5e-4, "Adam weight decay")
@@ -48,9 +49,12 @@ class BaselineConfig:
         for name in ("num_threads", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
-        for name in ("hidden", "epochs", "neg_ratio", "max_iter"):
+        for name in ("hidden", "heads", "epochs", "neg_ratio", "max_iter"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.model == "gat" and self.hidden % self.heads:
+            raise ValueError(f"heads: hidden ({self.hidden}) must be a multiple of heads ({self.heads}) "
+                             "for gat")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
         return self

@@ -1,145 +1,72 @@
-"""Baseline node encoders over pooled node features: MLP, 2-layer GCN, 2-layer GraphSAGE (mean).
+"""Baseline node encoders on pooled node features, built from torch_geometric's layers: MLP (two
+Linear layers), GCN (GCNConv), GraphSAGE-mean (SAGEConv) and GAT (GATConv), each two layers deep.
 
-Dependency-free graph ops: the normalised adjacency is a torch sparse CSR tensor built once from
-the training graph's CSR arrays, and each propagation is one sparse @ dense product.
-Every encoder has the same call signature, forward(x [N, D], adj) -> [N, out_dim], so the
-training loop does not care which one it holds (the MLP ignores `adj`).
+Every encoder has the same call signature, forward(x [N, D], edge_index [2, E]) -> [N, out_dim],
+so the training loop does not care which one it holds (the MLP ignores `edge_index`).
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
-from mlaga_fast.graph_check import check_csr
-
 from mlaga_fast.baselines.config import ENCODERS
+from mlaga_fast.data.graph import check_canonical_csr
 
 
-def _csr_arrays(indptr, indices, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+def edge_index_from_csr(indptr, indices, num_nodes: int) -> torch.Tensor:
+    """int64 [2, E] edge_index (row 0 the CSR row, row 1 its neighbour) of a canonical CSR graph.
+
+    The graph must follow the package convention (sorted, no duplicates or self-loops, symmetric):
+    the layers add their own self-loops, and a duplicate would silently count twice.
+    """
     indptr = np.ascontiguousarray(np.asarray(indptr), dtype=np.int64)
     indices = np.ascontiguousarray(np.asarray(indices), dtype=np.int64)
-    check_csr(indptr, indices, num_nodes)  # ValueError naming the first bad index
-    # The C++ check allows self-loops and duplicates; the normalisations below assume neither
-    # (GCN adds its own self-loop), so a graph breaking the package convention is refused here.
-    rows = np.repeat(np.arange(num_nodes, dtype=np.int64), np.diff(indptr))
-    bad = np.flatnonzero(rows == indices)
-    if bad.size:
-        raise ValueError(f"indices[{int(bad[0])}]: self-loop on node {int(rows[bad[0]])}; "
-                         "the graph must have none")
-    same = np.flatnonzero((rows[1:] == rows[:-1]) & (indices[1:] <= indices[:-1]))
-    if same.size:
-        raise ValueError(f"indices[{int(same[0]) + 1}]: neighbours of node {int(rows[same[0]])} "
-                         "are not strictly increasing (duplicate or unsorted)")
-    return indptr, indices
+    check_canonical_csr(indptr, indices, num_nodes)  # ValueError naming the first bad index
+    rows = torch.repeat_interleave(torch.arange(num_nodes), torch.from_numpy(np.diff(indptr)))  # [E]
+    return torch.stack([rows, torch.tensor(indices)])  # copies: `indices` may be a read-only map
 
 
-def normalized_adjacency(indptr, indices, num_nodes: int, kind: str = "gcn",
-                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Sparse CSR propagation matrix [N, N] for a CSR graph (assumed without self-loops).
+class Encoder(nn.Module):
+    """dropout -> layer1 -> ReLU -> dropout -> layer2, with PyG conv layers or (MLP) Linear ones."""
 
-    kind="gcn":  D^-1/2 (A + I) D^-1/2 with D the degree of A + I (Kipf & Welling).
-    kind="mean": D^-1 A, the neighbour mean used by GraphSAGE; rows of isolated nodes are zero.
-    kind="sym":  D^-1/2 A D^-1/2 without self-loops (label propagation); isolated rows are zero.
-    """
-    if kind not in ("gcn", "mean", "sym"):
-        raise ValueError(f"kind: expected 'gcn', 'mean' or 'sym', got {kind!r}")
-    indptr, indices = _csr_arrays(indptr, indices, num_nodes)
-    deg = np.diff(indptr)  # [N] neighbours per node
-    rows = np.repeat(np.arange(num_nodes, dtype=np.int64), deg)  # [E]
-    if kind == "gcn":
-        # Insert the self-loop into each row; rows stay sorted because we re-sort by (row, col).
-        rows = np.concatenate([rows, np.arange(num_nodes, dtype=np.int64)])
-        cols = np.concatenate([indices, np.arange(num_nodes, dtype=np.int64)])
-        order = np.lexsort((cols, rows))
-        rows, cols = rows[order], cols[order]
-        d = (deg + 1).astype(np.float64)
-        vals = 1.0 / np.sqrt(d[rows] * d[cols])
-        new_indptr = np.concatenate([[0], np.cumsum(deg + 1)]).astype(np.int64)
-    else:
-        cols = indices
-        d = deg.astype(np.float64)
-        safe = np.where(d > 0, d, 1.0)
-        vals = 1.0 / safe[rows] if kind == "mean" else 1.0 / np.sqrt(safe[rows] * safe[cols])
-        new_indptr = indptr
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": nothing to act on
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(new_indptr), torch.from_numpy(np.ascontiguousarray(cols)),
-            torch.from_numpy(vals).to(dtype), size=(num_nodes, num_nodes), check_invariants=False)
-
-
-def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """adj [N, N] sparse CSR @ x [N, d] -> [N, d] (autograd flows into x)."""
-    return torch.sparse.mm(adj, x)
-
-
-class MLPEncoder(nn.Module):
-    """Two linear layers on the node's own features; ignores the graph."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5) -> None:
+    def __init__(self, conv1: nn.Module, conv2: nn.Module, dropout: float, uses_graph: bool) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(in_dim, hidden)
-        self.lin2 = nn.Linear(hidden, out_dim)
+        self.conv1, self.conv2 = conv1, conv2
         self.dropout = nn.Dropout(dropout)
+        self.uses_graph = uses_graph
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor | None = None) -> torch.Tensor:
-        h = torch.relu(self.lin1(self.dropout(x)))  # [N, hidden]
-        return self.lin2(self.dropout(h))  # [N, out_dim]
+    def _layer(self, layer: nn.Module, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return layer(x, edge_index) if self.uses_graph else layer(x)
 
-
-class GCNEncoder(nn.Module):
-    """H = Â relu(Â X W1) W2 with Â = D^-1/2 (A+I) D^-1/2 (adj from normalized_adjacency 'gcn')."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5) -> None:
-        super().__init__()
-        self.lin1 = nn.Linear(in_dim, hidden)
-        self.lin2 = nn.Linear(hidden, out_dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        # Â (X W) == (Â X) W; multiplying by W first keeps the sparse product at `hidden` width.
-        h = torch.relu(propagate(adj, self.lin1(self.dropout(x))))  # [N, hidden]
-        return propagate(adj, self.lin2(self.dropout(h)))  # [N, out_dim]
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.relu(self._layer(self.conv1, self.dropout(x), edge_index))  # [N, hidden]
+        return self._layer(self.conv2, self.dropout(h), edge_index)  # [N, out_dim]
 
 
-class SAGELayer(nn.Module):
-    """GraphSAGE-mean: h_i' = W_self h_i + W_neigh mean_{j in N(i)} h_j (adj = 'mean')."""
+def build_encoder(model: str, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5,
+                  heads: int = 4) -> Encoder:
+    """The two-layer encoder `model` (one of ENCODERS): in_dim -> hidden -> out_dim."""
+    from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.lin_self = nn.Linear(in_dim, out_dim)
-        self.lin_neigh = nn.Linear(in_dim, out_dim, bias=False)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        return self.lin_self(x) + propagate(adj, self.lin_neigh(x))
-
-
-class SAGEEncoder(nn.Module):
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5) -> None:
-        super().__init__()
-        self.conv1 = SAGELayer(in_dim, hidden)
-        self.conv2 = SAGELayer(hidden, out_dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv1(self.dropout(x), adj))  # [N, hidden]
-        return self.conv2(self.dropout(h), adj)  # [N, out_dim]
-
-
-def adjacency_kind(model: str) -> str | None:
-    """Which normalized_adjacency an encoder needs (None: no graph)."""
-    return {"mlp": None, "gcn": "gcn", "sage": "mean"}[model]
-
-
-def build_encoder(model: str, in_dim: int, hidden: int, out_dim: int,
-                  dropout: float = 0.5) -> nn.Module:
     if model not in ENCODERS:
         raise ValueError(f"model: expected one of {ENCODERS}, got {model!r}")
-    cls = {"mlp": MLPEncoder, "gcn": GCNEncoder, "sage": SAGEEncoder}[model]
-    return cls(in_dim, hidden, out_dim, dropout)
+    if model == "mlp":
+        return Encoder(nn.Linear(in_dim, hidden), nn.Linear(hidden, out_dim), dropout, False)
+    if model == "gcn":
+        # cached: the normalised adjacency D^-1/2 (A+I) D^-1/2 is computed once (full-batch,
+        # one graph per model).
+        layers = (GCNConv(in_dim, hidden, cached=True), GCNConv(hidden, out_dim, cached=True))
+    elif model == "sage":
+        layers = (SAGEConv(in_dim, hidden, aggr="mean"), SAGEConv(hidden, out_dim, aggr="mean"))
+    else:
+        if hidden % heads:
+            raise ValueError(f"heads: hidden ({hidden}) must be a multiple of heads ({heads})")
+        # Hidden layer: `heads` heads of width hidden/heads, concatenated; output: one head.
+        # Attention coefficients get the same dropout as the features (as in the GAT paper).
+        layers = (GATConv(in_dim, hidden // heads, heads=heads, dropout=dropout),
+                  GATConv(hidden, out_dim, heads=1, dropout=dropout))
+    return Encoder(*layers, dropout, True)
 
 
 class EdgeScorer(nn.Module):

@@ -23,12 +23,8 @@ import torch.nn.functional as F
 
 from mlaga_fast.baselines.config import BaselineConfig
 from mlaga_fast.baselines.labelprop import label_propagation
-from mlaga_fast.baselines.models import (
-    EdgeScorer,
-    adjacency_kind,
-    build_encoder,
-    normalized_adjacency,
-)
+from mlaga_fast.baselines.models import EdgeScorer, build_encoder, edge_index_from_csr
+from mlaga_fast.data.graph import pairs_in_csr
 from mlaga_fast.eval.report import make_result
 
 
@@ -128,30 +124,19 @@ def prepare_features(features: Any, num_nodes: int, standardize: bool) -> torch.
 
 def sample_negatives(indptr: np.ndarray, indices: np.ndarray, num: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """`num` uniform node pairs (u != v) that are not edges of the CSR graph: int64 [2, num].
-
-    Edge membership is a binary search over the sorted keys u * N + v (CSR rows and their
-    neighbour lists are sorted, so the keys already are).
-    """
+    """`num` uniform node pairs (u != v) that are not edges of the CSR graph: int64 [2, num]."""
     n = len(indptr) - 1
     if n < 2:
         raise ValueError("graph: negative sampling needs at least 2 nodes")
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    keys = rows * n + np.asarray(indices, dtype=np.int64)  # [E] sorted
-    if len(keys) >= n * (n - 1):
+    if len(indices) >= n * (n - 1):
         raise ValueError("graph: complete graph, there are no non-edges to sample")
     out: list[np.ndarray] = []
     have = 0
     for _ in range(1000):  # rejection sampling; each round keeps >= 1 - density of its draws
         m = int((num - have) * 1.25) + 16
-        u = rng.integers(0, n, m, dtype=np.int64)
-        v = rng.integers(0, n, m, dtype=np.int64)
-        k = u * n + v
-        pos = np.minimum(np.searchsorted(keys, k), max(len(keys) - 1, 0))
-        is_edge = (keys[pos] == k) if len(keys) else np.zeros(m, dtype=bool)
-        keep = (u != v) & ~is_edge
-        pairs = np.stack([u[keep], v[keep]])
-        out.append(pairs[:, : num - have])
+        pairs = rng.integers(0, n, (2, m), dtype=np.int64)
+        keep = (pairs[0] != pairs[1]) & ~pairs_in_csr(indptr, indices, pairs)
+        out.append(pairs[:, keep][:, : num - have])
         have += out[-1].shape[1]
         if have >= num:
             return np.concatenate(out, axis=1)
@@ -201,9 +186,8 @@ def run_nc(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         _seed_all(cfg.seed)
         dev = torch.device(cfg.device)
         x = prepare_features(features, n, cfg.standardize).to(dev)  # [N, D]
-        kind = adjacency_kind(cfg.model)
-        adj = normalized_adjacency(indptr, indices, n, kind).to(dev) if kind else None
-        model = build_encoder(cfg.model, x.shape[1], cfg.hidden, c, cfg.dropout).to(dev)
+        edge_index = edge_index_from_csr(indptr, indices, n).to(dev)  # [2, E]
+        model = build_encoder(cfg.model, x.shape[1], cfg.hidden, c, cfg.dropout, cfg.heads).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         y = torch.from_numpy(labels).to(dev)
         tr = torch.from_numpy(split["train"]).to(dev)
@@ -214,12 +198,12 @@ def run_nc(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         for epoch in bar:
             model.train()
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x, adj)[tr], y[tr])
+            loss = F.cross_entropy(model(x, edge_index)[tr], y[tr])
             loss.backward()
             opt.step()
             model.eval()
             with torch.no_grad():
-                val_acc = float((model(x, adj)[va].argmax(-1) == y[va]).float().mean())
+                val_acc = float((model(x, edge_index)[va].argmax(-1) == y[va]).float().mean())
             if val_acc > best[0]:
                 best = (val_acc, epoch, copy.deepcopy(model.state_dict()))
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_acc:.3f}")
@@ -228,7 +212,7 @@ def run_nc(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         model.load_state_dict(best[2])
         model.eval()
         with torch.no_grad():
-            pred = model(x, adj).argmax(-1).cpu().numpy()
+            pred = model(x, edge_index).argmax(-1).cpu().numpy()
         extra.update(val_accuracy=best[0], best_epoch=best[1], epochs_run=epoch,
                      num_params=sum(p.numel() for p in model.parameters()))
     extra["train_seconds"] = round(time.perf_counter() - t0, 3)
@@ -258,9 +242,9 @@ def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
     t0 = time.perf_counter()
 
     x = prepare_features(features, n, cfg.standardize).to(dev)  # [N, D]
-    kind = adjacency_kind(cfg.model)
-    adj = normalized_adjacency(indptr, indices, n, kind).to(dev) if kind else None
-    encoder = build_encoder(cfg.model, x.shape[1], cfg.hidden, cfg.hidden, cfg.dropout).to(dev)
+    edge_index = edge_index_from_csr(indptr, indices, n).to(dev)  # [2, E]
+    encoder = build_encoder(cfg.model, x.shape[1], cfg.hidden, cfg.hidden, cfg.dropout,
+                            cfg.heads).to(dev)
     scorer = EdgeScorer(cfg.scorer, cfg.hidden).to(dev)
     params = list(encoder.parameters()) + list(scorer.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -272,7 +256,7 @@ def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         encoder.eval()
         scorer.eval()
         with torch.no_grad():
-            return scorer(encoder(x, adj), p).float().cpu().numpy()
+            return scorer(encoder(x, edge_index), p).float().cpu().numpy()
 
     best = (-1.0, 0, None)  # (val AUC, epoch, state)
     epoch = 0
@@ -283,7 +267,7 @@ def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         neg = torch.from_numpy(sample_negatives(indptr, indices, pos.shape[1] * cfg.neg_ratio,
                                                 rng)).to(dev)
         opt.zero_grad(set_to_none=True)
-        h = encoder(x, adj)  # [N, hidden]
+        h = encoder(x, edge_index)  # [N, hidden]
         logits = torch.cat([scorer(h, pos), scorer(h, neg)])
         target = torch.cat([torch.ones(pos.shape[1]), torch.zeros(neg.shape[1])]).to(dev)
         loss = F.binary_cross_entropy_with_logits(logits, target)

@@ -1,4 +1,4 @@
-"""`mlaga-fast baseline`: train and evaluate one built-in baseline (MLP, GCN, GraphSAGE, label
+"""`mlaga-fast baseline`: train and evaluate one built-in baseline (MLP, GCN, GraphSAGE, GAT, label
 propagation) for NC or LP, writing the shared result JSON (mlaga_fast.eval.report)."""
 from __future__ import annotations
 
