@@ -5,8 +5,9 @@ For every seed: one catalogue and its features (the seed's data), then for each 
 loss, tau 0.5; ``infonce`` = ours, tau 0.1) a Stage-1 run and its linear probe, and on top of each
 aligner a Stage-2 run per projector kind (``modality`` = the paper's modality-aware projectors,
 ``single`` = one graph projector). Reported: the Stage-1 probe, NC (PPR demonstrations) and LP test
-accuracy, mean +- std over the seeds. Stage-2 sizes are the demo's unless given (the defaults here are
-smaller, so the 8 variants x 3 seeds fit in about an hour on 2 cores).
+accuracy, mean +- std over the seeds. Sizes are the demo's except where COMPARE_DEFAULTS makes them
+smaller (so that 4 aligners x 2 projector kinds x 3 seeds fit in about two hours on 2 cores); every
+variant gets the same budget.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ PROJECTORS = ("modality", "single")
 ARCH_FIELDS = {"mlaga": {"arch": "mlaga", "num_layers": 2, "cross_attention_every": 2, "dropout": 0.1},
                "prenorm": {"arch": "prenorm"}}
 OBJECTIVE_FIELDS = {"mlaga": {"objective": "mlaga", "tau": 0.5}, "infonce": {"objective": "infonce", "tau": 0.1}}
-COMPARE_DEFAULTS = {"warmup_train": 400, "nc_train": 150, "lp_train": 400}
+COMPARE_DEFAULTS = {"warmup_train": 500, "nc_train": 300, "lp_train": 500, "align_epochs": 2}
 
 
 def _align(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path, arch: str, objective: str) -> None:

@@ -72,6 +72,7 @@ def _train_instruct(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: 
 def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: Path, eval_dir: Path) -> list[dict]:
     """Each (method, task) variant; the LLM of a run is loaded once and reused across its variants."""
     from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
+    from mlaga_fast.eval.report import write_result_json
 
     from mlaga_fast.assistant import MLaGA
 
@@ -89,7 +90,9 @@ def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: 
                                max_examples=cfg.eval_nc if task == "nc" else cfg.eval_lp, generate=cfg.generate,
                                device="cpu", seed=cfg.seed, method=method, batch_size=32)
             slug = method.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "")
-            results.append(evaluate(runs[key], data_dir, opts, out=eval_dir / f"{slug}_{task}", loaded=loaded))
+            res = evaluate(runs[key], data_dir, opts, loaded=loaded, progress=False)
+            write_result_json(eval_dir / f"{slug}_{task}.json", res)  # the report draws the figures it shows
+            results.append(res)
     return results
 
 

@@ -55,7 +55,7 @@ class InstructConfig(LoopConfig):
         "help": "wrap prompts in the tokenizer's chat template (auto = when it has one)", "choices": ["auto", "none"]})
     demos: str = field(default="ppr", metadata={"help": "NC demonstrations", "choices": ["ppr", "random", "none"]})
     num_demos: int = field(default=3, metadata={"help": "NC demonstrations per prompt (m)"})
-    nc_demo_dropout: float = field(default=0.25, metadata={
+    nc_demo_dropout: float = field(default=0.1, metadata={
         "help": "fraction of NC training prompts shown without demonstrations (keeps the no-demonstration "
                 "prompt in the instruct phase)"})
     lp_demo: bool = field(default=False, metadata={"help": "show one LP demonstration pair"})
