@@ -351,13 +351,27 @@ def test_export_loads_elsewhere_with_its_model_card(pipeline, tmp_path):
     # "another machine": the export alone, after the original aligner run is gone
     moved = tmp_path / "moved"
     shutil.copytree(exp, moved)
+    nodes = [0, 5, 9]
+    want = MLaGA.from_pretrained(run, device="cpu").predict_nc(a, nodes).scores
     hidden = root / "align_hidden"
     (root / "align").rename(hidden)
     try:
-        m, orig = MLaGA.from_pretrained(moved, device="cpu"), MLaGA.from_pretrained(run, device="cpu")
-        nodes = [0, 5, 9]
-        np.testing.assert_allclose(m.predict_nc(a, nodes).scores, orig.predict_nc(a, nodes).scores, rtol=1e-5)
+        got = MLaGA.from_pretrained(moved, device="cpu").predict_nc(a, nodes).scores
+        np.testing.assert_allclose(got, want, rtol=1e-5)
     finally:
         hidden.rename(root / "align")
     r = _cli(["export", "--run", run, "--out", tmp_path / "exp"])
     assert r.exit_code != 0 and "already exists" in r.output
+
+
+def test_readme_python_example_runs(pipeline, capsys):
+    """The README's five-line API example, as written, on the tiny run and dataset."""
+    import re
+
+    root, a, _, run = pipeline
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"From Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert len([x for x in code.splitlines() if x.strip()]) == 5
+    exec(code.replace('"runs/instruct"', repr(str(run))).replace('"data/toys"', repr(str(a))), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("[")
