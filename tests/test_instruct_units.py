@@ -343,3 +343,42 @@ def test_bf16_loss_and_input_gradients_within_tolerance_of_fp32(llm):
     assert abs(l16 - l32) <= 0.02 * abs(l32)
     cos = torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()
     assert cos > 0.99 and math.isfinite(cos)
+
+
+def test_warmup_phase_trains_projectors_only_and_lora_starts_after(llm, tmp_path):
+    """InstructStage: during warm-up steps the LoRA adapters get no gradient and do not move (peft starts B at
+    zero, so the LLM is the base model); the first instruct step trains them and starts LP from NC."""
+    import types
+
+    from mlaga_fast.llm import LLMOptions, load_llm
+    from mlaga_fast.llm.forward import LLMParts
+    from mlaga_fast.train.instruct import InstructConfig
+    from mlaga_fast.train.instruct_stage import InstructStage
+    from mlaga_fast.train.precision import Precision
+
+    _, tok, folder = llm
+    torch.manual_seed(0)
+    lora, _, _ = load_llm(str(folder), LLMOptions(lora=True, lora_r=2))
+    b = _builder(tok)
+    warm = [b.nc(v, [], [], label=v % 4) for v in range(4)]
+    instruct = [e for e in _examples(b) if e.dataset == 0]
+    cfg = InstructConfig(data=["x"], align="y", batch_size=4, warmup_examples=4, tasks=["nc", "lp"], lora=True)
+    info = types.SimpleNamespace(rank=0, world_size=1, device=torch.device("cpu"), is_main=True)
+    proj = _projectors("modality")
+    stage = InstructStage(cfg, info, LLMParts(lora), proj, _inputs(), warm, instruct, tok.pad_token_id,
+                          Precision("fp32", "float32", None))
+    assert stage.warm_steps == 1 and stage.total_steps == 1 + stage.per_epoch
+    lora_before = {n: p.detach().clone() for n, p in lora.named_parameters() if "lora_" in n}
+    stage.step(0)
+    assert all(p.grad is None for p in stage.lora)  # warm-up: adapters untouched
+    assert stage.lr_lambdas()[1](0) == 0.0 and stage.lr_lambdas()[0](0) > 0
+    assert proj.graph_mlp["nc"][0].weight.grad is not None
+    proj.zero_grad()
+    with torch.no_grad():
+        proj.graph_mlp["nc"][0].weight.add_(1.0)  # whatever NC learnt, LP starts from it
+    stage.step(1)
+    torch.testing.assert_close(proj.graph_mlp["lp"][0].weight, proj.graph_mlp["nc"][0].weight)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage.lora)
+    for n, p in lora.named_parameters():
+        if "lora_" in n:
+            torch.testing.assert_close(p, lora_before[n])  # no optimizer ran here; grads only

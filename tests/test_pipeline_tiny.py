@@ -175,9 +175,9 @@ def test_resume_and_stage1_mismatch(pipeline, tmp_path):
     r = _cli(["train", "instruct", "--data", b, "--align", root / "align", "--llm", root / "llm",
               "--out", tmp_path / "x", "--device", "cpu", "--no-progress"])
     assert r.exit_code != 0 and "do not match" in r.output
-    # --resume of the finished run continues from its last checkpoint (nothing left to do)
+    # --resume of the finished run has nothing left to do
     r = _cli(["train", "instruct", "--out", run, "--resume", "--no-progress"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and "already complete" in r.output, r.output
     # resuming with another learning rate would not continue the same run: refused, naming the field
     r = _cli(["train", "instruct", "--out", run, "--resume", "--lr", "5e-3", "--no-progress"])
     assert r.exit_code != 0 and "different config" in r.output and "lr: run has 0.01, now 0.005" in r.output
@@ -193,24 +193,37 @@ def test_resume_reproduces_uninterrupted_training(pipeline, tmp_path):
     from safetensors.torch import load_file
 
     root, a, _, _ = pipeline
+    # 3 warm-up steps (12 prompts at batch 4), then 6 instruct steps with LoRA; checkpoints every 2 steps
     args = ["train", "instruct", "--data", a, "--align", root / "align", "--llm", root / "llm", "--tasks", "nc,lp",
-            "--max-steps", 6, "--checkpoint-every", 3, "--batch-size", 4, "--lr", "1e-2", "--device", "cpu",
-            "--no-progress"]
+            "--warmup-examples", 12, "--max-steps", 6, "--checkpoint-every", 2, "--keep-checkpoints", 10,
+            "--batch-size", 4, "--lr", "1e-2", "--lora", "--device", "cpu", "--no-progress"]
     r = _cli(args + ["--out", tmp_path / "full"])
     assert r.exit_code == 0, r.output
     ref = load_file(str(tmp_path / "full" / "projectors.safetensors"))
-    part = tmp_path / "part"
-    shutil.copytree(tmp_path / "full", part)
-    (part / "checkpoints" / "step_000000006.pt").unlink()
-    (part / "projectors.safetensors").unlink()
-    (part / "manifest.json").unlink()
-    r = _cli(["train", "instruct", "--out", part, "--resume", "--no-progress"])
-    assert r.exit_code == 0, r.output
-    got = load_file(str(part / "projectors.safetensors"))
-    for k in ref:
-        np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
-    steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps))  # no duplicated steps after resume
+    ref_lora = load_file(str(tmp_path / "full" / "lora" / "adapter_model.safetensors"))
+    phases = [json.loads(x)["phase"] for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert phases == [0, 0, 0] + [1] * 6
+    for keep in (2, 4):  # a checkpoint inside the warm-up, and one in the instruct phase
+        part = tmp_path / f"part{keep}"
+        shutil.copytree(tmp_path / "full", part)
+        for p in (part / "checkpoints").glob("step_*.pt"):
+            if int(p.stem.split("_")[1]) > keep:
+                p.unlink()
+        for name in ("projectors.safetensors", "manifest.json"):
+            (part / name).unlink()
+        shutil.rmtree(part / "lora")
+        r = _cli(["train", "instruct", "--out", part, "--resume", "--no-progress"])
+        assert r.exit_code == 0, r.output
+        got = load_file(str(part / "projectors.safetensors"))
+        got_lora = load_file(str(part / "lora" / "adapter_model.safetensors"))
+        for want, have in ((ref, got), (ref_lora, got_lora)):
+            for k in want:
+                np.testing.assert_allclose(have[k].numpy(), want[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+        steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, 10))  # no duplicated steps after resume
+    # --resume of a finished run says so and stops
+    r = _cli(["train", "instruct", "--out", tmp_path / "full", "--resume", "--no-progress"])
+    assert r.exit_code == 0 and "already complete" in r.output
 
 
 def test_raw_feature_ablation_trains_its_own_projector(pipeline, tmp_path):
