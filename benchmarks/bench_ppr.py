@@ -136,12 +136,20 @@ def peak_rss_reset() -> None:
         f.write("5")
 
 
-def peak_rss_mib() -> float:
+def _status_mib(key: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
+
+
+def rss_mib() -> float:
+    return _status_mib("VmRSS")
 
 
 def pyg_kernel():
@@ -286,7 +294,7 @@ def bench_table(name, indptr, indices, args, log):
     labels = np.random.default_rng(args.seed).integers(0, 8, n)
     tr, va, te = random_node_split(n, seed=args.seed, labels=labels)
     graph = MultimodalGraph(name, indptr, indices, labels=labels, train=tr, val=va, test=te, validate=False)
-    rss_before = peak_rss_mib()
+    rss_before = rss_mib()
     peak_rss_reset()
     (src, idx, _, _), wall, cpu = timed(lambda: compute_table(graph, alpha=args.alpha, eps=args.eps, k=args.k,
                                                             sources="train", candidates="train",
