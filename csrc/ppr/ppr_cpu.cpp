@@ -1,9 +1,13 @@
-// CPU forward push: OpenMP over sources, one workspace per thread.
+// CPU forward push: OpenMP over sources, one workspace per thread. The problem comes from a
+// PprGraph (validated once), so nothing is checked here.
 //
 // Why dense per-thread scratch: a source touches few nodes, but looking them up must be O(1) with
-// no hashing in the inner loop. Each thread owns r/p arrays of length N (allocated once per call
-// as lazily committed, huge-page backed anonymous memory) and resets only the nodes it touched, so
+// no hashing in the inner loop. Each thread owns N-sized arrays (lazily committed, huge-page
+// backed), kept by the graph between calls (ScratchPool), and resets only the nodes it touched, so
 // the cost of a source is O(touched + edge pushes), never O(N). No allocation happens per source.
+// On sparse graphs the push waits on memory: almost every edge lands on a node no other edge of
+// the source touched, so each neighbour's record is one cache line (NodeState) and misses are kept
+// in flight ahead of the loop (see push()).
 // For very large N (auto from 2^24 nodes) a per-source hash table (HashWorkspace) replaces the
 // N-sized arrays so that memory committed per thread follows the touched set, not N; it was
 // slower on the 1M-node benchmark graph, hence not the default below that size.
