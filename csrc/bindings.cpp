@@ -1,5 +1,5 @@
 // The one pybind11 module, mlaga_fast._C. It links no libtorch: arrays cross as NumPy buffers
-// (CPU) or raw device pointers (CUDA), so the wheel survives torch upgrades.
+// (CPU) or DLPack capsules (CUDA), so the wheel survives torch upgrades.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -13,10 +13,7 @@ namespace py = pybind11;
 namespace {
 
 void check_csr_py(const py::array& indptr, const py::array& indices, int64_t num_nodes) {
-  if (indptr.dtype().kind() != 'i' || indptr.dtype().itemsize() != 8) {
-    mlaga::value_error("indptr must be int64, got dtype '", std::string(py::str(indptr.dtype())), "'");
-  }
-  mlaga::require_1d_contiguous(indptr, "indptr");
+  mlaga::require_int64_1d(indptr, "indptr");
   mlaga::require_1d_contiguous(indices, "indices");
   const int width = mlaga::index_width(indices, "indices");
   if (indptr.size() < 1) mlaga::value_error("indptr must have num_nodes + 1 >= 1 entries, got 0");
@@ -35,6 +32,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("check_csr", &check_csr_py, py::arg("indptr"), py::arg("indices"), py::arg("num_nodes"),
         "Validate a CSR graph: indptr int64 [N+1] monotone from 0 to len(indices); indices int32/int64 "
         "in [0, N). Raises ValueError naming the problem and the first bad index.");
+  m.def("_csr_checks_run", &mlaga::csr_checks_run,
+        "How many graphs the CSR check has validated in this process (for tests that count validations).");
   m.def("built_with_cuda", &mlaga::built_with_cuda);
   m.def("cuda_device_count", &mlaga::cuda_device_count);
   m.def("cuda_status", &mlaga::cuda_status);

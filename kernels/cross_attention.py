@@ -139,10 +139,12 @@ def _bwd_kernel(
 ):
     """One program = (group of G batches, head). dK/dV/dQ come from one pass over the keys.
 
-    DK, DV: contiguous [B, H, L, dh]; native dtype when SINGLE_M (each key block is finished in
-    one visit), else fp32 zero-initialised and accumulated with atomics over query blocks.
+    DK, DV: contiguous [B, H, L, dh] in the inputs' dtype. Each key block of each (batch, head) is
+    finished in registers and stored exactly once, on both paths (SINGLE_M: one query block;
+    otherwise the query blocks are the inner loop), so they need no atomics and no zeroing.
     DQ: fp32 [slots, H, nq, dh]; slot = batch (per-batch q, G = 1) or group (shared q: partial
-    sums over the group's batches, summed over slots by the launcher).
+    sums over the group's batches, summed over slots by the launcher). Only DQ of the
+    multi-query-block path is accumulated with atomics (zero-initialised).
     """
     pid = tl.program_id(0)
     g = pid // H
@@ -193,7 +195,10 @@ def _bwd_kernel(
                     v = v.to(ACC)
                 s = tl.dot(q, tl.trans(k), out_dtype=ACC, input_precision=PREC) * qk_scale
                 s = tl.where(n_ok[None, :], s, float("-inf"))
-                p = tl.exp2(s - lse[:, None])  # [BM, BN]; 0 for masked keys and padded rows
+                # [BM, BN]; 0 for masked keys. Padded query rows (m >= NQ) load q = 0 and lse = 0, so
+                # their p is 1 on valid keys, but their dO and O are 0: they add nothing to dV,
+                # ds = p * (dp - delta) = 0, so nothing to dK or dQ either.
+                p = tl.exp2(s - lse[:, None])
                 dv = tl.dot(tl.trans(p.to(do.dtype)), do, out_dtype=ACC, input_precision=PREC)  # [BN, BD]
                 dp = tl.dot(do, tl.trans(v), out_dtype=ACC, input_precision=PREC)  # [BM, BN]
                 ds = p * (dp - delta[:, None])  # d(loss)/d(unscaled-by-sm_scale logits)
@@ -374,14 +379,13 @@ def cross_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         BN = min(128, max(16, triton.next_power_of_2(L)))
     G = _bwd_group(B, H, shared_q, q.device)
     n_groups = triton.cdiv(B, G)
-    # single_m: every dq slot / dk,dv row is written exactly once -> empty; else atomics -> zeros
-    kv_dtype = k.dtype if single_m else (torch.float64 if k.dtype == torch.float64 else torch.float32)
-    alloc = torch.empty if single_m else torch.zeros
-    dk = alloc((B, H, L, dh), dtype=kv_dtype, device=k.device)
-    dv = alloc((B, H, L, dh), dtype=kv_dtype, device=k.device)
+    # dk/dv rows are each written exactly once (see _bwd_kernel) -> empty, inputs' dtype. dq: every
+    # slot written once when single_m, else accumulated with atomics over query blocks -> zeros.
+    dk = torch.empty((B, H, L, dh), dtype=k.dtype, device=k.device)
+    dv = torch.empty((B, H, L, dh), dtype=v.dtype, device=v.device)
     dq_acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     slots = n_groups if shared_q else B
-    dq_buf = alloc((slots, H, nq, dh), dtype=dq_acc_dtype, device=q.device)
+    dq_buf = (torch.empty if single_m else torch.zeros)((slots, H, nq, dh), dtype=dq_acc_dtype, device=q.device)
     m, smb, smn, has_mask = _mask_arg(mask, k)
     sqb = 0 if q.shape[0] == 1 else q.stride(0)
     args = (q, k, v, m, out, do, lse, dq_buf, dk, dv,
@@ -390,7 +394,7 @@ def cross_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             B, H, nq, L, dh, G, float(scale), float(scale) * LOG2E)
     meta = dict(HAS_MASK=has_mask, SHARED_Q=shared_q, SINGLE_M=single_m, UPCAST=upcast, ACC=acc, PREC=prec,
                 BLOCK_M=BM, BLOCK_D=BD, num_warps=4 if BD <= 64 else 8)
-    # not autotuned (atomics make re-runs unsafe); on GPUs with little shared memory (fp32,
+    # not autotuned (the dq atomics make re-runs unsafe); on GPUs with little shared memory (fp32,
     # dh 128) fall back to smaller key blocks / fewer stages instead of failing. A failed
     # compile launches nothing, so retrying is safe.
     tries = [(BN, 2), (max(16, BN // 2), 1), (16, 1)]
@@ -402,7 +406,7 @@ def cross_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             if i == len(tries) - 1:
                 raise
     dq = dq_buf.sum(0, keepdim=True) if shared_q else dq_buf
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+    return dq.to(q.dtype), dk, dv
 
 
 __all__ = ["cross_attention_fwd", "cross_attention_bwd", "LOG2E"]

@@ -1,7 +1,6 @@
 """Node splits and the link-prediction split, including the leakage test on the real graphs."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from mlaga_fast.cli.main import cli
 from mlaga_fast.data import MultimodalGraph, load, random_node_split, save, split_links
 from mlaga_fast.data.magb import load_magb
 
-MAGB = Path(__file__).resolve().parents[2] / "shared" / "data" / "magb"
 
 
 def _edge_set(indptr, indices) -> set:
@@ -49,10 +47,8 @@ def test_leakage_synthetic():
 
 
 @pytest.mark.parametrize("name", ["Toys", "Grocery"])
-def test_leakage_real_graph(name, tmp_path):
-    if not (MAGB / f"{name}Graph.pt").exists():
-        pytest.skip("real MAGB graphs not available")
-    g = load_magb(MAGB, name, progress=False)
+def test_leakage_real_graph(name, tmp_path, magb_dir):
+    g = load_magb(magb_dir, name, progress=False)
     save(g, tmp_path / "ds")
     r = CliRunner().invoke(cli, ["data", "split-links", str(tmp_path / "ds"), "--val", "0.05", "--test", "0.1",
                                  "--seed", "7"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_ppr_helpers import csr_from_edges, exact_ppr, random_graph
+from helpers.ppr_reference import csr_from_edges, exact_ppr, random_graph
 
 from mlaga_fast.ppr import bounded_topk_host, ppr_topk
 

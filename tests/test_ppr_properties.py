@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ppr_helpers import csr_from_edges, exact_ppr, reference_topk
+from helpers.ppr_reference import csr_from_edges, exact_ppr, reference_topk
 
 from mlaga_fast.ppr import bounded_topk_host, ppr_dense, ppr_topk
 

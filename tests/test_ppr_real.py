@@ -5,17 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ppr_helpers import power_ppr
+from helpers.ppr_reference import power_ppr
 
 from mlaga_fast.ppr import ppr_dense, ppr_topk
 
-MAGB = Path(__file__).resolve().parents[2] / "shared" / "data" / "magb"
-
-
-def load_csr(name: str):
-    path = MAGB / name
-    if not path.is_file():
-        pytest.skip(f"real MAGB graph not found at {path}")
+def load_csr(path: Path):
     from mlaga_fast.data.dgl_format import read_dgl_graph
 
     g = read_dgl_graph(path)
@@ -30,8 +24,8 @@ def load_csr(name: str):
 
 
 @pytest.mark.parametrize("name", ["ToysGraph.pt", "GroceryGraph.pt"])
-def test_real_graph_bound_and_topk(name):
-    indptr, indices = load_csr(name)
+def test_real_graph_bound_and_topk(name, magb_dir):
+    indptr, indices = load_csr(magb_dir / name)
     n = indptr.shape[0] - 1
     deg = np.diff(indptr).astype(np.float64)
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_ppr_helpers import random_graph
+from helpers.ppr_reference import random_graph
 
 from mlaga_fast.cli.main import cli
 from mlaga_fast.data import MultimodalGraph, save, split_links

@@ -11,7 +11,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "common/errors.h"
 #include "ppr/ppr.h"
 #include "ppr/push_core.h"
 
@@ -33,6 +32,7 @@ struct WarpLanes {
     if (lane == 0) f();
   }
   __device__ __forceinline__ void sync() { __syncwarp(); }
+  __device__ __forceinline__ bool stop() const { return false; }  // no host cancellation inside a kernel
   // Volatile loads: values written by other lanes through L2 atomics must not be served stale.
   template <typename T>
   __device__ __forceinline__ T load(const T* p) {
@@ -58,7 +58,7 @@ struct WarpLanes {
 template <typename Index>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     ppr_bounded_kernel(const int64_t* __restrict__ indptr, const Index* __restrict__ indices,
-                       const int64_t* __restrict__ sources, int64_t num_sources,
+                       const int64_t* __restrict__ caller_ids, const int64_t* __restrict__ sources, int64_t num_sources,
                        const uint8_t* __restrict__ candidates, PprOptions opt, int64_t capacity,
                        int64_t num_warps, unsigned char* scratch, int64_t slab_stride,
                        int64_t* out_idx, float* out_val, int32_t* status, int64_t* edge_pushes) {
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const BoundedSlab slab = carve_slab(scratch + warp * slab_stride, capacity, opt.k);
   BoundedControl& ctl = controls[warp_in_block];
   for (int64_t i = warp; i < num_sources; i += num_warps) {
-    const int32_t st = bounded_push_source(lanes, slab, ctl, capacity, indptr, indices, candidates,
+    const int32_t st = bounded_push_source(lanes, slab, ctl, capacity, indptr, indices, caller_ids, candidates,
                                            sources[i], opt, out_idx + i * opt.k,
                                            out_val + i * opt.k, edge_pushes + i);
     if (lanes.lane == 0) status[i] = st;
@@ -104,11 +104,6 @@ void check_cuda(cudaError_t err, const char* what) {
 void ppr_topk_cuda(const PprProblem& pb, const PprOptions& opt, int64_t capacity, int64_t num_warps,
                    void* scratch, int64_t* out_idx, float* out_val, int32_t* status,
                    int64_t* edge_pushes, uintptr_t stream_handle) {
-  if (capacity < 2 || (capacity & (capacity - 1)) != 0 || capacity > (int64_t(1) << 30)) {
-    value_error("table capacity must be a power of two in [2, 2^30], got ", capacity);
-  }
-  if (num_warps < 1) value_error("num_warps must be >= 1, got ", num_warps);
-  if (opt.k < 1) value_error("k must be >= 1, got ", opt.k);
   if (pb.num_sources == 0) return;
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const int64_t stride = slab_bytes(capacity, opt.k);
@@ -119,17 +114,16 @@ void ppr_topk_cuda(const PprProblem& pb, const PprOptions& opt, int64_t capacity
   init_slabs_kernel<<<init_blocks, 256, 0, stream>>>(base, stride, num_warps, capacity, opt.k);
   check_cuda(cudaGetLastError(), "slab initialisation launch");
 
-  const int64_t blocks = (num_warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  if (blocks > 2147483647LL) value_error("num_warps too large: ", num_warps);
+  const int64_t blocks = (num_warps + kWarpsPerBlock - 1) / kWarpsPerBlock;  // num_warps <= 2^14 (caller)
   const dim3 grid(static_cast<unsigned>(blocks));
   const dim3 block(kWarpsPerBlock * 32);
   if (pb.index_width == 4) {
     ppr_bounded_kernel<int32_t><<<grid, block, 0, stream>>>(
-        pb.indptr, static_cast<const int32_t*>(pb.indices), pb.sources, pb.num_sources,
+        pb.indptr, static_cast<const int32_t*>(pb.indices), pb.caller_ids, pb.sources, pb.num_sources,
         pb.candidates, opt, capacity, num_warps, base, stride, out_idx, out_val, status, edge_pushes);
   } else {
     ppr_bounded_kernel<int64_t><<<grid, block, 0, stream>>>(
-        pb.indptr, static_cast<const int64_t*>(pb.indices), pb.sources, pb.num_sources,
+        pb.indptr, static_cast<const int64_t*>(pb.indices), pb.caller_ids, pb.sources, pb.num_sources,
         pb.candidates, opt, capacity, num_warps, base, stride, out_idx, out_val, status, edge_pushes);
   }
   check_cuda(cudaGetLastError(), "push kernel launch");

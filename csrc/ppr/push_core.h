@@ -5,7 +5,9 @@
 // same code on both sides. The bounded algorithm is written against a `Lanes` policy: on the GPU
 // it is one warp (32 lanes running at once, atomics, __syncwarp); on the host it is the same 32
 // lanes run one after the other (SerialLanes, in ppr_bounded_host.cpp), which is one legal
-// interleaving of the warp, so CPU tests exercise the CUDA kernel's body.
+// interleaving of the warp, so CPU tests exercise the CUDA kernel's body. A policy provides
+// each / single / sync, load / store / add / cas on shared words, and stop() (the host's
+// cancellation; always false on the GPU).
 #pragma once
 #include <cstdint>
 
@@ -54,13 +56,16 @@ MLAGA_HD bool ranks_before(float val_a, int64_t id_a, float val_b, int64_t id_b)
   return val_a > val_b || (val_a == val_b && id_a < id_b);
 }
 
-// A node may be returned when its value is positive, the mask allows it and it is not an
-// excluded source.
-MLAGA_HD bool returnable(float val, int64_t v, int64_t source, bool exclude_source,
-                         const uint8_t* candidates) {
+// The caller's id of kernel node v (the graph may be stored relabelled, see ppr_graph.h).
+MLAGA_HD int64_t caller_id(const int64_t* caller_ids, int64_t v) { return caller_ids != nullptr ? caller_ids[v] : v; }
+
+// A node may be returned when its value is positive, it is not an excluded source and the mask
+// (indexed by the caller's id) allows it.
+MLAGA_HD bool returnable(float val, int64_t v, int64_t source, bool exclude_source, const uint8_t* candidates,
+                         int64_t caller) {
   if (!(val > 0.0f)) return false;
   if (exclude_source && v == source) return false;
-  if (candidates != nullptr && candidates[v] == 0) return false;
+  if (candidates != nullptr && candidates[caller] == 0) return false;
   return true;
 }
 
@@ -190,7 +195,7 @@ MLAGA_HD void lane_topk_insert(int64_t* ids, float* vals, int32_t& len, int64_t 
 template <class Lanes, typename Index>
 MLAGA_HD int32_t bounded_push_source(Lanes& L, const BoundedSlab& s, BoundedControl& ctl,
                                      int64_t capacity, const int64_t* indptr, const Index* indices,
-                                     const uint8_t* candidates, int64_t source,
+                                     const int64_t* caller_ids, const uint8_t* candidates, int64_t source,
                                      const PprOptions& opt, int64_t* out_idx, float* out_val,
                                      int64_t* edge_pushes_out) {
   const int64_t k = opt.k;
@@ -214,6 +219,11 @@ MLAGA_HD int32_t bounded_push_source(Lanes& L, const BoundedSlab& s, BoundedCont
 
   while (true) {
     if (L.load(&ctl.overflow) != 0 || L.load(&ctl.head) == L.load(&ctl.tail)) break;
+    if (L.stop()) {  // cancelled (host only): report the row as unfinished, like an overflow
+      L.single([&]() { L.store(&ctl.overflow, int32_t(1)); });
+      L.sync();
+      break;
+    }
     const int32_t slot = L.load(&s.queue[L.load(&ctl.head) & (capacity - 1)]);
     const int64_t u = L.load(&s.keys[slot]);
     const double ru = L.load(&s.r[slot]);
@@ -261,8 +271,9 @@ MLAGA_HD int32_t bounded_push_source(Lanes& L, const BoundedSlab& s, BoundedCont
         const int32_t slot = s.used[i];
         const int64_t v = L.load(&s.keys[slot]);
         const float val = static_cast<float>(L.load(&s.p[slot]));
-        if (!returnable(val, v, source, opt.exclude_source, candidates)) continue;
-        lane_topk_insert(ids, vals, len, k, val, v);
+        const int64_t id = caller_id(caller_ids, v);  // rank and return the caller's ids
+        if (!returnable(val, v, source, opt.exclude_source, candidates, id)) continue;
+        lane_topk_insert(ids, vals, len, k, val, id);
       }
       ctl.top_len[lane] = len;
     });

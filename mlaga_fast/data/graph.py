@@ -5,18 +5,21 @@ neighbours sorted, no self-loops or duplicates. ``from_edges`` builds it from a 
 (stored once per pair, as co-purchase data is), counting what it drops.
 
 Every constructor validates its input; a bad field raises ValueError naming the field and the
-first bad index. Checks are vectorised NumPy plus the C++ CSR check (mlaga_fast._C.check_csr).
+first bad index. Memory safety is the C++ CSR check (mlaga_fast.graph_check, the one CSR
+validation); the conventions on top of it (sorted rows, no duplicates or self-loops, symmetry) are
+vectorised NumPy here.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from mlaga_fast.data.images import ImageSource, ImageUnavailable, placeholder_image
+from mlaga_fast.utils.arrays import to_numpy
 
 LINK_FIELDS = ("train_pos", "val_pos", "val_neg", "test_pos", "test_neg")
 
@@ -24,12 +27,12 @@ LINK_FIELDS = ("train_pos", "val_pos", "val_neg", "test_pos", "test_neg")
 # ----------------------------------------------------------------------------------- validation
 
 
-def as_int64(a, field: str, ndim: int = 1) -> np.ndarray:
-    """A C-contiguous int64 array; floats with integral values are accepted, anything else refused."""
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor, without importing torch
-        a = a.detach().cpu().numpy()
-    arr = np.asarray(a)
-    if arr.dtype == object or arr.dtype.kind not in "iuf":  # bool masks are not id lists
+def as_int64(a, field: str, ndim: int = 1, allow_float: bool = True) -> np.ndarray:
+    """A C-contiguous int64 array. Floats with integral values are accepted when ``allow_float``
+    (labels and splits in some published files are float tensors); anything else is refused."""
+    arr = to_numpy(a, field)
+    kinds = "iuf" if allow_float else "iu"
+    if arr.dtype.kind not in kinds:  # bool masks are not id lists
         raise ValueError(f"{field} must be an integer array, got dtype {arr.dtype}")
     if arr.dtype.kind == "f":
         flat = arr.ravel()
@@ -86,7 +89,7 @@ def check_canonical_csr(indptr: np.ndarray, indices: np.ndarray, num_nodes: int,
         raise ValueError(f"{field}: {e}") from None
     if indices.size == 0:
         return
-    rows = np.repeat(np.arange(num_nodes, dtype=np.int64), np.diff(indptr))  # [E]
+    rows = csr_rows(indptr)  # [E]
     loops = np.flatnonzero(rows == indices)
     if loops.size:
         i = int(loops[0])
@@ -106,11 +109,14 @@ def check_canonical_csr(indptr: np.ndarray, indices: np.ndarray, num_nodes: int,
                          "edge; the graph must be symmetric (undirected)")
 
 
+def csr_rows(indptr: np.ndarray) -> np.ndarray:
+    """int64 [E]: the row (source node) of every stored edge."""
+    return np.repeat(np.arange(indptr.shape[0] - 1, dtype=np.int64), np.diff(indptr))
+
+
 def csr_keys(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Sorted int64 keys row * N + col of the stored edges of a canonical CSR."""
-    n = indptr.shape[0] - 1
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    return rows * np.int64(n) + np.asarray(indices, dtype=np.int64)
+    return csr_rows(indptr) * np.int64(indptr.shape[0] - 1) + np.asarray(indices, dtype=np.int64)
 
 
 def pairs_in_csr(indptr: np.ndarray, indices: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -156,17 +162,9 @@ def symmetrize(src, dst, num_nodes: int) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def undirected_pairs(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """int64 [2, E/2]: each undirected edge once, as (u, v) with u < v, sorted."""
-    n = indptr.shape[0] - 1
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    rows = csr_rows(indptr)
     keep = rows < indices
     return np.stack([rows[keep], np.asarray(indices, dtype=np.int64)[keep]])
-
-
-class _CallableInt(int):
-    """An int that also answers when called, so ``g.num_classes`` and ``g.num_classes()`` agree."""
-
-    def __call__(self) -> int:
-        return int(self)
 
 
 # ----------------------------------------------------------------------------------- link split
@@ -241,8 +239,8 @@ class MultimodalGraph:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         self.name = name
-        self.indptr = as_int64(indptr, "indptr")
-        self.indices = as_int64(indices, "indices")
+        self.indptr = as_int64(indptr, "indptr", allow_float=False)  # a float graph is a corrupted file
+        self.indices = as_int64(indices, "indices", allow_float=False)
         n = self.indptr.shape[0] - 1
         if n < 0:
             raise ValueError("indptr must have at least one entry (num_nodes + 1)")
@@ -289,7 +287,7 @@ class MultimodalGraph:
 
     @property
     def num_classes(self) -> int:
-        return _CallableInt(len(self.class_names))
+        return len(self.class_names)
 
     def edge_pairs(self) -> np.ndarray:
         """int64 [2, num_edges]: each undirected edge once, (u, v) with u < v."""
@@ -444,11 +442,3 @@ class MultimodalGraph:
                 f"classes={len(self.class_names)}, texts={self.texts is not None}, "
                 f"images={self.images.kind if self.images is not None else None}, "
                 f"link_split={self.link_split is not None})")
-
-
-def summarize_availability(images: ImageSource | None) -> dict[str, Any]:
-    """Counts for ``stats``: how many nodes have no image data (cheap, no decoding)."""
-    if images is None:
-        return {"missing_images": 0}
-    avail = images.availability()
-    return {"missing_images": int((~avail).sum())}

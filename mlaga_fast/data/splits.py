@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlaga_fast.data.graph import LinkSplit, MultimodalGraph, _pair_keys, csr_keys
+from mlaga_fast.data.graph import LinkSplit, MultimodalGraph, csr_keys
 
 
 def _check_fractions(**fr: float) -> None:
@@ -118,8 +118,3 @@ def split_links(graph: MultimodalGraph, val: float = 0.05, test: float = 0.1, se
                       test_pos=test_pos, test_neg=neg[:, n_val:])
     split.validate(graph.indptr, graph.indices)
     return split
-
-
-def held_out_keys(split: LinkSplit, num_nodes: int) -> np.ndarray:
-    """Direction-free keys of the val and test positives (what train_graph must not contain)."""
-    return _pair_keys(np.concatenate([split.val_pos, split.test_pos], axis=1), num_nodes)

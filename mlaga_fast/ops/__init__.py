@@ -8,7 +8,6 @@ submodule once imported, so it is not re-exported here).
 from __future__ import annotations
 
 _LAZY = {
-    "CrossAttentionFunction": "mlaga_fast.ops.cross_attention",
     "QueryCrossAttention": "mlaga_fast.ops.cross_attention",
     "cross_attention_reference": "mlaga_fast.ops.cross_attention_ref",
 }

@@ -2,9 +2,9 @@
 
 Public surface:
   cross_attention(q, k, v, mask=None, scale=None, backend=None) -> [B, H, nq, dh]
-  CrossAttentionFunction   autograd Function over the Triton kernels (eager use)
   QueryCrossAttention      nn.Module (q / fused kv / out projections + cross_attention)
-  torch.ops.mlaga_fast.cross_attention_fwd / _bwd   custom ops (torch.compile-safe Triton path)
+  torch.ops.mlaga_fast.cross_attention_fwd / _bwd   custom ops: the Triton path's only autograd
+                                                     route (eager and torch.compile)
 
 Backends, chosen only in `_select_backend`:
   "triton"    CUDA tensors and Triton installed (or forced; on CPU tensors only with
@@ -146,28 +146,6 @@ def _backward(ctx, grad_out, grad_lse):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-class CrossAttentionFunction(torch.autograd.Function):
-    """Eager autograd Function over the Triton launchers (same kernels as the custom op).
-
-    apply(q, k, v, mask, scale) -> out [B, H, nq, dh]. Inputs must already be valid; prefer
-    `cross_attention`, which validates, dispatches and is torch.compile-safe.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, mask, scale):
-        out, lse = _kernels().cross_attention_fwd(q, k, v, mask, scale)
-        ctx.save_for_backward(q, k, v, mask, out, lse)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, mask, out, lse = ctx.saved_tensors
-        dq, dk, dv = _kernels().cross_attention_bwd(grad_out, q, k, v, mask, out, lse, ctx.scale)
-        n = ctx.needs_input_grad
-        return (dq if n[0] else None, dk if n[1] else None, dv if n[2] else None, None, None)
-
-
 # ------------------------------------------------------------------------------- backends
 def _sdpa(q, k, v, mask, scale):
     B = k.shape[0]
@@ -256,4 +234,4 @@ class QueryCrossAttention(nn.Module):
         return f"dim={self.dim}, num_heads={self.num_heads}, kv_dim={self.kv_dim}, backend={self.backend}"
 
 
-__all__ = ["cross_attention", "CrossAttentionFunction", "QueryCrossAttention", "BACKENDS", "ENV_VAR"]
+__all__ = ["cross_attention", "QueryCrossAttention", "BACKENDS", "ENV_VAR"]

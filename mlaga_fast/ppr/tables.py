@@ -7,24 +7,38 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlaga_fast._version import __version__
-from mlaga_fast.ppr.core import (
-    DEFAULT_ALPHA,
-    DEFAULT_EPS,
-    DEFAULT_K,
-    _index_array,
-    _mask_array,
-    _sources_input,
-    _to_numpy,
-    ppr_topk,
-)
+from mlaga_fast.ppr.graph import PprGraph, check_table_memory
+from mlaga_fast.ppr.options import DEFAULT_ALPHA, DEFAULT_EPS, DEFAULT_K, as_int, mask_array, resolve_device, sources_array
+from mlaga_fast.utils.arrays import to_numpy
 
 TABLE_FORMAT = "mlaga_fast.ppr_table/1"
+
+# graph -> (train indptr, train indices, PprGraph): prepared once per graph object, and again only
+# when its train graph changes (set_link_split builds new arrays).
+_PREPARED: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared_graph(graph) -> PprGraph:
+    """``graph.train_graph()`` as a PprGraph (validated, private, locality-ordered), cached."""
+    indptr, indices = graph.train_graph()
+    with _PREPARED_LOCK:
+        hit = _PREPARED.get(graph)
+        if hit is not None and hit[0] is indptr and hit[1] is indices:
+            return hit[2]
+    prepared = PprGraph(indptr, indices)
+    with _PREPARED_LOCK:
+        _PREPARED[graph] = (indptr, indices, prepared)
+    return prepared
+
 
 def source_ids(graph, rule) -> np.ndarray:
     """Node ids for a sources rule: 'train' | 'val' | 'test' | 'all', or an explicit id array."""
@@ -34,7 +48,7 @@ def source_ids(graph, rule) -> np.ndarray:
         if rule in ("train", "val", "test"):
             return np.ascontiguousarray(getattr(graph, rule), dtype=np.int64)
         raise ValueError(f"sources must be 'train', 'val', 'test', 'all' or an id array, got {rule!r}")
-    return _index_array(_sources_input(rule), "sources", allow_int32=False)
+    return sources_array(rule)
 
 
 def candidate_mask(graph, rule) -> np.ndarray | None:
@@ -51,7 +65,7 @@ def candidate_mask(graph, rule) -> np.ndarray | None:
         labels = np.asarray(graph.labels)
         mask &= labels >= 0
         return mask
-    return _mask_array(rule, graph.num_nodes)
+    return mask_array(rule, graph.num_nodes)
 
 
 def _rule_tag(rule) -> str:
@@ -59,15 +73,15 @@ def _rule_tag(rule) -> str:
 
     if rule is None or isinstance(rule, str):
         return str(rule if rule is not None else "all")
-    arr = np.ascontiguousarray(_to_numpy(rule, "rule"))
+    arr = np.ascontiguousarray(to_numpy(rule, "rule"))
     return f"array:{fingerprint([str(arr.dtype), list(arr.shape), arr.tobytes().hex()])}"
 
 
 def ppr_topk_graph(graph, sources, **kw):
     """ppr_topk on ``graph.train_graph()`` (val/test link-prediction edges removed), so neither
-    demonstrations nor link features see held-out edges. Keyword arguments as for ppr_topk."""
-    indptr, indices = graph.train_graph()
-    return ppr_topk(indptr, indices, sources, **kw)
+    demonstrations nor link features see held-out edges. Keyword arguments as for PprGraph.topk;
+    the prepared graph is cached per graph object."""
+    return prepared_graph(graph).topk(sources, **kw)
 
 
 def table_meta(graph, *, alpha: float, eps: float, k: int, sources="train", candidates="train",
@@ -94,9 +108,9 @@ def save_table(path, sources, idx, val, meta: dict) -> None:
     dict as JSON)."""
     from mlaga_fast.utils.io import atomic_write_bytes
 
-    sources = np.ascontiguousarray(_to_numpy(sources, "sources"), dtype=np.int64)
-    idx = np.ascontiguousarray(_to_numpy(idx, "idx"), dtype=np.int64)
-    val = np.ascontiguousarray(_to_numpy(val, "val"), dtype=np.float32)
+    sources = np.ascontiguousarray(to_numpy(sources, "sources"), dtype=np.int64)
+    idx = np.ascontiguousarray(to_numpy(idx, "idx"), dtype=np.int64)
+    val = np.ascontiguousarray(to_numpy(val, "val"), dtype=np.float32)
     if idx.ndim != 2 or idx.shape != val.shape or idx.shape[0] != sources.shape[0]:
         raise ValueError(f"table shapes disagree: sources {sources.shape}, idx {idx.shape}, val {val.shape}")
     meta = dict(meta)
@@ -128,35 +142,36 @@ def load_table(path):
 
 
 def compute_table(graph, *, alpha: float = DEFAULT_ALPHA, eps: float = DEFAULT_EPS, k: int = DEFAULT_K,
-                  sources="train", candidates="train", exclude_source: bool = True, device: str = "cpu",
+                  sources="train", candidates="train", exclude_source: bool = True, device: Any = "cpu",
                   num_threads: int | None = None, chunk: int = 4096, progress: bool = True):
-    """(sources, idx, val, meta) for a graph, in chunks of sources so the progress bar moves."""
+    """(sources, idx, val, meta) for a graph, in chunks of sources so the progress bar moves.
+
+    The graph is prepared (validated, copied, ordered) once, not per chunk, and each chunk writes
+    straight into the [S, k] outputs: memory is the table plus O(N + chunk) scratch, whatever the
+    number of chunks.
+    """
     from tqdm.auto import tqdm
 
+    k = as_int(k, "k", lo=1)
+    chunk = as_int(chunk, "chunk", lo=1)
+    dev = resolve_device(device)
     src = source_ids(graph, sources)
     mask = candidate_mask(graph, candidates)
-    indptr, indices = graph.train_graph()
-    if device.startswith("cuda"):
-        import torch
-
-        indptr = torch.as_tensor(np.asarray(indptr), device=device)
-        indices = torch.as_tensor(np.asarray(indices), device=device)
-        mask = None if mask is None else torch.as_tensor(mask, device=device)
-    idx = np.full((src.shape[0], int(k)), -1, dtype=np.int64)
-    val = np.zeros((src.shape[0], int(k)), dtype=np.float32)
-    chunk = max(1, int(chunk))
+    prepared = prepared_graph(graph)
+    check_table_memory(src.shape[0], k)
+    idx = np.full((src.shape[0], k), -1, dtype=np.int64)
+    val = np.zeros((src.shape[0], k), dtype=np.float32)
+    kw = dict(alpha=alpha, eps=eps, k=k, candidates=mask, exclude_source=exclude_source, device=dev,
+              num_threads=num_threads)
     with tqdm(total=int(src.shape[0]), desc="ppr", unit="src", disable=not progress) as bar:
         for lo in range(0, src.shape[0], chunk):
             hi = min(lo + chunk, src.shape[0])
-            part = src[lo:hi]
-            if device.startswith("cuda"):
-                import torch
-
-                part = torch.as_tensor(part, device=device)
-            i, v = ppr_topk(indptr, indices, part, alpha=alpha, eps=eps, k=k, candidates=mask,
-                            exclude_source=exclude_source, device=device, num_threads=num_threads)
-            idx[lo:hi] = _to_numpy(i, "idx")
-            val[lo:hi] = _to_numpy(v, "val")
+            if dev == "cpu":
+                prepared.topk(src[lo:hi], out=(idx[lo:hi], val[lo:hi]), **kw)
+            else:
+                i, v = prepared.topk(src[lo:hi], **kw)
+                idx[lo:hi] = i.cpu().numpy()
+                val[lo:hi] = v.cpu().numpy()
             bar.update(hi - lo)
     meta = table_meta(graph, alpha=alpha, eps=eps, k=k, sources=sources, candidates=candidates,
                       exclude_source=exclude_source)

@@ -1,4 +1,4 @@
-"""Independent PPR references for the PPR tests (and tests that the references agree with each other).
+"""Independent PPR references for the PPR tests (tests/test_ppr_reference.py checks them).
 
 Nothing here calls mlaga_fast: the exact PPR is a sparse LU solve or a float64 power iteration of
 pi = alpha e_s + (1 - alpha) pi P, with P = D^-1 A built from the CSR (duplicate edges count as
@@ -96,28 +96,3 @@ def random_graph(rng: np.random.Generator, n: int, m: int, loops: bool = True, d
         key = np.unique(np.minimum(src, dst) * n + np.maximum(src, dst))
         src, dst = key // n, key % n
     return csr_from_edges(n, src, dst)
-
-
-# ----------------------------------------------------------------------- the references agree
-def test_lu_and_power_iteration_agree():
-    rng = np.random.default_rng(1)
-    indptr, indices = random_graph(rng, 60, 150)
-    a = exact_ppr(indptr, indices, [0, 5, 17], 0.2)
-    b = power_ppr(indptr, indices, [0, 5, 17], 0.2)
-    np.testing.assert_allclose(a, b, atol=1e-12)
-    np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=1e-12)  # a probability vector
-
-
-def test_reference_closed_form_path():
-    # Two nodes joined by one edge: pi_0(0) = alpha / (1 - (1 - alpha)^2), pi_0(1) = 1 - pi_0(0).
-    indptr, indices = csr_from_edges(2, [0], [1])
-    alpha = 0.3
-    pi = exact_ppr(indptr, indices, [0], alpha)[0]
-    want0 = alpha / (1 - (1 - alpha) ** 2)
-    np.testing.assert_allclose(pi, [want0, 1 - want0], atol=1e-14)
-
-
-def test_reference_dangling_keeps_mass():
-    indptr, indices = csr_from_edges(3, [0], [1])  # node 2 isolated
-    pi = exact_ppr(indptr, indices, [2], 0.15)[0]
-    np.testing.assert_allclose(pi, [0, 0, 1], atol=1e-15)

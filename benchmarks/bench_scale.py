@@ -1,0 +1,228 @@
+"""The whole pipeline at growing sizes: time and peak memory of every stage, per node count.
+
+    python benchmarks/bench_scale.py --nodes 100000,1000000
+    python benchmarks/bench_scale.py --nodes 10000,100000 --stages synth,ppr,examples   # a subset
+
+Stages, each in a fresh process (so its peak RSS is its own), on a synthetic catalogue of N nodes:
+  synth     mlaga_fast.data.synth.make_catalogue: graph, texts, splits, link split, saved to disk
+  features  mlaga_fast.features.extract_features with the "tiny" encoder on the CPU
+  align     Stage 1 (mlaga_fast.train.align.train_align) for --align-steps steps: steps/s
+  embed     mlaga_fast.train.embed.export_embeddings: aligned tokens for every node
+  ppr       the PPR demonstration table Stage 2 uses (mlaga_fast.prompts.demos.ppr_demo_table:
+            every node's top-k labelled training nodes), cached in the dataset
+  examples  the Stage-2 training examples (token ids of every NC and LP prompt), through
+            build_examples() below, the one place that calls the Stage-2 code
+Per stage: wall and CPU seconds, peak RSS of the process, and its RSS right after imports
+(the rise is the stage's own memory). With two or more sizes, a stage whose rise grows with N
+by more than --growth-tolerance is flagged, next to what that stage holds (HOLDS).
+
+Writes benchmarks/results/scale.json (or --out) after every stage, so a long run keeps what it did.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("synth", "features", "align", "embed", "ppr", "examples")
+# What each stage keeps in memory, and so whether its peak may grow with N by design.
+HOLDS = {
+    "synth": "the whole graph while it is generated (CSR, texts, labels, splits, link split): grows with N",
+    "features": "the loaded graph (CSR, N texts) plus one shard buffer and one batch; the shards are streamed",
+    "align": "the loaded graph (CSR, texts) and the positive sampler; features are read from memory maps per batch",
+    "embed": "the model and one batch; features and outputs are memory maps written chunk by chunk",
+    "ppr": "the graph, its prepared 32-bit copy, one scratch per thread (16 B per node) and the [N, k] table",
+    "examples": "the graph, the [N, k] demonstration table and every prompt's token ids (built up front)",
+}
+ALIGN_CFG = dict(dim=64, num_layers=1, num_heads=2, num_queries=4, batch_size=64, num_positives=3,
+                 warmup_steps=1, log_every=5, checkpoint_every=10**9, device="cpu")
+
+
+# ----------------------------------------------------------------------------- the one Stage-2 call
+def build_examples(data_dir: Path, nq: int, ppr_k: int, progress: bool = False) -> list:
+    """Stage-2 training examples for one dataset, as train_instruct builds them (token ids only).
+
+    The only place this benchmark touches Stage-2 code: when that code changes, update this function.
+    """
+    from mlaga_fast.data import load
+    from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
+    from mlaga_fast.train.instruct import InstructConfig, build_training_examples
+    from mlaga_fast.train.instruct_data import DatasetInputs
+
+    graph = load(data_dir)
+    cfg = InstructConfig(data=[str(data_dir)], tasks=["nc", "lp"], demos="ppr", ppr_k=ppr_k)
+    tokenizer = load_tokenizer(resolve_llm(cfg.llm))
+    inputs = DatasetInputs(graph.name, Path(data_dir), graph, store=None, tokens=None)  # tokens are not read here
+    return build_training_examples(cfg, [inputs], tokenizer, nq, progress=progress)
+
+
+# ----------------------------------------------------------------------------- one stage, in-process
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run_stage(stage: str, n: int, work: Path, args) -> dict:
+    """Runs one stage here and returns its figures (called in a child process)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    d = work / f"n{n}"
+    data, feats, run, emb = d / "data", d / "features", d / "align", d / "emb"
+    # imports every stage needs, before the baseline is taken
+    from mlaga_fast.data import load  # noqa: F401
+    from mlaga_fast.features import FeatureStore  # noqa: F401
+
+    base = _rss_mib()
+    c0, t0 = time.process_time(), time.perf_counter()
+    out: dict = {}
+    if stage == "synth":
+        from mlaga_fast.data.synth import make_catalogue
+
+        g = make_catalogue(data, nodes=n)
+        out.update(nodes=g.num_nodes, edges=g.num_edges,
+                   dataset_mib=round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20, 1))
+    elif stage == "features":
+        from mlaga_fast.features import FeatureConfig, extract_features
+
+        store = extract_features(load(data), feats, FeatureConfig(encoder="tiny", device="cpu", batch_size=256,
+                                                                  cpu_threads=args.threads, overwrite=True),
+                                 progress=False)
+        out.update(nodes=store.num_nodes, features_mib=round(sum(p.stat().st_size for p in feats.glob("*.npy")) / 2**20, 1))
+    elif stage == "align":
+        import shutil
+
+        from mlaga_fast.train.align import AlignConfig, train_align
+        from mlaga_fast.train.metrics import read_jsonl
+
+        shutil.rmtree(run, ignore_errors=True)
+        cfg = AlignConfig(**ALIGN_CFG, max_steps=args.align_steps)
+        train_align(cfg, data, feats, run, show_progress=False)
+        recs = [r for r in read_jsonl(run / "metrics.jsonl") if "anchors_per_s" in r]
+        steady = recs[1:] or recs  # the first window includes warm-up
+        aps = float(np.mean([r["anchors_per_s"] for r in steady]))
+        out.update(steps=args.align_steps, batch_size=cfg.batch_size, anchors_per_s=round(aps, 1),
+                   steps_per_s=round(aps / cfg.batch_size, 3))
+    elif stage == "embed":
+        import shutil
+
+        from mlaga_fast.train.embed import export_embeddings
+
+        shutil.rmtree(emb, ignore_errors=True)
+        man = export_embeddings(run, emb, batch_size=512, device="cpu", progress=False)
+        out.update(nodes=man["num_nodes"])
+    elif stage == "ppr":
+        from mlaga_fast.prompts.demos import ppr_demo_table
+
+        cache = data / "cache"
+        for f in cache.glob("ppr_demos-*.npz"):
+            f.unlink()  # measure the computation, not a cache hit
+        table = ppr_demo_table(load(data), k=args.ppr_k, cache_dir=cache, progress=False)
+        out.update(sources=int(table.shape[0]), k=args.ppr_k)
+    elif stage == "examples":
+        ex = build_examples(data, nq=ALIGN_CFG["num_queries"], ppr_k=args.ppr_k)
+        out.update(examples=len(ex))
+    else:
+        raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    if "nodes" in out:
+        out["nodes_per_s"] = round(out["nodes"] / wall, 1)
+    return {"stage": stage, "n": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(peak, 1),
+            "rss_after_imports_mib": round(base, 1), "rise_mib": round(peak - base, 1), **out}
+
+
+# ----------------------------------------------------------------------------- driver
+def growth(results: list[dict], tolerance: float) -> dict:
+    """Per stage: the rise in peak RSS from the smallest to the largest N measured."""
+    by_stage: dict = {}
+    for r in results:
+        if "error" not in r:
+            by_stage.setdefault(r["stage"], []).append(r)
+    out = {}
+    for stage, rows in by_stage.items():
+        rows = sorted(rows, key=lambda r: r["n"])
+        if len(rows) < 2:
+            continue
+        lo, hi = rows[0], rows[-1]
+        extra = hi["rise_mib"] - lo["rise_mib"]
+        grows = extra > tolerance * max(lo["rise_mib"], 1.0)
+        out[stage] = {"from_n": lo["n"], "to_n": hi["n"], "rise_mib": [lo["rise_mib"], hi["rise_mib"]],
+                      "grows_with_n": bool(grows), "holds": HOLDS[stage]}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", default="100000,1000000", help="comma-separated node counts")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--work", type=Path, default=None, help="working directory (default: a folder under /tmp)")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--align-steps", type=int, default=20)
+    ap.add_argument("--ppr-k", type=int, default=8)
+    ap.add_argument("--growth-tolerance", type=float, default=0.5,
+                    help="flag a stage whose memory rise grows by more than this fraction from the smallest N")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    ap.add_argument("--stage-only", default=None, help=argparse.SUPPRESS)  # child process: STAGE:N
+    args = ap.parse_args(argv)
+    work = args.work or Path(os.environ.get("TMPDIR", "/tmp")) / "mlaga_bench_scale"
+    if args.stage_only:
+        stage, n = args.stage_only.split(":")
+        print("RESULT " + json.dumps(run_stage(stage, int(n), work, args)), flush=True)
+        return 0
+
+    from mlaga_fast import __version__
+    from mlaga_fast.utils.io import atomic_write_json
+
+    sizes = [int(s) for s in args.nodes.split(",") if s]
+    stages = [s for s in args.stages.split(",") if s]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        ap.error(f"unknown stage(s) {bad}; choose from {list(STAGES)}")
+    report = {"benchmark": "scale", "mlaga_fast_version": __version__, "nodes": sizes, "stages": stages,
+              "threads": args.threads, "align": {**ALIGN_CFG, "steps": args.align_steps}, "ppr_k": args.ppr_k,
+              "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
+                          "loadavg_start": os.getloadavg()}, "results": []}
+    for n in sizes:
+        for stage in stages:
+            cmd = [sys.executable, __file__, "--stage-only", f"{stage}:{n}", "--work", str(work),
+                   "--threads", str(args.threads), "--align-steps", str(args.align_steps), "--ppr-k", str(args.ppr_k)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                res = {"stage": stage, "n": n, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+            else:
+                res = json.loads(lines[-1][len("RESULT "):])
+            report["results"].append(res)
+            print(json.dumps(res), flush=True)
+            report["growth"] = growth(report["results"], args.growth_tolerance)
+            report["machine"]["loadavg_end"] = os.getloadavg()
+            atomic_write_json(args.out, report)
+    print(f"{'stage':9s} " + " ".join(f"{'N=' + format(n, ','):>30s}" for n in sizes))
+    for stage in stages:
+        cells = []
+        for n in sizes:
+            r = next((r for r in report["results"] if r["stage"] == stage and r["n"] == n), {})
+            cells.append(f"{r['wall_s']:8.1f} s {r['peak_rss_mib']:7.0f} MiB (+{r['rise_mib']:.0f})" if "wall_s" in r
+                         else f"{'error':>30s}")
+        print(f"{stage:9s} " + " ".join(f"{c:>30s}" for c in cells))
+    for stage, g in report.get("growth", {}).items():
+        if g["grows_with_n"]:
+            print(f"grows with N: {stage}: {g['rise_mib'][0]:.0f} -> {g['rise_mib'][1]:.0f} MiB; holds {g['holds']}")
+    print(f"wrote {args.out}")
+    return 1 if any("error" in r for r in report["results"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

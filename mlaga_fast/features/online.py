@@ -1,0 +1,121 @@
+"""Online features: the frozen encoders run on each requested batch, and nothing is stored.
+
+Stored features cost (Li * Di + Lt * Dt) * 2 bytes per node: with ViT-L/14 (257 x 1024) and CLIP
+text (77 x 1024) that is about 684 KB per node, 684 GB at a million nodes. OnlineFeatures reads the
+same thing from the graph itself, encoding every batch it is asked for: no storage at all, at the
+price of running the encoders on every read (every epoch of Stage 1 re-encodes its nodes).
+docs/online_features.md gives measured throughput of both ways.
+
+OnlineFeatures has the read interface of mlaga_fast.features.FeatureStore (num_nodes, image/text
+lengths and dims, get / get_numpy, fingerprint, encoder, manifest), and for the same encoder and
+graph it returns what extract_features stores: the same preprocessing and encoder calls, cast to
+fp16 the same way, and the same fingerprint, so a model trained on one can be used with the other.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from mlaga_fast.features.extract import _check_graph, _Collate, _finite, _NodeInputs, _resolve_device, graph_fingerprint
+from mlaga_fast.features.store import FORMAT, features_fingerprint
+
+
+class OnlineFeatures:
+    """Encoder features of ``graph``'s nodes, computed on demand.
+
+    graph: a MultimodalGraph (or anything extract_features accepts: num_nodes, texts, images,
+    load_image). encoder: a spec string (see mlaga_fast.features.encoders) or a loaded Encoder.
+    """
+
+    def __init__(self, graph: Any, encoder: Any = "tiny", *, device: str = "auto", graph_fp: Optional[str] = None):
+        from mlaga_fast import __version__
+        from mlaga_fast.features.encoders import load_encoder
+
+        n, has_texts, has_images = _check_graph(graph)
+        self.device = _resolve_device(device)
+        enc = load_encoder(encoder, self.device) if isinstance(encoder, str) else encoder.to(self.device)
+        self._enc = enc
+        self._graph = graph
+        self._use_image = enc.image is not None and has_images
+        self._use_text = enc.text is not None and has_texts
+        if not (self._use_image or self._use_text):
+            raise ValueError(f"encoder: {enc.spec!r} has no tower for the modalities this graph has "
+                             f"(texts: {has_texts}, images: {has_images})")
+        self.num_nodes = n
+        self.image_len, self.image_dim = (enc.image_tokens, enc.image_dim) if self._use_image else (0, 0)
+        self.text_len, self.text_dim = (enc.text_tokens, enc.text_dim) if self._use_text else (0, 0)
+        header = {
+            "format": FORMAT, "encoder": enc.spec, "encoder_info": enc.info,
+            "image": {"tokens": enc.image_tokens, "dim": enc.image_dim} if self._use_image else None,
+            "text": {"tokens": enc.text_tokens, "dim": enc.text_dim} if self._use_text else None,
+            "dtype": "float16", "num_nodes": n, "graph_fingerprint": graph_fp or graph_fingerprint(graph),
+            "graph_name": getattr(graph, "name", ""), "mlaga_fast_version": __version__,
+        }
+        self.manifest = {**header, "fingerprint": features_fingerprint(header), "mode": "online", "complete": True}
+        self._inputs = _NodeInputs(graph, enc.image.preprocess if self._use_image else None, self._use_text)
+        self._collate = _Collate(enc.text.tokenize if self._use_text else None)
+
+    # --- identity (as FeatureStore) -----------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def encoder(self) -> str:
+        return self.manifest["encoder"]
+
+    def __len__(self) -> int:
+        return self.num_nodes
+
+    def __repr__(self) -> str:
+        return (f"OnlineFeatures(encoder={self.encoder!r}, N={self.num_nodes}, image=[{self.image_len}, "
+                f"{self.image_dim}], text=[{self.text_len}, {self.text_dim}], device={self.device!r})")
+
+    # --- reading ------------------------------------------------------------------------------
+    def _check_idx(self, idx: Any) -> np.ndarray:
+        from mlaga_fast.utils.arrays import to_numpy
+
+        arr = to_numpy(idx, "idx")
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1:
+            raise ValueError(f"idx: expected a 1-D array of node ids, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"idx: expected integer node ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64, copy=False)
+        bad = np.flatnonzero((arr < 0) | (arr >= self.num_nodes))
+        if bad.size:
+            raise ValueError(f"idx: node id {int(arr[bad[0]])} at position {int(bad[0])} is outside [0, {self.num_nodes})")
+        return arr
+
+    def get_numpy(self, idx: Any) -> dict:
+        """Like ``get`` but returns NumPy arrays (fp16 features, bool masks)."""
+        ids = self._check_idx(idx)
+        n = ids.size
+        out = {
+            "image": np.zeros((n, self.image_len, self.image_dim), np.float16),
+            "image_mask": np.ones((n, self.image_len), bool),
+            "text": np.zeros((n, self.text_len, self.text_dim), np.float16),
+            "text_mask": np.zeros((n, self.text_len), bool),
+        }
+        if n == 0:
+            return out
+        node_ids, pix, tok = self._collate([self._inputs[int(i)] for i in ids])
+        if self._use_image:
+            out["image"][:] = _finite(self._enc.encode_image(pix), node_ids, "image")  # [n, Li, Di]
+        if self._use_text:
+            tid, tmask = tok
+            out["text"][:] = _finite(self._enc.encode_text(tid, tmask), node_ids, "text")  # [n, Lt, Dt]
+            out["text_mask"][:] = tmask.numpy()
+        return out
+
+    def get(self, idx: Any) -> dict:
+        """Features of nodes ``idx`` (any order, repeats allowed), encoded now.
+
+        Returns dict(image=[n, Li, Di] fp16, image_mask=[n, Li] bool, text=[n, Lt, Dt] fp16,
+        text_mask=[n, Lt] bool) as torch CPU tensors; an absent modality has zero tokens.
+        """
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.get_numpy(idx).items()}
