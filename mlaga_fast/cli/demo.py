@@ -19,9 +19,6 @@ def demo_cmd(out_dir, fast, config_file, **fields):
     from mlaga_fast.config import resolve_config
     from mlaga_fast.demo.pipeline import run_demo
 
-    try:
-        cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="fast" if fast else "full",
-                             presets=PRESETS)
-        run_demo(cfg, out_dir)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="fast" if fast else "full",
+                         presets=PRESETS)
+    run_demo(cfg, out_dir)
