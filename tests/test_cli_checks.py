@@ -247,3 +247,44 @@ def test_info_without_a_gpu_says_so():
         out = run_cli(["info"]).output
         assert "CUDA device usable: no (no NVIDIA GPU or driver was found on this machine)" in out
         assert "insufficient" not in out
+
+
+# ------------------------------------------------------------------ help texts and the error convention
+
+
+def _all_commands():
+    import click
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, path + [name])
+        else:
+            yield " ".join(path), cmd
+
+    return list(walk(cli, []))
+
+
+def test_every_option_has_help_and_defaults_read_as_typed():
+    import click
+
+    commands = _all_commands()
+    assert len(commands) >= 15
+    for name, cmd in commands:
+        missing = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        assert not missing, f"mlaga-fast {name}: options without help: {missing}"
+        with click.Context(cmd, info_name=name) as ctx:
+            text = cmd.get_help(ctx)
+        for python_repr in ("[default: []]", "[default: ]", "['", "default: True", "default: False",
+                            "default: None"):
+            assert python_repr not in text, f"mlaga-fast {name} --help shows {python_repr}"
+
+
+def test_usage_and_input_errors_exit_2_with_one_error_line(tmp_path):
+    res = run_cli(["ppr", "--data", tmp_path])  # a missing required option: click's usage error
+    assert res.exit_code == 2 and "Error: Missing option '--out'" in res.output
+    res = run_cli(["data", "inspect", tmp_path])  # an input that is not a dataset
+    assert res.exit_code == 2 and _error_line(res).startswith(f"Error: {tmp_path} is not a dataset directory")
+    res = run_cli(["train", "align", "--data", tmp_path, "--features", tmp_path, "--out", tmp_path / "r",
+                   "--lr", "-1"])  # a bad config value
+    assert res.exit_code == 2 and "lr" in _error_line(res)
