@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers.corrupt import DATASET_DAMAGE, FEATURES_DAMAGE, damaged_dataset, damaged_features  # noqa: E402
+from helpers.corrupt import DATASET_DAMAGE, FEATURES_DAMAGE, damaged_copy  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ DATASET_COMMANDS = ["data inspect", "data split-links", "features", "ppr", "trai
 @pytest.mark.parametrize("kind", sorted(DATASET_DAMAGE))
 def test_damaged_dataset_gives_one_line_error_in_every_command(world, kind):
     bad = world / "bad"
-    file, problem = damaged_dataset(world / "ds", bad, kind)
+    file, problem = damaged_copy(world / "ds", bad, kind, DATASET_DAMAGE)
     cmds = _commands(world, bad)
     assert sorted(cmds) == sorted(DATASET_COMMANDS)
     for name in DATASET_COMMANDS:
@@ -108,7 +108,7 @@ def test_damaged_dataset_gives_one_line_error_in_every_command(world, kind):
 @pytest.mark.parametrize("kind", sorted(FEATURES_DAMAGE))
 def test_damaged_features_give_one_line_error(world, kind):
     bad = world / "bad_features"
-    file, problem = damaged_features(world / "ds" / "features", bad, kind)
+    file, problem = damaged_copy(world / "ds" / "features", bad, kind, FEATURES_DAMAGE)
     ds, out = world / "ds", world / "out_f"
     shutil.rmtree(out, ignore_errors=True)
     cmds = {
@@ -134,7 +134,7 @@ def test_feature_store_refuses_each_damage_directly(world):
     FeatureStore(world / "ds" / "features")  # the undamaged store opens
     for kind in FEATURES_DAMAGE:
         bad = world / "bad_store"
-        file, problem = damaged_features(world / "ds" / "features", bad, kind)
+        file, problem = damaged_copy(world / "ds" / "features", bad, kind, FEATURES_DAMAGE)
         with pytest.raises(ValueError, match=problem) as e:
             FeatureStore(bad)
         assert file in str(e.value)

@@ -66,11 +66,12 @@ DATASET_DAMAGE = {
 }
 
 
-def damaged_dataset(src: Path, dst: Path, kind: str) -> tuple[str, str]:
-    """Copy dataset ``src`` to ``dst`` with damage ``kind``; returns (file to name, problem word)."""
+def damaged_copy(src: Path, dst: Path, kind: str, damages: dict) -> tuple[str, str]:
+    """Copy directory ``src`` to ``dst`` with damage ``kind`` from ``damages`` (DATASET_DAMAGE or
+    FEATURES_DAMAGE); returns (file the error must name, word of the problem it must state)."""
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
-    damage, file, problem = DATASET_DAMAGE[kind]
+    damage, file, problem = damages[kind]
     damage(dst)
     return file, problem
 
@@ -96,11 +97,3 @@ FEATURES_DAMAGE = {
                             "shard_00000.text_mask.npy", "no valid text token"),
     "manifest holds a list": (lambda f: (f / "manifest.json").write_text("[]"), "manifest.json", "JSON object"),
 }
-
-
-def damaged_features(src: Path, dst: Path, kind: str) -> tuple[str, str]:
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
-    damage, file, problem = FEATURES_DAMAGE[kind]
-    damage(dst)
-    return file, problem
