@@ -119,7 +119,8 @@ def test_table_keys_datasets_by_fingerprint_not_name():
 
 def test_table_marks_transfer_rows():
     """The issue's case: a run evaluated on its own graph and on an unseen graph of the same name."""
-    rows = [_on(_res("nc", "mlaga-llm", 3, "syn"), transfer=False), _on(_res("nc", "mlaga-llm", 1, "syn"), transfer=True),
+    rows = [_on(_res("nc", "mlaga-llm", 3, "syn"), transfer=False),
+            _on(_res("nc", "mlaga-llm", 1, "syn"), transfer=True),
             _on(_res("nc", "gcn", 4, "syn"), "c" * 64)]
     lines = results_table_markdown(rows).splitlines()
     # The eval results record no fingerprint: they join the one fingerprinted "syn" (the baseline's).

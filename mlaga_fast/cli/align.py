@@ -6,6 +6,7 @@ command bodies; ``mlaga_fast.train.align`` is import-light (AlignConfig only nee
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -18,8 +19,6 @@ INPUTS_RECORD = "inputs.json"  # --data/--features of a Stage-1 run, recorded at
 
 def _run_inputs(out_dir: str, data_dir: str | None, features_dir: str | None, resume: bool) -> tuple[str, str]:
     """--data/--features for a run: as given, or on --resume the ones the run recorded when it started."""
-    from pathlib import Path
-
     if resume and (data_dir is None or features_dir is None):
         rec, man = Path(out_dir) / INPUTS_RECORD, Path(out_dir) / "manifest.json"
         try:
@@ -42,8 +41,6 @@ def _run_inputs(out_dir: str, data_dir: str | None, features_dir: str | None, re
 
 def _record_inputs(out_dir: str, data_dir: str, features_dir: str) -> None:
     """Record a new run's inputs, unless the folder already holds a run (train_align then refuses it)."""
-    from pathlib import Path
-
     from mlaga_fast.train.checkpoint import find_latest
     from mlaga_fast.utils.io import atomic_write_json
 

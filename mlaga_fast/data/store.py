@@ -64,10 +64,9 @@ def _get(d: Path, spec, field: str) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"dataset {d}: {file} is missing (it holds {field})")
     try:
-        arr = read_npy(path, mmap_bytes=MMAP_BYTES)
+        arr = read_npy(path, mmap_bytes=MMAP_BYTES, name=file)
     except ValueError as e:  # the message names the file
-        raise ValueError(f"dataset {d}: {Path(file).parent / str(e)}" if Path(file).parent != Path(".")
-                         else f"dataset {d}: {e}") from None
+        raise ValueError(f"dataset {d}: {e}") from None
     if arr.dtype.name != dtype or list(arr.shape) != shape:
         raise ValueError(f"dataset {d}: {file} holds {arr.dtype.name} {list(arr.shape)}, but {MANIFEST} says "
                          f"{dtype} {shape} for {field}")

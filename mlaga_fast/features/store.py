@@ -143,7 +143,8 @@ class FeatureStore:
         m = self.manifest
         listed = [s.get("index") if isinstance(s, dict) else None for s in m.get("shards") or []]
         if sorted(x for x in listed if isinstance(x, int)) != list(range(self.num_shards)):
-            raise ValueError(f"features: {self.path / MANIFEST} lists shards {listed}, expected 0..{self.num_shards - 1}")
+            raise ValueError(f"features: {self.path / MANIFEST} lists shards {listed}, expected "
+                             f"0..{self.num_shards - 1}")
         want = {"image": (np.float16, (self.image_len, self.image_dim)),
                 "text": (np.float16, (self.text_len, self.text_dim)), "text_mask": (np.bool_, (self.text_len,))}
         for i in range(self.num_shards):

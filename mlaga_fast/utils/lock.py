@@ -14,8 +14,10 @@ third process lock a new inode while a second still waits on the old one). Under
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -49,6 +51,12 @@ def exclusive_output(path: str | os.PathLike, what: str, *, is_file: bool = Fals
                 f"{path} is being written by another mlaga-fast process; wait for it to finish, or choose "
                 f"another output (two writers on one {what} output would mix or delete each other's files)"
             ) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            # A filesystem without locks (some network mounts): write unguarded rather than not at all.
+            warnings.warn(f"{path}: this filesystem has no file locks ({e.strerror}); nothing stops a second "
+                          f"writer on this {what} output", stacklevel=3)
         yield path
     finally:
         os.close(fd)  # releases the lock
