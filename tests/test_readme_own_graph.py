@@ -68,7 +68,8 @@ def substitutes(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("readme_inputs")
     texts = []
-    for name, nodes, classes, seed in (("Toys", 128, 4, 0), ("Grocery", 96, 5, 1)):
+    # Toys: 64 nodes, one Stage-1 batch at the default batch size (64), so the default 10 epochs are 10 steps.
+    for name, nodes, classes, seed in (("Toys", 64, 4, 0), ("Grocery", 60, 5, 1)):
         (root / name).mkdir()
         texts += write_magb_folder(root / name, name, nodes, classes, seed)
     llm = build_tiny_llm(root / "llm", texts)
