@@ -3,13 +3,10 @@ used to go wrong, the same refusal for PPR tables and training runs, and the loc
 holder is killed."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
