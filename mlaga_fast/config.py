@@ -5,8 +5,11 @@ CLI help text) and ``choices`` (allowed values). One field ``lr`` is the option 
 ``cross_attention_every`` is ``--cross-attention-every``; a file key may use either spelling.
 
 Precedence when resolving (later wins): dataclass defaults < base (the saved config of a run being
-resumed) < named preset < config file < CLI options that the user actually passed. The resolved config is saved as JSON in the run directory so the
-run can be reproduced, and ``load_config`` reads it back with the same type checks.
+resumed) < named preset (--preset) < config file (--config) < CLI options that the user actually
+passed. So a file that sets ``dim`` replaces the preset's ``dim`` (``preset_overrides`` lists such
+fields, and the commands say so), and ``--dim`` on the command line replaces both. The resolved
+config is saved as JSON in the run directory so the run can be reproduced, and ``load_config`` reads
+it back with the same type checks.
 
 Usage::
 
@@ -43,6 +46,7 @@ __all__ = [
     "resolve_config",
     "save_config",
     "field_option_name",
+    "preset_overrides",
 ]
 
 
@@ -276,6 +280,29 @@ def _click_type(tp: Any, f: dataclasses.Field) -> tuple[Any, bool, str]:
     return str, False, ""
 
 
+def _as_typed(value: Any, name: str) -> str:
+    """A default as a user would type it on the command line: lists comma-separated, flags by their
+    switch, nothing as "none" (not Python's ``[]``, ``['nc', 'lp']``, ``True`` or an empty string)."""
+    if isinstance(value, bool):
+        return field_option_name(name) if value else "--no-" + name.replace("_", "-")
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    if value is None or value == "":
+        return "none"
+    return str(value)
+
+
+def preset_overrides(preset: str | None, presets: Mapping[str, Mapping[str, Any]] | None,
+                     config_file: str | os.PathLike | None, cli_values: Mapping[str, Any] | None) -> list[str]:
+    """Fields of ``preset`` that the config file or a command-line option replaces (the order is
+    preset < file < command line), so a command can say so rather than override the preset silently."""
+    if preset is None or not presets or preset not in presets:
+        return []
+    given = {str(k).replace("-", "_") for k in (load_config_file(config_file) if config_file else {})}
+    given |= {k for k, v in (cli_values or {}).items() if v is not None}
+    return sorted(k.replace("-", "_") for k in presets[preset] if k.replace("-", "_") in given)
+
+
 def config_options(cls: type) -> Callable[[Callable], Callable]:
     """Decorator adding one click option per dataclass field (default None = "not given").
 
@@ -290,9 +317,9 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
         for f in reversed([f for f in dataclasses.fields(cls) if f.init]):
             ctype, is_flag, suffix = _click_type(hints[f.name], f)
             if f.default is not dataclasses.MISSING:
-                default_repr = f.default
+                default_repr = _as_typed(f.default, f.name)
             elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default_repr = f.default_factory()  # type: ignore[misc]
+                default_repr = _as_typed(f.default_factory(), f.name)  # type: ignore[misc]
             else:
                 default_repr = "required"
             help_text = f"{f.metadata.get('help', '')}{suffix} [default: {default_repr}]".strip()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as metadata
+from pathlib import Path
 from typing import Any
 
 from mlaga_fast._version import __version__
@@ -47,14 +48,30 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def cuda_unusable_reason(core: dict[str, Any]) -> str:
+    """Why no CUDA device can be used, in a user's words. The CUDA runtime answers "driver version is
+    insufficient" both for an old driver and for no driver at all, so the driver's own file decides."""
+    if not core.get("built_with_cuda"):
+        return "the compiled core was built without CUDA (nvcc was not found at install time)"
+    if not Path("/proc/driver/nvidia/version").exists():
+        return "no NVIDIA GPU or driver was found on this machine"
+    status = core.get("cuda_status", "")
+    return f"the NVIDIA driver is installed but CUDA reports: {status}" if status != "ok" else \
+        "torch cannot use the GPU (a CPU-only torch build?)"
+
+
 def report() -> dict[str, Any]:
     core = compiled_core()
-    return {
+    usable = bool(core.get("cuda_devices", 0)) and torch_cuda_available()
+    rep = {
         "mlaga_fast": __version__,
         "core": core,
-        "cuda_device_usable": bool(core.get("cuda_devices", 0)) and torch_cuda_available(),
+        "cuda_device_usable": usable,
         "packages": {name: package_version(dist) or "missing" for name, dist in _PACKAGES.items()},
     }
+    if core["loaded"] and not usable:
+        rep["cuda_unusable_reason"] = cuda_unusable_reason(core)
+    return rep
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -64,7 +81,7 @@ def format_report(rep: dict[str, Any]) -> str:
         lines += [
             f"  _C built with CUDA: {'yes' if core['built_with_cuda'] else 'no'}",
             f"  CUDA device usable: {'yes' if rep['cuda_device_usable'] else 'no'}"
-            + ("" if rep["cuda_device_usable"] else f" ({core['cuda_status']})"),
+            + ("" if rep["cuda_device_usable"] else f" ({rep['cuda_unusable_reason']})"),
             f"  OpenMP threads: {core['openmp_threads']}",
         ]
     else:

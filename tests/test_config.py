@@ -63,6 +63,44 @@ def test_precedence(tmp_path):
     assert (cfg.num_layers, cfg.lr, cfg.name) == (6, 0.5, "cli")
 
 
+def test_preset_file_cli_order_and_what_replaced_the_preset(tmp_path):
+    """preset < file < CLI, whatever order the options are given in; preset_overrides names the preset
+    fields that the file or the command line replaced (the `--preset paper --config FILE` surprise)."""
+    from mlaga_fast.config import preset_overrides
+
+    p = tmp_path / "c.yaml"
+    p.write_text("num-layers: 1\nname: file\n")
+    cli = {"lr": 0.5, "name": None}
+    cfg = resolve_config(Cfg, cli, config_file=p, preset="big", presets=PRESETS)
+    assert (cfg.num_layers, cfg.lr, cfg.name) == (1, 0.5, "file")
+    assert preset_overrides("big", PRESETS, p, cli) == ["lr", "num_layers"]
+    assert preset_overrides("big", PRESETS, None, {"name": "x"}) == []
+    assert preset_overrides(None, PRESETS, p, cli) == []
+
+
+def test_help_shows_defaults_as_typed():
+    @dataclass
+    class H:
+        tasks: list[str] = field(default_factory=lambda: ["nc", "lp"])
+        data: list[str] = field(default_factory=list)
+        align: str = ""
+        lora: bool = False
+        demo: bool = True
+        lr: float = 1e-3
+
+    @click.command()
+    @config_options(H)
+    def cmd(**kw):
+        pass
+
+    out = " ".join(CliRunner().invoke(cmd, ["--help"]).output.split())
+    for shown in ("[default: nc,lp]", "[default: none]", "[default: --no-lora]", "[default: --demo]",
+                  "[default: 0.001]"):
+        assert shown in out, shown
+    for python_repr in ("[]", "['nc', 'lp']", "[default: ]", "False", "True"):
+        assert python_repr not in out, python_repr
+
+
 def test_bad_values_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="num_layers"):
         config_from_dict(Cfg, {"num_layers": "two"})

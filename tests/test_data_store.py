@@ -84,7 +84,7 @@ def test_damaged_directories_refused(tmp_path):
     m = json.loads((d / "graph.json").read_text())
     m2 = dict(m, arrays=dict(m["arrays"], labels=dict(m["arrays"]["labels"], shape=[49])))
     (d / "graph.json").write_text(json.dumps(m2))
-    with pytest.raises(ValueError, match=r"labels is int64 \[50\], manifest says int64 \[49\]"):
+    with pytest.raises(ValueError, match=r"labels.npy holds int64 \[50\], but graph.json says int64 \[49\]"):
         load(d)
     (d / "graph.json").write_text(json.dumps(dict(m, format_version=99)))
     with pytest.raises(ValueError, match="newer than this mlaga_fast supports"):
@@ -97,7 +97,7 @@ def test_damaged_directories_refused(tmp_path):
     with pytest.raises(ValueError, match="fingerprint .* does not match"):
         load(d, verify_fingerprint=True)
     (d / "indices.npy").unlink()
-    with pytest.raises(ValueError, match="array file for indices is missing"):
+    with pytest.raises(ValueError, match="indices.npy is missing"):
         load(d)
     (d / "graph.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -277,8 +276,13 @@ def test_bad_graph_and_config(tmp_path, tiny):
         extract_features(g, tmp_path, cfg(), encoder=tiny, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         extract_features(StandIn(5), tmp_path, cfg(batch_size=0), encoder=tiny, progress=False)
-    with pytest.raises(ValueError, match="no tower"):
+    with pytest.raises(ValueError, match="neither node texts nor images"):
         extract_features(StandIn(5, texts=False, images=False), tmp_path, cfg(), encoder=tiny, progress=False)
+    # The data are checked before any weights are looked for: an encoder whose weights are nowhere on
+    # this machine still gets the data's message, not the missing-weights one.
+    with pytest.raises(ValueError, match="neither node texts nor images"):
+        extract_features(StandIn(5, texts=False, images=False), tmp_path,
+                         cfg(encoder=f"hf_clip:{tmp_path / 'no-such-model'}"), progress=False)
 
 
 # --- weights that are not on this machine ------------------------------------------------------------
@@ -290,17 +294,27 @@ def empty_caches(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("spec, hint", [
-    ("open_clip:ViT-B-32/openai", "huggingface-cli download timm/vit_base_patch32_clip_224.openai"),
+    ("open_clip:ViT-B-32/openai", "hf download timm/vit_base_patch32_clip_224.openai"),
     ("open_clip:ViT-L-14/laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K"),
     ("open_clip:ViT-B-32//no/such/file.bin", "does not exist"),
-    ("hf_clip:openai/clip-vit-base-patch32", "huggingface-cli download openai/clip-vit-base-patch32"),
+    ("hf_clip:openai/clip-vit-base-patch32", "hf download openai/clip-vit-base-patch32"),
 ])
 def test_missing_weights_fail_fast(empty_caches, spec, hint):
-    t0 = time.perf_counter()
-    with pytest.raises(EncoderUnavailable) as e:
+    with pytest.raises(EncoderUnavailable) as e:  # HF_HUB_OFFLINE: refused at once, never retried
         load_encoder(spec)
-    assert time.perf_counter() - t0 < 10  # no retries (import of transformers dominates)
     assert hint in str(e.value)
+
+
+def test_download_hint_names_an_installed_command():
+    """The missing-weights message names the download command that the installed huggingface_hub ships
+    (`hf` since 0.34; `huggingface-cli` before), found beside this Python."""
+    import shutil
+    import sys
+
+    from mlaga_fast.features.encoders import hf_download_command
+
+    exe = hf_download_command().split()[0]
+    assert shutil.which(exe, path=str(Path(sys.executable).parent)) is not None
 
 
 def test_unknown_open_clip_tag_or_model():
@@ -391,7 +405,6 @@ def test_cli_synthetic_10k_end_to_end(tmp_path):
 
     from mlaga_fast.cli.main import cli
 
-    t0 = time.perf_counter()
     graph = synth.make_catalogue(tmp_path / "data", nodes=10_000, seed=0)
     assert graph.num_nodes == 10_000
     out = tmp_path / "feat"
@@ -412,7 +425,6 @@ def test_cli_synthetic_10k_end_to_end(tmp_path):
     ids, mask = enc.text.tokenize([graph.texts[int(i)] for i in idx])
     assert torch.equal(b["text_mask"], mask)
     assert CliRunner().invoke(cli, args).exit_code == 0  # rerun: nothing to do
-    assert time.perf_counter() - t0 < 120
 
 
 def test_cli_missing_weights_is_a_message(tmp_path, empty_caches):

@@ -96,6 +96,59 @@ def test_table_multi_dataset_columns():
         results_table_markdown([])
 
 
+def _on(result, fingerprint=None, transfer=None):
+    extra = dict(result["extra"])
+    if fingerprint:
+        extra["graph_fingerprint"] = fingerprint
+    if transfer is not None:
+        extra["transfer"] = transfer
+    return dict(result, extra=extra)
+
+
+def test_table_keys_datasets_by_fingerprint_not_name():
+    """Two graphs named alike (every `data synth` graph is "synthetic-catalogue") are two datasets: the
+    in-domain and the transfer result were once averaged into one cell as if they were seeds."""
+    same_name = [_on(_res("nc", "gcn", 4, "syn"), "a" * 64), _on(_res("nc", "gcn", 2, "syn"), "b" * 64)]
+    lines = results_table_markdown(same_name).splitlines()
+    assert lines[0] == "| method | syn [aaaaaaaa] / NC | syn [bbbbbbbb] / NC |"
+    assert lines[2] == "| gcn | 100.00 | 50.00 |"
+    # Seeds on one fingerprint still share a cell.
+    seeds = [_on(_res("nc", "gcn", 4, "syn"), "a" * 64), _on(_res("nc", "gcn", 2, "syn"), "a" * 64)]
+    assert results_table_markdown(seeds).splitlines()[2] == "| gcn | 75.00 ± 35.36 (n=2) |"
+
+
+def test_table_marks_transfer_rows():
+    """The issue's case: a run evaluated on its own graph and on an unseen graph of the same name."""
+    rows = [_on(_res("nc", "mlaga-llm", 3, "syn"), transfer=False),
+            _on(_res("nc", "mlaga-llm", 1, "syn"), transfer=True),
+            _on(_res("nc", "gcn", 4, "syn"), "c" * 64)]
+    lines = results_table_markdown(rows).splitlines()
+    # The eval results record no fingerprint: they join the one fingerprinted "syn" (the baseline's).
+    assert lines[0] == "| method | NC |"
+    assert lines[2:] == ["| mlaga-llm | 75.00 |", "| mlaga-llm (transfer) | 25.00 |", "| gcn | 100.00 |"]
+
+
+def test_table_keeps_unfingerprinted_results_apart_when_the_name_is_ambiguous():
+    rows = [_on(_res("nc", "gcn", 4, "syn"), "a" * 64), _on(_res("nc", "gcn", 2, "syn"), "b" * 64),
+            _res("nc", "mlp", 1, "syn")]
+    head = results_table_markdown(rows).splitlines()[0]
+    assert head == "| method | syn [aaaaaaaa] / NC | syn [bbbbbbbb] / NC | syn [no fingerprint] / NC |"
+
+
+def test_results_table_cli_names_a_bad_file(tmp_path):
+    from click.testing import CliRunner
+
+    from mlaga_fast.cli.main import cli
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    write_result_json(good, _res("nc", "gcn", 4))
+    bad.write_text('{"task": "nc"}')
+    res = CliRunner().invoke(cli, ["results-table", str(good), str(bad)])
+    assert res.exit_code == 2 and res.output.startswith(f"Error: {bad}: not a result file"), res.output
+    help_text = CliRunner().invoke(cli, ["results-table", "--help"]).output
+    assert "columns are dataset / task" in " ".join(help_text.split())
+
+
 def test_plot_confusion_png(tmp_path):
     r = make_result(task="nc", method="m", dataset="d", y_true=[0, 1, 2, 2], y_pred=[0, 2, 2, 1],
                     class_names=["a", "b", "c"])

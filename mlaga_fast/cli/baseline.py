@@ -69,23 +69,23 @@ def baseline(data_dir: str, features: str | None, out_file: str | None,
     from mlaga_fast.eval.report import plot_confusion, write_result_json
     from mlaga_fast.features.extract import graph_fingerprint
 
-    try:
-        cfg = resolve_config(BaselineConfig, kw, config_file=config_file).validate()
-        data = Path(data_dir)
-        graph = load(data)
-        meta = {"data_dir": str(data), "graph_fingerprint": graph_fingerprint(graph, data),
-                "mlaga_fast_version": __version__}
-        x = None
-        if cfg.model != "labelprop":
-            x, fmeta = _load_features(features, data, graph)
-            meta.update(fmeta)
-        result = run_baseline(graph, x, cfg, meta=meta)
-        if out_file:
-            write_result_json(out_file, result)
-        if confusion_png:
-            plot_confusion(result, confusion_png)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    from mlaga_fast.train.distributed import pick_device
+
+    cfg = resolve_config(BaselineConfig, kw, config_file=config_file).validate()
+    cfg.device = str(pick_device(cfg.device))  # the spellings every command accepts (cpu:0, 1 = cuda:1)
+    data = Path(data_dir)
+    graph = load(data)
+    meta = {"data_dir": str(data), "graph_fingerprint": graph_fingerprint(graph, data),
+            "mlaga_fast_version": __version__}
+    x = None
+    if cfg.model != "labelprop":
+        x, fmeta = _load_features(features, data, graph)
+        meta.update(fmeta)
+    result = run_baseline(graph, x, cfg, meta=meta)
+    if out_file:
+        write_result_json(out_file, result)
+    if confusion_png:
+        plot_confusion(result, confusion_png)
     summary = {k: result[k] for k in ("task", "method", "dataset", "split", "accuracy",
                                       "num_examples")}
     for k in ("auc", "val_accuracy", "val_auc", "iterations", "best_epoch", "train_seconds"):
@@ -101,15 +101,15 @@ def baseline(data_dir: str, features: str | None, out_file: str | None,
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="write the markdown here (atomic) instead of printing it")
 def results_table(results: tuple, out_file: str | None) -> None:
-    """Markdown accuracy table (rows = methods, columns = tasks) from result JSON files written by
-    `baseline` or `eval`; several files for one cell (seeds) show mean ± std."""
+    """Markdown accuracy table from result JSON files written by `baseline` or `eval`: rows are methods
+    (an evaluation on a graph the method was not trained on is its own row, "METHOD (transfer)"),
+    columns are dataset / task (just the task when all results share one dataset). Datasets are told
+    apart by the graph fingerprint the results record, not by name. Several files for one cell (seeds)
+    show mean ± std."""
     from mlaga_fast.eval.report import read_result_json, results_table_markdown
     from mlaga_fast.utils.io import atomic_write_text
 
-    try:
-        md = results_table_markdown([read_result_json(p) for p in results])
-    except (ValueError, json.JSONDecodeError) as e:
-        raise click.ClickException(str(e)) from None
+    md = results_table_markdown([read_result_json(p) for p in results])
     if out_file:
         atomic_write_text(out_file, md)
     else:

@@ -26,22 +26,19 @@ def demo_cmd(out_dir, fast, seeds, config_file, **fields):
     from mlaga_fast.demo.report import seeds_table
     from mlaga_fast.utils.io import atomic_write_text
 
-    try:
-        cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="fast" if fast else "full",
-                             presets=PRESETS)
-        if seeds is None:
-            run_demo(cfg, out_dir)
-            return
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        if not seed_list:
-            raise ValueError("--seeds: give at least one seed")
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        runs = [run_demo(replace(cfg, seed=s), Path(out_dir) / f"seed{s}") for s in seed_list]
-        table = seeds_table(runs)
-        atomic_write_text(Path(out_dir) / "seeds.md", table)
-        click.echo(f"\nmean ± std over seeds {seed_list}:\n" + table)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="fast" if fast else "full",
+                         presets=PRESETS)
+    if seeds is None:
+        run_demo(cfg, out_dir)
+        return
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    if not seed_list:
+        raise ValueError("--seeds: give at least one seed")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    runs = [run_demo(replace(cfg, seed=s), Path(out_dir) / f"seed{s}") for s in seed_list]
+    table = seeds_table(runs)
+    atomic_write_text(Path(out_dir) / "seeds.md", table)
+    click.echo(f"\nmean ± std over seeds {seed_list}:\n" + table)
 
 
 @click.command("compare")
@@ -57,12 +54,9 @@ def compare_cmd(out_dir, seeds, config_file, **fields):
     from mlaga_fast.config import resolve_config
     from mlaga_fast.demo.compare import COMPARE_DEFAULTS, run_compare
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        if not seed_list:
-            raise ValueError("--seeds: give at least one seed")
-        cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="compare",
-                             presets={"compare": COMPARE_DEFAULTS})
-        run_compare(cfg, seed_list, out_dir)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    if not seed_list:
+        raise ValueError("--seeds: give at least one seed")
+    cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="compare",
+                         presets={"compare": COMPARE_DEFAULTS})
+    run_compare(cfg, seed_list, out_dir)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,25 +23,13 @@ from mlaga_fast.features.extract import FeatureConfig
 def features(data_dir: str, out_dir: str | None, config_file: str | None, no_progress: bool, **kw) -> None:
     """Encode every node's image and text into token features (resumable; rerun to continue)."""
     from mlaga_fast.data import load
-    from mlaga_fast.features.encoders import EncoderUnavailable
     from mlaga_fast.features.extract import extract_features, graph_fingerprint
 
     cfg = resolve_config(FeatureConfig, kw, config_file=config_file)
     out = Path(out_dir) if out_dir else Path(data_dir) / "features"
-    try:
-        graph = load(data_dir)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(f"--data {data_dir}: {e}") from None
+    graph = load(data_dir)
     t0 = time.perf_counter()
-    try:
-        store = extract_features(graph, out, cfg, graph_fp=graph_fingerprint(graph, data_dir),
-                                 progress=not no_progress)
-    except EncoderUnavailable as e:
-        # Expected operator error (weights not on this machine): a message, not a traceback.
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    store = extract_features(graph, out, cfg, graph_fp=graph_fingerprint(graph, data_dir), progress=not no_progress)
     dt = time.perf_counter() - t0
     click.echo(json.dumps({
         "out": str(out), "encoder": store.encoder, "num_nodes": store.num_nodes,

@@ -26,15 +26,14 @@ def instruct_cmd(out_dir: str, resume: bool, config_file: str | None, preset: st
     """Train the projectors (and LoRA adapters) into a frozen LLM on NC and LP prompts (torchrun-ready)."""
     from mlaga_fast.config import saved_run_config
     from mlaga_fast.train.instruct import build_config, train_instruct
+    from mlaga_fast.utils.lock import exclusive_output
 
-    try:
-        # `--resume` starts from the run's own resolved config; options given with it override fields
-        # that may change mid-run (e.g. --device) and anything else is refused by train_instruct.
-        base = saved_run_config(out_dir) if resume else None
-        cfg = build_config(kw, config_file=config_file, preset=preset, base=base)
+    # `--resume` starts from the run's own resolved config; options given with it override fields
+    # that may change mid-run (e.g. --device) and anything else is refused by train_instruct.
+    base = saved_run_config(out_dir) if resume else None
+    cfg = build_config(kw, config_file=config_file, preset=preset, base=base)
+    with exclusive_output(out_dir, "train instruct"):
         summary = train_instruct(cfg, out_dir, resume=resume, progress=not no_progress)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
     if summary.get("already_complete"):
         click.echo(f"{out_dir} is already complete ({summary['steps']} steps); nothing to do.")
         return
@@ -80,10 +79,7 @@ def eval_cmd(run_dir, data_dir, task, split, demos, max_examples, generate, prot
     opts = EvalOptions(task=task, split=split, features=features, demos=demos, max_examples=max_examples,
                        batch_size=batch_size, generate=generate, protocol=protocol, device=device, seed=seed,
                        method=method)
-    try:
-        res = evaluate(run_dir, data_dir, opts, out=out_file, progress=not no_progress)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    res = evaluate(run_dir, data_dir, opts, out=out_file, progress=not no_progress)
     gen = res["extra"].get("generation")
     click.echo(json.dumps({
         "method": res["method"], "dataset": res["dataset"], "task": task, "split": split, "protocol": protocol,
@@ -115,13 +111,12 @@ def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_fil
     """Write one row per node (NC: predicted class and every class's score) or per pair (LP: P(Yes)).
     Resumable: rerunning the same command after an interruption continues where it stopped."""
     from mlaga_fast.eval.predict import run_predict
+    from mlaga_fast.utils.lock import exclusive_output
 
-    try:
+    with exclusive_output(out_file, "predict", is_file=True):
         n = run_predict(run_dir, data_dir, task, out_file, nodes=nodes, pairs_file=pairs_file, demos=demos,
                         seed=seed, features=features, device=device, batch_size=batch_size,
                         progress=not no_progress)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
     click.echo(json.dumps({"out": out_file, "rows": n, "task": task}))
 
 
@@ -143,23 +138,20 @@ def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, 
     """Ask the assistant about a node (or a pair). Without QUESTION: an interactive prompt (empty line quits)."""
     from mlaga_fast.assistant import MLaGA
 
-    try:
-        m = MLaGA.from_pretrained(run_dir, device=device, progress=False)
+    m = MLaGA.from_pretrained(run_dir, device=device, progress=False)
 
-        def answer(q: str) -> str:
-            return m.ask(data_dir, list(nodes) if len(nodes) > 1 else nodes[0], q, features=features, demos=demos,
-                         seed=seed, temperature=temperature, max_new_tokens=max_new_tokens)
+    def answer(q: str) -> str:
+        return m.ask(data_dir, list(nodes) if len(nodes) > 1 else nodes[0], q, features=features, demos=demos,
+                     seed=seed, temperature=temperature, max_new_tokens=max_new_tokens)
 
-        if question:
-            click.echo(answer(question))
+    if question:
+        click.echo(answer(question))
+        return
+    while True:
+        q = click.prompt("question", default="", show_default=False)
+        if not q.strip():
             return
-        while True:
-            q = click.prompt("question", default="", show_default=False)
-            if not q.strip():
-                return
-            click.echo(answer(q))
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        click.echo(answer(q))
 
 
 @click.command("export")
@@ -170,8 +162,5 @@ def export_cmd(run_dir, out_dir) -> None:
     folder that `MLaGA.from_pretrained` loads on another machine (the frozen LLM is named, not copied)."""
     from mlaga_fast.export import export_run
 
-    try:
-        out = export_run(run_dir, out_dir)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    out = export_run(run_dir, out_dir)
     click.echo(json.dumps({"export": str(out)}))

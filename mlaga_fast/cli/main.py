@@ -7,12 +7,17 @@ import json
 import click
 
 from mlaga_fast._version import __version__
+from mlaga_fast.cli.errors import Group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlaga-fast")
 def cli() -> None:
-    """MLaGA on multimodal graphs: data, features, PPR, aligner (Stage 1), instruction tuning (Stage 2)."""
+    """MLaGA on multimodal graphs: data, features, PPR, aligner (Stage 1), instruction tuning (Stage 2).
+
+    A failure prints one line, "Error: ...", and exits with 2 when the options or input files are
+    wrong, 1 when a valid command failed while running (e.g. its output is in use by another process).
+    """
 
 
 @cli.command()

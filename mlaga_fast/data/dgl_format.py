@@ -106,9 +106,12 @@ class _Reader:
         return v
 
     def count(self, what: str) -> int:
+        """A vector length or string size: every item takes at least one byte, so it is bounded by the
+        bytes left in the file (before a loop or an allocation of that length starts)."""
         v = self.u64(what)
-        if v > _MAX_COUNT:
-            raise ValueError(f"DGL graph file {self.path}: implausible {what} {v} at offset {self.pos - 8}")
+        if v > min(_MAX_COUNT, self.n - self.pos):
+            raise ValueError(f"DGL graph file {self.path}: implausible {what} {v} at offset {self.pos - 8} (only "
+                             f"{self.n - self.pos} bytes follow); the file is corrupt")
         return v
 
     def magic(self, expected: int, what: str) -> None:
@@ -301,6 +304,10 @@ def _parse_graph(r: _Reader, labels: dict, num_graphs: int) -> DGLGraph:
             i = int(bad[0])
             raise ValueError(f"DGL graph file {path}: edge {i} has {field} node id {int(ids[i])}, out of range "
                              f"[0, {num_nodes})")
+    if not ndata and num_nodes > max(src.shape[0] * 2, 1):
+        # Nothing else in the file is sized by the node count: nodes beyond the 2E endpoints are not in it.
+        raise ValueError(f"DGL graph file {path}: declares {num_nodes} nodes but holds {src.shape[0]} edges and no "
+                         "node data; the node count is corrupt")
     for name, arr in ndata.items():
         if arr.ndim == 0 or arr.shape[0] != num_nodes:
             raise ValueError(f"DGL graph file {path}: node data '{name}' has {arr.shape[0] if arr.ndim else 0} "

@@ -329,7 +329,9 @@ class TarImageSource(ImageSource):
 
     @classmethod
     def from_manifest(cls, spec: dict, dataset_dir: Path) -> "TarImageSource":
-        index = np.load(_resolve(spec["index"], dataset_dir))
+        from mlaga_fast.utils.io import read_npy
+
+        index = read_npy(_resolve(spec["index"], dataset_dir), mmap_bytes=None)
         return cls(_resolve(spec["path"], dataset_dir), spec["num_nodes"], spec.get("pattern", "{id}.jpg"), index)
 
     def identity(self) -> Any:
@@ -386,10 +388,12 @@ class ArrayImageSource(ImageSource):
 
     @classmethod
     def from_manifest(cls, spec: dict, dataset_dir: Path) -> "ArrayImageSource":
-        arr = np.load(_resolve(spec["array"], dataset_dir), mmap_mode="r")
+        from mlaga_fast.utils.io import read_npy
+
+        arr = read_npy(_resolve(spec["array"], dataset_dir), mmap_bytes=0)
         if list(arr.shape) != list(spec.get("shape", arr.shape)):
             raise ValueError(f"images.npy has shape {arr.shape}, manifest says {spec['shape']}")
-        return cls(arr, np.load(_resolve(spec["present"], dataset_dir)))
+        return cls(arr, read_npy(_resolve(spec["present"], dataset_dir), mmap_bytes=None))
 
     def identity(self) -> Any:
         if self._sha is None:

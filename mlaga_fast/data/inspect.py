@@ -85,3 +85,25 @@ def format_report(rep: dict) -> str:
     if rep["features"]:
         lines.append("  features: " + ", ".join(f"{k} {v}" for k, v in rep["features"].items()))
     return "\n".join(lines)
+
+
+def readiness_notes(graph: MultimodalGraph) -> list[str]:
+    """What a freshly prepared dataset lacks, and what then still works: said when it is written, not
+    when `features` or Stage 2 fails on it later."""
+    notes = []
+    if graph.texts is None and graph.images is None:
+        stored = sorted(graph.features)
+        notes.append(
+            "no node texts and no images were found (no <Name>.csv with a text column, no image folder or tar "
+            "beside the graph), so `mlaga-fast features` and both MLaGA stages cannot run on this dataset. "
+            "Structure-only methods work: `mlaga-fast baseline --model labelprop`"
+            + (f", and MLP/GCN/SAGE on its stored arrays with --features graph:{stored[0]}" if stored else "")
+            + ". Add the CSV or images and prepare it again for the full method.")
+    elif graph.texts is None or graph.images is None:
+        notes.append(f"no {'texts' if graph.texts is None else 'images'} were found: features will hold the "
+                     f"{'images' if graph.texts is None else 'texts'} only")
+    if graph.class_names and all(c == f"class_{i}" for i, c in enumerate(graph.class_names)):
+        notes.append(f"class names are placeholders (class_0 .. class_{len(graph.class_names) - 1}): the source "
+                     "names no categories (MAGB: a second_category column in <Name>.csv), and Stage 2's prompts "
+                     "will show these placeholders as the answers")
+    return notes

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlaga_fast.data.bounds import check_class_ids
 from mlaga_fast.data.dgl_format import read_dgl_graph
 from mlaga_fast.data.graph import MultimodalGraph, as_int64
 from mlaga_fast.data.images import FolderImageSource, ImageSource, TarImageSource
@@ -155,6 +156,7 @@ def load_magb(root: str | Path, name: str, *, images: str | Path | None = None, 
     labels = dg.ndata.get("label")
     if labels is not None:
         labels = as_int64(labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels, "label")
+        check_class_ids(labels, n, f"{gpath.name} node data 'label'")
     texts = None
     class_names = None
     csv_path = _find(root, name, ["{name}.csv"])
@@ -167,6 +169,7 @@ def load_magb(root: str | Path, name: str, *, images: str | Path | None = None, 
         if "label" in c:
             csv_lab = np.full(n, -1, dtype=np.int64)
             csv_lab[c["ids"]] = c["label"]
+            check_class_ids(csv_lab, n, f"{csv_path.name} column 'label'")
             if labels is None:
                 labels = csv_lab
             else:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlaga_fast.data.bounds import check_class_ids, node_count_from_edges
 from mlaga_fast.data.graph import LinkSplit, MultimodalGraph, as_int64, check_finite, check_ids, pairs_in_csr
 from mlaga_fast.data.images import FolderImageSource, ImageSource, TarImageSource, scan_images
 from mlaga_fast.data.splits import random_node_split, sample_negative_pairs
@@ -141,11 +142,13 @@ def load_mmgraph(root: str | Path, name: str, *, edge_split: str = "hard", image
     elif labels is not None:
         n = labels.shape[0]
     else:
-        n = int(edges.max()) + 1 if edges.size else 0
+        n = node_count_from_edges(edges, "edge list")
     if labels is not None and labels.shape[0] != n:
         raise ValueError(f"labels-w-missing.pt has {labels.shape[0]} labels for {n} nodes "
                          f"(first unmatched index {min(labels.shape[0], n)})")
     check_ids(edges, n, "edges")
+    if labels is not None:
+        check_class_ids(labels, n, "labels-w-missing.pt")
     g = MultimodalGraph.from_edges(name, edges[0], edges[1], n, labels=labels, features=feats, validate=False)
     if lp is not None:
         rng = np.random.default_rng(seed)

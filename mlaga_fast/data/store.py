@@ -17,7 +17,7 @@ import numpy as np
 
 from mlaga_fast.data.graph import LINK_FIELDS, LinkSplit, MultimodalGraph
 from mlaga_fast.data.images import image_source_from_manifest
-from mlaga_fast.utils.io import atomic_dir, atomic_np_save, atomic_write_bytes, atomic_write_json
+from mlaga_fast.utils.io import atomic_dir, atomic_np_save, atomic_write_bytes, atomic_write_json, read_npy
 
 FORMAT = "mlaga_fast.dataset"
 FORMAT_VERSION = 1
@@ -37,18 +37,44 @@ def _put(d: Path, rel: str, arr: np.ndarray) -> dict:
     return {"file": rel, "dtype": arr.dtype.name, "shape": list(arr.shape)}
 
 
-def _get(d: Path, spec: dict, field: str) -> np.ndarray:
-    path = d / spec["file"]
+# Arrays that hold node ids, offsets or class ids: an integer dtype is part of their contract, and a
+# float copy (even of integral values) is refused rather than silently converted.
+_ID_ARRAYS = ("indptr", "indices", "labels", "train", "val", "test", "text_offsets")
+
+
+def _spec(d: Path, spec, field: str) -> tuple[str, str, list]:
+    """(file, dtype, shape) of a manifest array entry, type-checked."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"dataset {d}: {MANIFEST}: entry for {field} must be an object with file, dtype and "
+                         f"shape, got {type(spec).__name__}")
+    file, dtype, shape = spec.get("file"), spec.get("dtype"), spec.get("shape")
+    if not isinstance(file, str) or not file or os.path.isabs(file) or ".." in Path(file).parts:
+        raise ValueError(f"dataset {d}: {MANIFEST}: {field} has no valid file name (got {file!r}); "
+                         "files are named relative to the dataset directory")
+    if not isinstance(dtype, str) or not isinstance(shape, list) or \
+            not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape):
+        raise ValueError(f"dataset {d}: {MANIFEST}: {field} needs a dtype string and a shape list of sizes "
+                         f"(got dtype {dtype!r}, shape {shape!r})")
+    return file, dtype, shape
+
+
+def _get(d: Path, spec, field: str) -> np.ndarray:
+    file, dtype, shape = _spec(d, spec, field)
+    path = d / file
     if not path.is_file():
-        raise ValueError(f"dataset {d}: array file for {field} is missing ({spec['file']})")
+        raise ValueError(f"dataset {d}: {file} is missing (it holds {field})")
     try:
-        size = path.stat().st_size
-        arr = np.load(path, mmap_mode="r" if size > MMAP_BYTES else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"dataset {d}: cannot read {field} from {spec['file']}: {e}") from e
-    if arr.dtype.name != spec["dtype"] or list(arr.shape) != list(spec["shape"]):
-        raise ValueError(f"dataset {d}: {field} is {arr.dtype.name} {list(arr.shape)}, manifest says "
-                         f"{spec['dtype']} {spec['shape']}")
+        arr = read_npy(path, mmap_bytes=MMAP_BYTES, name=file)
+    except ValueError as e:  # the message names the file
+        raise ValueError(f"dataset {d}: {e}") from None
+    if arr.dtype.name != dtype or list(arr.shape) != shape:
+        raise ValueError(f"dataset {d}: {file} holds {arr.dtype.name} {list(arr.shape)}, but {MANIFEST} says "
+                         f"{dtype} {shape} for {field}")
+    if field.split(".")[0] in _ID_ARRAYS + ("link_split",) and arr.dtype.kind not in "iu":
+        raise ValueError(f"dataset {d}: {file} holds {arr.dtype.name} values, but {field} holds ids and must be "
+                         "an integer array")
+    if arr.dtype.kind not in "iufb":
+        raise ValueError(f"dataset {d}: {file} holds {arr.dtype.name} values; {field} must be numeric")
     return arr
 
 
@@ -61,18 +87,21 @@ def _write_texts(d: Path, texts: list[str]) -> dict:
     return {"blob": "texts.bin", "offsets": _put(d, "text_offsets.npy", offsets)}
 
 
-def _read_texts(d: Path, spec: dict, n: int) -> list[str]:
+def _read_texts(d: Path, spec, n: int) -> list[str]:
+    if not isinstance(spec, dict) or not isinstance(spec.get("blob"), str) or "offsets" not in spec:
+        raise ValueError(f"dataset {d}: {MANIFEST}: texts must name a blob file and an offsets array, got {spec!r}")
     offsets = np.asarray(_get(d, spec["offsets"], "text_offsets"))
     blob_path = d / spec["blob"]
     if not blob_path.is_file():
-        raise ValueError(f"dataset {d}: texts blob {spec['blob']} is missing")
+        raise ValueError(f"dataset {d}: {spec['blob']} is missing (it holds the node texts)")
     blob = blob_path.read_bytes()
     if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(blob):
-        raise ValueError(f"dataset {d}: text offsets do not match {n} nodes and a {len(blob)}-byte blob")
+        raise ValueError(f"dataset {d}: {spec['offsets']['file']} does not match {n} nodes and the "
+                         f"{len(blob)}-byte {spec['blob']}: one of them is damaged")
     try:
         return [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n)]
     except UnicodeDecodeError as e:
-        raise ValueError(f"dataset {d}: texts blob is not valid UTF-8 ({e})") from e
+        raise ValueError(f"dataset {d}: {spec['blob']} is not valid UTF-8 ({e})") from e
 
 
 def _link_manifest(d: Path, split: LinkSplit, sub: str = "link_split") -> dict:
@@ -177,47 +206,138 @@ def save(graph: MultimodalGraph, out_dir: str | os.PathLike) -> Path:
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """The dataset's graph.json, checked to be a readable manifest of this format (its entries are
+    checked by ``load``)."""
     d = Path(data_dir)
     path = d / MANIFEST
     if not path.is_file():
         raise ValueError(f"{d} is not a dataset directory (no {MANIFEST}); create one with "
                          "`mlaga-fast data prepare` or mlaga_fast.data.save")
     try:
-        m = json.loads(path.read_text())
+        m = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"dataset {d}: {MANIFEST} is not text (not UTF-8): the file is damaged") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        raise ValueError(f"dataset {d}: {MANIFEST} is not valid JSON ({e.msg} at line {e.lineno}, column "
+                         f"{e.colno}): the file is damaged") from None
+    if not isinstance(m, dict):
+        raise ValueError(f"dataset {d}: {MANIFEST} must hold a JSON object, got a JSON {type(m).__name__}")
     if m.get("format") != FORMAT:
-        raise ValueError(f"{path}: format is {m.get('format')!r}, expected {FORMAT!r}")
-    if int(m.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {m['format_version']} is newer than this mlaga_fast "
+        raise ValueError(f"dataset {d}: {MANIFEST}: format is {m.get('format')!r}, expected {FORMAT!r}")
+    version = m.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"dataset {d}: {MANIFEST}: format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"dataset {d}: {MANIFEST}: format_version {version} is newer than this mlaga_fast "
                          f"supports ({FORMAT_VERSION}); upgrade mlaga_fast")
     return m
 
 
+def _field(d: Path, m: dict, key: str, kinds: tuple, what: str, required: bool = True):
+    """``m[key]`` checked against ``kinds`` (None allowed when not required); names the key on failure."""
+    if key not in m:
+        if required:
+            raise ValueError(f"dataset {d}: {MANIFEST} has no {key!r} entry ({what})")
+        return None
+    v = m[key]
+    if v is None and not required:
+        return None
+    if not isinstance(v, kinds) or isinstance(v, bool):
+        raise ValueError(f"dataset {d}: {MANIFEST}: {key!r} must be {what}, got {v!r}"[:300])
+    return v
+
+
+# Field names in MultimodalGraph's validation messages, and the manifest entry that stores each.
+_FIELD_FILES = {"indptr": ("arrays", "indptr"), "indices": ("arrays", "indices"), "labels": ("arrays", "labels"),
+                "train": ("arrays", "train"), "val": ("arrays", "val"), "test": ("arrays", "test")}
+
+
+def _blame(d: Path, m: dict, message: str) -> str:
+    """Prefix a content error with the file it is about: the first field name the message starts with."""
+    import re
+
+    hit = re.match(r"\s*(?:graph[.:]\s*)?(link_split\.(\w+)|features\[(['\"])(.+?)\3\]|\w+)", message)
+    if hit:
+        if hit.group(2):
+            spec = (m.get("link_split") or {}).get(hit.group(2))
+        elif hit.group(4):
+            spec = (m.get("features") or {}).get(hit.group(4))
+        elif hit.group(1) in _FIELD_FILES:
+            spec = m["arrays"].get(hit.group(1))
+        elif hit.group(1) == "texts":
+            spec = {"file": (m.get("texts") or {}).get("blob")}
+        else:
+            spec = None
+        if isinstance(spec, dict) and spec.get("file"):
+            return f"dataset {d}: {spec['file']}: {message}"
+    return f"dataset {d}: {MANIFEST} and its arrays disagree: {message}"
+
+
 def load(data_dir: str | os.PathLike, validate: bool = True, verify_fingerprint: bool = False) -> MultimodalGraph:
-    """Open a dataset directory. Large arrays are memory-mapped (read-only). ``verify_fingerprint``
-    rehashes the content and refuses a mismatch with the stored fingerprint."""
+    """Open a dataset directory: the one place a dataset on disk is checked. Every entry of graph.json,
+    every array file (header, size, dtype, shape) and the graph's content are validated, and any
+    problem raises ValueError naming the file and what is wrong with it. Large arrays are memory-mapped
+    (read-only). ``verify_fingerprint`` rehashes the content and refuses a mismatch with the stored
+    fingerprint."""
     d = Path(data_dir)
     m = read_manifest(d)
-    arrays = {k: _get(d, spec, k) for k, spec in m["arrays"].items()}
-    n = int(m["num_nodes"])
+    name = _field(d, m, "name", (str,), "the dataset name (a string)")
+    n = _field(d, m, "num_nodes", (int,), "the number of nodes (an integer)")
+    if n < 0:
+        raise ValueError(f"dataset {d}: {MANIFEST}: num_nodes must be >= 0, got {n}")
+    class_names = _field(d, m, "class_names", (list,), "the list of class names")
+    if not all(isinstance(c, str) for c in class_names):
+        raise ValueError(f"dataset {d}: {MANIFEST}: class_names must all be strings")
+    specs = _field(d, m, "arrays", (dict,), "the table of array files")
+    missing = [k for k in ("indptr", "indices", "labels", "train", "val", "test") if k not in specs]
+    if missing:
+        raise ValueError(f"dataset {d}: {MANIFEST}: 'arrays' has no entry for {', '.join(missing)}")
+    arrays = {k: _get(d, specs[k], k) for k in ("indptr", "indices", "labels", "train", "val", "test")}
     if arrays["indptr"].shape != (n + 1,):
-        raise ValueError(f"dataset {d}: indptr has {arrays['indptr'].shape[0]} entries, expected {n + 1}")
-    texts = _read_texts(d, m["texts"], n) if m.get("texts") else None
-    images = image_source_from_manifest(m["images"], d) if m.get("images") else None
+        raise ValueError(f"dataset {d}: {specs['indptr']['file']} has {arrays['indptr'].shape[0]} entries, but "
+                         f"{MANIFEST} says num_nodes {n} (expected {n + 1})")
+    texts_spec = _field(d, m, "texts", (dict,), "the texts entry", required=False)
+    texts = _read_texts(d, texts_spec, n) if texts_spec else None
+    images = None
+    images_spec = _field(d, m, "images", (dict,), "the images entry", required=False)
+    if images_spec:
+        try:
+            images = image_source_from_manifest(images_spec, d)
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            msg = f"entry {e} is missing" if isinstance(e, KeyError) else " ".join(str(e).split())
+            where = next((images_spec[k] for k in ("array", "index", "classes_file", "names_file", "path", "root")
+                          if isinstance(images_spec.get(k), str) and Path(images_spec[k]).name in msg),
+                         MANIFEST + " 'images'")
+            raise ValueError(f"dataset {d}: images cannot be opened: {msg if where in msg else f'{where}: {msg}'}") \
+                from None
     link = None
-    if m.get("link_split"):
-        link = LinkSplit(**{f: _get(d, m["link_split"][f], f"link_split.{f}") for f in LINK_FIELDS})
-    feats = {k: _get(d, spec, f"features[{k!r}]") for k, spec in (m.get("features") or {}).items()}
-    g = MultimodalGraph(m["name"], arrays["indptr"], arrays["indices"], texts=texts, images=images,
-                        labels=arrays["labels"], class_names=m["class_names"], train=arrays["train"],
-                        val=arrays["val"], test=arrays["test"], link_split=link, stats=m.get("stats"),
-                        features=feats, meta=m.get("meta"), fingerprint=m.get("fingerprint"), validate=validate)
+    link_spec = _field(d, m, "link_split", (dict,), "the link split entry", required=False)
+    if link_spec:
+        absent = [f for f in LINK_FIELDS if f not in link_spec]
+        if absent:
+            raise ValueError(f"dataset {d}: {MANIFEST}: link_split has no entry for {', '.join(absent)}")
+        parts = {f: _get(d, link_spec[f], f"link_split.{f}") for f in LINK_FIELDS}
+        try:
+            link = LinkSplit(**parts)
+        except ValueError as e:
+            raise ValueError(_blame(d, m, str(e))) from None
+    feat_specs = _field(d, m, "features", (dict,), "the table of stored feature arrays", required=False) or {}
+    feats = {k: _get(d, spec, f"features[{k!r}]") for k, spec in feat_specs.items()}
+    stats = _field(d, m, "stats", (dict,), "an object", required=False)
+    meta = _field(d, m, "meta", (dict,), "an object", required=False)
+    fingerprint = _field(d, m, "fingerprint", (str,), "a string", required=False)
+    try:
+        g = MultimodalGraph(name, arrays["indptr"], arrays["indices"], texts=texts, images=images,
+                            labels=arrays["labels"], class_names=class_names, train=arrays["train"],
+                            val=arrays["val"], test=arrays["test"], link_split=link, stats=stats,
+                            features=feats, meta=meta, fingerprint=fingerprint, validate=validate)
+    except ValueError as e:
+        raise ValueError(_blame(d, m, str(e))) from None
     if verify_fingerprint:
         actual = g.compute_fingerprint()
-        if actual != m.get("fingerprint"):
-            raise ValueError(f"dataset {d}: content fingerprint {actual[:16]} does not match graph.json "
-                             f"({str(m.get('fingerprint'))[:16]}); the directory was modified")
+        if actual != fingerprint:
+            raise ValueError(f"dataset {d}: content fingerprint {actual[:16]} does not match {MANIFEST} "
+                             f"({str(fingerprint)[:16]}); the directory was modified")
     return g
 
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from mlaga_fast.data.images import ImageSource, register_image_source
 from mlaga_fast.data.vocab import CATEGORIES, SHAPES, TEXTURES, Look
+from mlaga_fast.utils.io import read_npy
 
 # Bump when the drawing changes: it is part of every per-node seed and of the manifest, so stored
 # datasets (and the features computed from them) can tell that their pictures would now differ.
@@ -266,9 +267,10 @@ class SyntheticImages(ImageSource):
         path = Path(root) / d["classes_file"]
         if not path.exists():
             raise ValueError(f"images.classes_file: {path} is missing")
-        arr = np.load(path, mmap_mode="r")
-        if arr.shape[0] != int(d["num_nodes"]):
-            raise ValueError(f"images.num_nodes: manifest says {d['num_nodes']}, {path.name} holds {arr.shape[0]}")
+        arr = read_npy(path, mmap_bytes=0)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.shape[0] != int(d["num_nodes"]):
+            raise ValueError(f"images.num_nodes: manifest says {d['num_nodes']} class ids, {path.name} holds "
+                             f"{arr.dtype.name} {list(arr.shape)}")
         return cls(arr, seed=int(d["seed"]), size=int(d["size"]), num_classes=int(d["num_classes"]),
                    classes_file=d["classes_file"])
 

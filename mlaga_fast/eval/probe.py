@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["linear_probe", "aligned_pooled", "probe_run"]
+__all__ = ["linear_probe", "aligned_pooled", "check_run_dataset", "probe_run"]
 
 
 def linear_probe(x: np.ndarray, labels: np.ndarray, train: np.ndarray, evals: dict[str, np.ndarray], *,
@@ -63,6 +63,20 @@ def aligned_pooled(run_dir: str | os.PathLike, *, emb_dir: str | os.PathLike | N
     return out, store, manifest
 
 
+def check_run_dataset(manifest: dict[str, Any], store: Any, graph: Any, data_dir: str | os.PathLike) -> None:
+    """Refuse a dataset that is not the graph the run's features were extracted from: a probe or a plot
+    pairs each node's features with that node's label, so both must come from one graph. Compared by
+    the fingerprints the run manifest and the features record, not by node count."""
+    recorded = {store.manifest.get("graph_fingerprint"), manifest.get("inputs", {}).get("graph_fingerprint")}
+    recorded.discard(None)
+    if graph.fingerprint not in recorded:
+        run_data = manifest.get("inputs", {}).get("data_dir", "?")
+        raise ValueError(f"dataset {data_dir} (fingerprint {graph.fingerprint[:16]}) is not the graph this run's "
+                         f"features were extracted from ({', '.join(sorted(f[:16] for f in recorded)) or 'unknown'}"
+                         f"; the run recorded --data {run_data}): its labels would be paired with another graph's "
+                         "nodes. Pass the run's dataset, or extract features and train a run on this one")
+
+
 def probe_run(run_dir: str | os.PathLike, *, emb_dir: str | os.PathLike | None = None,
               data_dir: str | os.PathLike | None = None, features_dir: str | os.PathLike | None = None,
               device: str = "auto", progress: bool = True) -> dict[str, Any]:
@@ -75,8 +89,7 @@ def probe_run(run_dir: str | os.PathLike, *, emb_dir: str | os.PathLike | None =
     if data_dir is None:
         raise ValueError("the run manifest does not record its dataset; pass --data")
     graph = load(data_dir)
-    if graph.num_nodes != store.num_nodes:
-        raise ValueError(f"dataset {data_dir} has {graph.num_nodes} nodes, features {store.num_nodes}")
+    check_run_dataset(manifest, store, graph, data_dir)
     raw = store.pooled(progress=progress)
     evals = {"val": graph.val, "test": graph.test}
     labels = np.asarray(graph.labels)

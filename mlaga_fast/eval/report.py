@@ -150,8 +150,19 @@ def write_result_json(path: str | os.PathLike, result: dict) -> None:
 
 
 def read_result_json(path: str | os.PathLike) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return validate_result(json.load(f))
+    """A result file, validated; a ValueError names the file and the problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return validate_result(json.load(f))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a result file ({e})") from None
+
+
+def dataset_key(result: dict) -> str:
+    """What identifies a result's dataset: the graph fingerprint it records (``extra.graph_fingerprint``),
+    else its name. Two datasets may share a name (every `data synth` graph is "synthetic-catalogue")."""
+    fp = result.get("extra", {}).get("graph_fingerprint")
+    return f"fp:{fp}" if isinstance(fp, str) and fp else f"name:{result['dataset']}"
 
 
 def _fmt(accs: list[float]) -> str:
@@ -164,28 +175,52 @@ def _fmt(accs: list[float]) -> str:
 
 
 def results_table_markdown(results: Iterable[dict]) -> str:
-    """Markdown table of accuracy (%): one row per method, one column per task.
+    """Markdown table of accuracy (%): one row per method, one column per dataset and task.
 
-    With results from more than one dataset the columns are "dataset / task"; a split other
-    than "test" gets its own column, e.g. "NC (val)", so val and test are never averaged. Cells
-    with several results (e.g. seeds) show mean ± std; a missing cell shows "-". Row and column
+    Results are grouped by dataset identity (``dataset_key``: the graph fingerprint, not the name), so
+    two graphs with one name never share a column; such names get a fingerprint prefix, e.g.
+    "synthetic-catalogue [3fa2b1c0]". With one dataset the columns are just the tasks. A split other
+    than "test" gets its own column, e.g. "NC (val)", so val and test are never averaged. An evaluation
+    on a graph the method was not trained on (``extra.transfer``) is its own row, "METHOD (transfer)".
+    Cells with several results (e.g. seeds) show mean ± std; a missing cell shows "-". Row and column
     order follow the first appearance in `results`.
     """
     results = [validate_result(r) for r in results]
     if not results:
         raise ValueError("results: empty list")
-    multi = len({r["dataset"] for r in results}) > 1
+    fps: dict[str, set] = {}  # dataset name -> the fingerprints recorded under it
+    for r in results:
+        key = dataset_key(r)
+        fps.setdefault(r["dataset"], set()).update([key] if key.startswith("fp:") else [])
+
+    def key_of(r: dict) -> str:
+        # A result that records no fingerprint belongs to the one fingerprinted dataset of its name,
+        # if there is exactly one; otherwise it stays apart.
+        key = dataset_key(r)
+        return next(iter(fps[r["dataset"]])) if key.startswith("name:") and len(fps[r["dataset"]]) == 1 else key
+
+    keys = {key_of(r) for r in results}
+    multi = len(keys) > 1
+
+    def dataset_label(r: dict) -> str:
+        same_name = {key_of(q) for q in results if q["dataset"] == r["dataset"]}
+        key = key_of(r)
+        if len(same_name) == 1:
+            return r["dataset"]
+        return f"{r['dataset']} [{key[3:11]}]" if key.startswith("fp:") else f"{r['dataset']} [no fingerprint]"
+
     cells: dict[tuple[str, str], list[float]] = {}
     rows: list[str] = []
     cols: list[str] = []
     for r in results:
         col = r["task"].upper() + ("" if r["split"] == "test" else f" ({r['split']})")
-        col = f"{r['dataset']} / {col}" if multi else col
-        if r["method"] not in rows:
-            rows.append(r["method"])
+        col = f"{dataset_label(r)} / {col}" if multi else col
+        row = r["method"] + (" (transfer)" if r["extra"].get("transfer") else "")
+        if row not in rows:
+            rows.append(row)
         if col not in cols:
             cols.append(col)
-        cells.setdefault((r["method"], col), []).append(float(r["accuracy"]))
+        cells.setdefault((row, col), []).append(float(r["accuracy"]))
     lines = ["| method | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for m in rows:

@@ -216,6 +216,18 @@ def _hf_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
+def hf_download_command() -> str:
+    """The download command of the installed huggingface_hub: `hf download` from 0.34 on (which
+    dropped `huggingface-cli` from its docs), `huggingface-cli download` before."""
+    import importlib.metadata as md
+
+    try:
+        major, minor = (int(x) for x in md.version("huggingface_hub").split(".")[:2])
+    except (md.PackageNotFoundError, ValueError):
+        return "hf download"
+    return "hf download" if (major, minor) >= (0, 34) else "huggingface-cli download"
+
+
 def _cached_hf_file(repo_id: str, filenames: list) -> Optional[str]:
     from huggingface_hub import try_to_load_from_cache
 
@@ -263,7 +275,7 @@ def resolve_open_clip_weights(model_name: str, tag_or_path: str) -> tuple:
             return str(local), cfg
         tried.append(str(local))
     how = (
-        f"huggingface-cli download {repo_id} {names[-1]}   (on a machine with network, then copy the "
+        f"{hf_download_command()} {repo_id} {names[-1]}   (on a machine with network, then copy the "
         f"HF cache folder to {_hf_cache_dir()})"
         if hub
         else f"download {url} into ~/.cache/clip/"
@@ -357,7 +369,7 @@ def _hf_clip(ident: str):
         raise EncoderUnavailable(
             f"encoder: Hugging Face CLIP {ident!r} is neither a local directory nor in the HF cache "
             f"{_hf_cache_dir()}; nothing is downloaded here. Fetch it elsewhere with "
-            f"`huggingface-cli download {ident}` and copy the cache, or pass hf_clip:/path/to/saved/model"
+            f"`{hf_download_command()} {ident}` and copy the cache, or pass hf_clip:/path/to/saved/model"
         )
     try:
         model = CLIPModel.from_pretrained(src, local_files_only=True, **kw)

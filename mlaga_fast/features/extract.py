@@ -21,6 +21,7 @@ from mlaga_fast.features.store import (
     FORMAT, MANIFEST, RESUME_KEYS, FeatureStore, features_fingerprint, shard_is_done, shard_name, shard_parts,
 )
 from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint
+from mlaga_fast.utils.lock import exclusive_output
 
 
 @dataclass
@@ -63,13 +64,9 @@ def graph_fingerprint(graph: Any, data_dir: Optional[str | os.PathLike] = None) 
 
 
 def _resolve_device(device: str) -> str:
-    import torch
+    from mlaga_fast.train.distributed import pick_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
-    return device
+    return str(pick_device(device))
 
 
 class _NodeInputs:
@@ -175,6 +172,11 @@ def extract_features(
     cfg = config or FeatureConfig()
     cfg.validate()
     n, has_texts, has_images = _check_graph(graph)
+    if not (has_texts or has_images):  # checked before any weights are looked for
+        raise ValueError(
+            f"dataset {getattr(graph, 'name', '')!r} has neither node texts nor images, so there is nothing to "
+            "encode: give it a text column (<Name>.csv) or images and prepare it again, or use structure-only "
+            "methods on it (`mlaga-fast baseline --model labelprop`)")
     device = _resolve_device(cfg.device)
     enc = encoder if encoder is not None else load_encoder(cfg.encoder, device)
     if encoder is not None:
@@ -182,8 +184,9 @@ def extract_features(
     use_image = enc.image is not None and has_images
     use_text = enc.text is not None and has_texts
     if not (use_image or use_text):
-        raise ValueError(f"encoder: {enc.spec!r} has no tower for the modalities this graph has "
-                         f"(texts: {has_texts}, images: {has_images})")
+        has, reads = ("texts" if has_texts else "images"), ("images" if enc.image is not None else "texts")
+        raise ValueError(f"dataset {getattr(graph, 'name', '')!r} has only {has}, and encoder {enc.spec!r} reads "
+                         f"only {reads}: choose an encoder that reads {has}")
 
     image_hdr = {"tokens": enc.image_tokens, "dim": enc.image_dim} if use_image else None
     text_hdr = {"tokens": enc.text_tokens, "dim": enc.text_dim} if use_text else None
@@ -201,90 +204,94 @@ def extract_features(
     K = header["num_shards"]
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.overwrite:
-        _wipe(out)
-    if (out / MANIFEST).is_file():
+    # One writer per folder: a second run would mix its shards with ours or delete our temp files.
+    with exclusive_output(out, "features"):  # creates the folder
+        if cfg.overwrite:
+            _wipe(out)
+        if (out / MANIFEST).is_file():
+            try:
+                old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(
+                    f"features: {out / MANIFEST} is unreadable ({e}); pass --overwrite to start over") from None
+            if not isinstance(old, dict):
+                raise ValueError(f"features: {out / MANIFEST} is not a features manifest; pass --overwrite to "
+                                 "start over")
+            diff = [k for k in RESUME_KEYS if old.get(k) != header.get(k)]
+            if diff:
+                detail = "; ".join(f"{k}: on disk {old.get(k)!r}, now {header.get(k)!r}" for k in diff)
+                raise ValueError(f"features: {out} holds features made differently ({detail}); pass --overwrite "
+                                 f"to replace them or choose another --out")
+        elif any(p.name != ".gitkeep" for p in out.iterdir()):
+            raise ValueError(f"features: {out} is not empty and has no {MANIFEST}; refusing to write into it "
+                             f"(choose an empty --out, or pass --overwrite)")
+        _clean_stray(out)
+
+        done = [i for i in range(K) if shard_is_done(out, header, i)]
+        done_set = set(done)
+        pending = [i for i in range(K) if i not in done_set]
+
+        def write_manifest(finished: list) -> None:
+            shards = [{"index": i, "start": i * S, "stop": min((i + 1) * S, n)} for i in sorted(finished)]
+            atomic_write_json(out / MANIFEST, {**header, "shards": shards, "complete": len(shards) == K})
+
+        write_manifest(done)
+        if not pending:
+            return FeatureStore(out)
+
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _NodeInputs(graph, enc.image.preprocess if use_image else None, use_text),
+            batch_sampler=_ShardBatches(pending, S, n, cfg.batch_size),
+            collate_fn=_Collate(enc.text.tokenize if use_text else None),
+            num_workers=cfg.num_workers,
+            pin_memory=device.startswith("cuda"),
+            persistent_workers=False,
+        )
+        parts = shard_parts(header)
+        finished = list(done)
+        cur, buf, filled = -1, {}, 0
+        threads = torch.get_num_threads()
+        if cfg.cpu_threads and not device.startswith("cuda"):
+            torch.set_num_threads(cfg.cpu_threads)  # restored below: the caller's setting is not ours to keep
+        bar = tqdm(total=n, initial=sum(min((i + 1) * S, n) - i * S for i in done),
+                   unit="node", desc=f"features {enc.spec}", disable=not progress, smoothing=0.1)
         try:
-            old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(
-                f"features: {out / MANIFEST} is unreadable ({e}); pass --overwrite to start over") from None
-        diff = [k for k in RESUME_KEYS if old.get(k) != header.get(k)]
-        if diff:
-            detail = "; ".join(f"{k}: on disk {old.get(k)!r}, now {header.get(k)!r}" for k in diff)
-            raise ValueError(f"features: {out} holds features made differently ({detail}); pass --overwrite "
-                             f"to replace them or choose another --out")
-    elif any(p.name != ".gitkeep" for p in out.iterdir()):
-        raise ValueError(f"features: {out} is not empty and has no {MANIFEST}; refusing to write into it "
-                         f"(choose an empty --out, or pass --overwrite)")
-    _clean_stray(out)
-
-    done = [i for i in range(K) if shard_is_done(out, header, i)]
-    done_set = set(done)
-    pending = [i for i in range(K) if i not in done_set]
-
-    def write_manifest(finished: list) -> None:
-        shards = [{"index": i, "start": i * S, "stop": min((i + 1) * S, n)} for i in sorted(finished)]
-        atomic_write_json(out / MANIFEST, {**header, "shards": shards, "complete": len(shards) == K})
-
-    write_manifest(done)
-    if not pending:
-        return FeatureStore(out)
-
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(
-        _NodeInputs(graph, enc.image.preprocess if use_image else None, use_text),
-        batch_sampler=_ShardBatches(pending, S, n, cfg.batch_size),
-        collate_fn=_Collate(enc.text.tokenize if use_text else None),
-        num_workers=cfg.num_workers,
-        pin_memory=device.startswith("cuda"),
-        persistent_workers=False,
-    )
-    parts = shard_parts(header)
-    finished = list(done)
-    cur, buf, filled = -1, {}, 0
-    threads = torch.get_num_threads()
-    if cfg.cpu_threads and not device.startswith("cuda"):
-        torch.set_num_threads(cfg.cpu_threads)  # restored below: the caller's setting is not ours to keep
-    bar = tqdm(total=n, initial=sum(min((i + 1) * S, n) - i * S for i in done),
-               unit="node", desc=f"features {enc.spec}", disable=not progress, smoothing=0.1)
-    try:
-        for ids, pix, tok in loader:
-            shard = int(ids[0]) // S
-            if shard != cur:  # first batch of a new shard: a fresh buffer (the old one was flushed)
-                cur, filled = shard, 0
-                rows = min((shard + 1) * S, n) - shard * S
-                buf = {}
+            for ids, pix, tok in loader:
+                shard = int(ids[0]) // S
+                if shard != cur:  # first batch of a new shard: a fresh buffer (the old one was flushed)
+                    cur, filled = shard, 0
+                    rows = min((shard + 1) * S, n) - shard * S
+                    buf = {}
+                    if use_image:
+                        buf["image"] = np.empty((rows, enc.image_tokens, enc.image_dim), np.float16)
+                    if use_text:
+                        buf["text"] = np.empty((rows, enc.text_tokens, enc.text_dim), np.float16)
+                        buf["text_mask"] = np.empty((rows, enc.text_tokens), bool)
+                lo = int(ids[0]) - cur * S
+                hi = lo + ids.numel()
                 if use_image:
-                    buf["image"] = np.empty((rows, enc.image_tokens, enc.image_dim), np.float16)
+                    buf["image"][lo:hi] = _finite(enc.encode_image(pix), ids, "image")  # [B, Li, Di]
                 if use_text:
-                    buf["text"] = np.empty((rows, enc.text_tokens, enc.text_dim), np.float16)
-                    buf["text_mask"] = np.empty((rows, enc.text_tokens), bool)
-            lo = int(ids[0]) - cur * S
-            hi = lo + ids.numel()
-            if use_image:
-                buf["image"][lo:hi] = _finite(enc.encode_image(pix), ids, "image")  # [B, Li, Di]
-            if use_text:
-                tid, tmask = tok
-                buf["text"][lo:hi] = _finite(enc.encode_text(tid, tmask), ids, "text")  # [B, Lt, Dt]
-                buf["text_mask"][lo:hi] = tmask.numpy()
-            filled += ids.numel()
-            bar.update(ids.numel())
-            if filled == buf[parts[0]].shape[0]:
-                _flush_shard(out, cur, S, n, buf, parts)
-                finished.append(cur)
-                write_manifest(finished)
-                buf = {}
-                if on_shard_done is not None:
-                    on_shard_done(cur)
-    finally:
-        bar.close()
-        torch.set_num_threads(threads)
-    if len(finished) != K:  # a loader that silently skipped work would be a bug here, not a user error
-        raise RuntimeError(f"features: only {len(finished)} of {K} shards were written")
-    return FeatureStore(out)
+                    tid, tmask = tok
+                    buf["text"][lo:hi] = _finite(enc.encode_text(tid, tmask), ids, "text")  # [B, Lt, Dt]
+                    buf["text_mask"][lo:hi] = tmask.numpy()
+                filled += ids.numel()
+                bar.update(ids.numel())
+                if filled == buf[parts[0]].shape[0]:
+                    _flush_shard(out, cur, S, n, buf, parts)
+                    finished.append(cur)
+                    write_manifest(finished)
+                    buf = {}
+                    if on_shard_done is not None:
+                        on_shard_done(cur)
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
+        if len(finished) != K:  # a loader that silently skipped work would be a bug here, not a user error
+            raise RuntimeError(f"features: only {len(finished)} of {K} shards were written")
+        return FeatureStore(out)
 
 
 def _finite(x: Any, ids: Any, what: str) -> np.ndarray:

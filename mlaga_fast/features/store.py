@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint
+from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, npy_header
 
 FORMAT = "mlaga_fast.features/1"
 MANIFEST = "manifest.json"
@@ -55,15 +55,38 @@ def features_fingerprint(header: dict) -> str:
 def read_manifest(path: str | os.PathLike) -> dict:
     p = Path(path) / MANIFEST
     try:
-        with open(p, encoding="utf-8") as f:
-            man = json.load(f)
+        man = json.loads(p.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"features: no {MANIFEST} in {path}; run `mlaga-fast features` first") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"features: {p} is not valid JSON ({e})") from None
+    if not isinstance(man, dict):
+        raise ValueError(f"features: {p} must hold a JSON object, got a JSON {type(man).__name__}")
     if man.get("format") != FORMAT:
         raise ValueError(f"features: {p} has format {man.get('format')!r}, expected {FORMAT!r}")
     return man
+
+
+def _header_sizes(path: Path, m: dict) -> tuple[int, int, int]:
+    """(num_nodes, shard_size, num_shards) from a manifest, checked to be consistent integers."""
+    vals = [m.get(k) for k in ("num_nodes", "shard_size", "num_shards")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in vals) or \
+            vals[2] != -(-vals[0] // vals[1]):
+        raise ValueError(f"features: {path / MANIFEST}: num_nodes, shard_size, num_shards {vals} are not "
+                         "consistent positive integers")
+    return vals[0], vals[1], vals[2]
+
+
+def _modality(path: Path, m: dict, key: str) -> tuple[int, int]:
+    """(tokens, dim) of a modality header, (0, 0) when absent."""
+    h = m.get(key)
+    if not h:
+        return 0, 0
+    ok = isinstance(h, dict) and all(isinstance(h.get(k), int) and not isinstance(h.get(k), bool) and h[k] >= 1
+                                     for k in ("tokens", "dim"))
+    if not ok:
+        raise ValueError(f"features: {path / MANIFEST}: {key} must be {{tokens, dim}} positive integers, got {h!r}")
+    return h["tokens"], h["dim"]
 
 
 def shard_is_done(root: Path, manifest: dict, i: int) -> bool:
@@ -71,7 +94,9 @@ def shard_is_done(root: Path, manifest: dict, i: int) -> bool:
     try:
         with open(root / shard_name(i, "done.json"), encoding="utf-8") as f:
             rec = json.load(f)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # unreadable, not JSON, not UTF-8
+        return False
+    if not isinstance(rec, dict):
         return False
     S, N = manifest["shard_size"], manifest["num_nodes"]
     if rec.get("index") != i or rec.get("start") != i * S or rec.get("stop") != min((i + 1) * S, N):
@@ -98,15 +123,53 @@ class FeatureStore:
                 f"features: {self.path} is incomplete ({len(m.get('shards', []))}/{m.get('num_shards')} shards); "
                 f"rerun `mlaga-fast features` with the same arguments to resume"
             )
-        self.num_nodes = int(m["num_nodes"])
-        self.shard_size = int(m["shard_size"])
-        self.num_shards = int(m["num_shards"])
-        self.image_len, self.image_dim = (m["image"]["tokens"], m["image"]["dim"]) if m.get("image") else (0, 0)
-        self.text_len, self.text_dim = (m["text"]["tokens"], m["text"]["dim"]) if m.get("text") else (0, 0)
+        self.num_nodes, self.shard_size, self.num_shards = _header_sizes(self.path, m)
+        self.image_len, self.image_dim = _modality(self.path, m, "image")
+        self.text_len, self.text_dim = _modality(self.path, m, "text")
+        for key in ("fingerprint", "encoder"):
+            if not isinstance(m.get(key), str):
+                raise ValueError(f"features: {self.path / MANIFEST} has no {key} string")
         self._parts = shard_parts(m)
-        if len(m.get("shards", [])) != self.num_shards:
-            raise ValueError(f"features: {self.path} manifest lists {len(m['shards'])} of {self.num_shards} shards")
+        if not self._parts:
+            raise ValueError(f"features: {self.path / MANIFEST} records neither image nor text features")
         self._maps: dict = {}
+        self._check_shards()
+
+    def _check_shards(self) -> None:
+        """Every shard the manifest lists is whole: its done record checks out, each array file has the
+        header (dtype, shape) this store promises and every byte of it, and every node has a valid text
+        token (each shipped tokenizer emits at least its start/end tokens, so an all-False mask row
+        means the mask is damaged). Reads headers and the small bool masks only."""
+        m = self.manifest
+        listed = [s.get("index") if isinstance(s, dict) else None for s in m.get("shards") or []]
+        if sorted(x for x in listed if isinstance(x, int)) != list(range(self.num_shards)):
+            raise ValueError(f"features: {self.path / MANIFEST} lists shards {listed}, expected "
+                             f"0..{self.num_shards - 1}")
+        want = {"image": (np.float16, (self.image_len, self.image_dim)),
+                "text": (np.float16, (self.text_len, self.text_dim)), "text_mask": (np.bool_, (self.text_len,))}
+        for i in range(self.num_shards):
+            done = self.path / shard_name(i, "done.json")
+            if not shard_is_done(self.path, m, i):
+                problem = "is missing" if not done.is_file() else "does not match the shard's files"
+                raise ValueError(f"features: {self.path}: {done.name} {problem}, so shard {i} cannot be trusted; "
+                                 f"the folder was modified: rebuild it with `mlaga-fast features --overwrite`")
+            rows = min((i + 1) * self.shard_size, self.num_nodes) - i * self.shard_size
+            for part in self._parts:
+                f = self.path / shard_name(i, f"{part}.npy")
+                try:
+                    shape, dtype = npy_header(f)
+                except ValueError as e:
+                    raise ValueError(f"features: {self.path}: {e}") from None
+                dt, tail = want[part]
+                if dtype != np.dtype(dt) or tuple(shape) != (rows, *tail):
+                    raise ValueError(f"features: {self.path}: {f.name} holds {dtype} {list(shape)}, but this store "
+                                     f"holds {np.dtype(dt).name} {[rows, *tail]}: the folder was modified")
+            if self.text_len:
+                empty = np.flatnonzero(~np.asarray(self._map(i, "text_mask")).any(axis=1))
+                if empty.size:
+                    raise ValueError(f"features: {self.path}: {shard_name(i, 'text_mask.npy')} marks no valid "
+                                     f"text token for node {i * self.shard_size + int(empty[0])} (and "
+                                     f"{empty.size - 1} more): the mask is damaged")
 
     # --- identity -----------------------------------------------------------------------------
     @property

@@ -90,6 +90,48 @@ def atomic_np_save(path: str | os.PathLike, arr: np.ndarray) -> None:
     _atomic_write(path, lambda f: np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False))
 
 
+def npy_header(path: str | os.PathLike, name: str | None = None) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of a .npy file, after checking that the header is sound and that the file holds
+    exactly the bytes the header declares; a ValueError names the file (as ``name``, default its base
+    name) otherwise. Reads the header only, so nothing is allocated from its sizes."""
+    path = Path(path)
+    name = name or path.name
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            data_start = f.tell()
+        size = path.stat().st_size
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise ValueError(f"{name} is not a readable .npy file ({' '.join(str(e).split())})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds Python objects ({dtype}); only plain numeric arrays are read")
+    need = dtype.itemsize
+    for s in shape:
+        need *= int(s)
+    have = size - data_start
+    if have != need:
+        raise ValueError(f"{name} is {'truncated' if have < need else 'damaged'}: its header declares "
+                         f"{dtype} {list(shape)} ({need} bytes of data), but the file holds {max(have, 0)}")
+    return shape, dtype
+
+
+def read_npy(path: str | os.PathLike, *, mmap_bytes: int | None = 1 << 20, name: str | None = None) -> np.ndarray:
+    """Load a .npy file checked by ``npy_header`` first (a truncated or corrupt file is refused by a
+    ValueError naming it, before anything is allocated). Files over ``mmap_bytes`` (None: never) are
+    memory-mapped read-only."""
+    path = Path(path)
+    name = name or path.name
+    shape, _ = npy_header(path, name)
+    mmap = mmap_bytes is not None and path.stat().st_size > mmap_bytes and all(shape)  # no mmap of 0 bytes
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{name} cannot be read ({' '.join(str(e).split())})") from None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
