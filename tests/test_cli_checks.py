@@ -192,7 +192,7 @@ def test_preset_config_file_and_options_resolve_in_order(two_graphs, tmp_path):
     file or an option replaced."""
     root = two_graphs
     f = tmp_path / "sizes.yaml"
-    f.write_text("dim: 16\nnum_layers: 1\nnum_heads: 2\n")
+    f.write_text("dim: 16\nnum_layers: 2\nnum_heads: 2\n")
     res = run_cli(["train", "align", "--data", root / "syn0", "--features", root / "syn0" / "features",
                    "--out", tmp_path / "run", "--preset", "paper", "--config", f, "--num-queries", 4,
                    "--batch-size", 32, "--max-steps", 1, "--device", "cpu", "--attn-backend", "sdpa",
@@ -201,8 +201,8 @@ def test_preset_config_file_and_options_resolve_in_order(two_graphs, tmp_path):
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     # file: dim, layers, heads; option: queries; preset (paper) alone: cross-attention every 2nd layer
     assert (cfg["dim"], cfg["num_layers"], cfg["num_heads"], cfg["num_queries"], cfg["cross_attention_every"]) \
-        == (16, 1, 2, 4, 2)
-    assert "note: dim, num_heads, num_layers, num_queries from --config / the command line replace --preset " \
+        == (16, 2, 2, 4, 2)
+    assert "note: batch_size, dim, num_heads, num_layers, num_queries from --config / the command line replace --preset " \
            "paper's values" in res.output
 
 
@@ -242,7 +242,8 @@ def test_info_without_a_gpu_says_so():
 
     assert "built without CUDA" in cuda_unusable_reason({"built_with_cuda": False})
     rep = report()
-    if not rep["cuda_device_usable"] and not Path("/proc/driver/nvidia/version").exists():
+    if rep["core"].get("built_with_cuda") and not rep["cuda_device_usable"] \
+            and not Path("/proc/driver/nvidia/version").exists():
         assert rep["cuda_unusable_reason"] == "no NVIDIA GPU or driver was found on this machine"
         out = run_cli(["info"]).output
         assert "CUDA device usable: no (no NVIDIA GPU or driver was found on this machine)" in out

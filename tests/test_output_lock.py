@@ -110,7 +110,7 @@ def test_ppr_table_and_training_runs_refuse_a_second_writer(dataset, tmp_path):
     run = tmp_path / "run"
     with exclusive_output(run, "train align"):
         _refused(run_cli(["train", "align", "--data", dataset, "--features", tmp_path, "--out", run]))
-        _refused(run_cli(["train", "instruct", "--data", dataset, "--out", run]))
+        _refused(run_cli(["train", "instruct", "--data", dataset, "--node-source", "raw", "--out", run]))
     assert list(run.iterdir()) == []  # nothing was written by the refused runs
 
 

@@ -57,7 +57,8 @@ def _common_eval_options(fn):
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset dir (seen or unseen: transfer needs no tuning)")
 @click.option("--task", type=click.Choice(["nc", "lp"]), required=True, help="node classification or link prediction")
-@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True,
+              help="which split's nodes (NC) or pairs (LP)")
 @click.option("--demos", type=click.Choice(["ppr", "random", "none"]), default=None,
               help="ablation: override the run's demonstrations [default: as trained]")
 @click.option("--max-examples", type=click.IntRange(min=0), default=0, show_default=True,
@@ -95,14 +96,14 @@ def eval_cmd(run_dir, data_dir, task, split, demos, max_examples, generate, prot
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Stage-2 run")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset dir (seen or unseen)")
-@click.option("--task", type=click.Choice(["nc", "lp"]), required=True)
+@click.option("--task", type=click.Choice(["nc", "lp"]), required=True, help="node classification or link prediction")
 @click.option("--nodes", default="test", show_default=True,
               help="NC: all | train | val | test | a file of node ids (one per line, or .npy)")
 @click.option("--pairs", "pairs_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="LP: a file of node-id pairs (two per line, or .npy [n, 2]) [default: the test pairs]")
 @click.option("--demos", type=click.Choice(["ppr", "random", "none"]), default=None,
               help="NC demonstrations [default: as trained]")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of random demonstrations")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="FILE.csv, FILE.jsonl or FILE.parquet")
 @_common_eval_options
@@ -130,7 +131,8 @@ def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_fil
 @click.option("--seed", type=int, default=0, show_default=True, help="seeds demonstrations and sampling")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="0 = greedy decoding")
-@click.option("--max-new-tokens", type=click.IntRange(1, 512), default=48, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1, 512), default=48, show_default=True,
+              help="longest answer, in tokens")
 @click.option("--features", default=None, help="features dir [default: DATA/features]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.argument("question", required=False)
