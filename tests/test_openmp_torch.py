@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from test_ppr_core import check_bound
-from test_ppr_helpers import exact_ppr, random_graph, reference_topk
+from helpers.ppr_reference import exact_ppr, random_graph, reference_topk
 
 _SCRIPT = r"""
 import json, sys
