@@ -1,6 +1,5 @@
 """Baselines: graph ops against dense-matrix references, label propagation against its closed form,
 and end-to-end NC / LP behaviour on seeded stochastic block models."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from mlaga_fast.baselines.train import (
 from mlaga_fast.data import MultimodalGraph, random_node_split, split_links
 from mlaga_fast.eval.report import validate_result
 
-MAGB = Path(__file__).resolve().parents[2] / "shared" / "data" / "magb"
 
 
 # ------------------------------------------------------------------ helpers
@@ -334,12 +332,10 @@ def test_bad_inputs_are_refused():
 # ------------------------------------------------------------------ real graph
 
 
-def test_labelprop_on_real_toys_graph():
-    if not (MAGB / "ToysGraph.pt").exists():
-        pytest.skip(f"real MAGB graphs not found at {MAGB}")
+def test_labelprop_on_real_toys_graph(magb_dir):
     from mlaga_fast.data.magb import load_magb
 
-    g = load_magb(MAGB, "Toys", progress=False)
+    g = load_magb(magb_dir, "Toys", progress=False)
     r = run_baseline(g, None, BaselineConfig(model="labelprop", progress=False))
     y_tr = g.labels[g.train]
     majority = (g.labels[g.test] == np.bincount(y_tr).argmax()).mean()

@@ -183,6 +183,8 @@ def test_align_resume_needs_no_data_or_features(two_graphs, tmp_path):
     assert res.exit_code == 0, res.output
     man = json.loads((run / "manifest.json").read_text())
     assert man["train"]["steps"] == 4 and man["inputs"]["data_dir"] == str((root / "syn0").resolve())
+    again = run_cli(["train", "align", "--out", run, "--resume", "--no-progress"])  # a finished run: says so
+    assert again.exit_code == 0 and f"{run} is already complete (4 steps); nothing to do." in again.output
     fresh = run_cli(["train", "align", "--out", tmp_path / "new", "--no-progress"])
     assert fresh.exit_code == 2 and "--data and --features are required for a new run" in fresh.output
 

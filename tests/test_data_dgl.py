@@ -10,7 +10,6 @@ import pytest
 
 from mlaga_fast.data.dgl_format import dgl_graph_bytes, read_dgl_graph
 
-MAGB = Path(__file__).resolve().parents[2] / "shared" / "data" / "magb"
 # From /work/shared/data/README.md: nodes, stored edges, classes.
 EXPECTED = {"Toys": (20695, 63443, 18), "Grocery": (17074, 85670, 20)}
 TENSOR_MAGIC = struct.pack("<Q", 0xDD5E40F096B4A13F)
@@ -32,16 +31,16 @@ def independent_records(raw: bytes) -> list[np.ndarray]:
     return out
 
 
-def _real(name: str) -> Path:
-    p = MAGB / f"{name}Graph.pt"
+def _real(magb_dir: Path, name: str) -> Path:
+    p = magb_dir / f"{name}Graph.pt"
     if not p.exists():
         pytest.skip(f"real MAGB graph not found at {p}")
     return p
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_real_graph_matches_independent_scan(name):
-    path = _real(name)
+def test_real_graph_matches_independent_scan(name, magb_dir):
+    path = _real(magb_dir, name)
     n, e, k = EXPECTED[name]
     g = read_dgl_graph(path)
     assert g.num_nodes == n
@@ -59,9 +58,9 @@ def test_real_graph_matches_independent_scan(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_writer_reproduces_real_file(name):
+def test_writer_reproduces_real_file(name, magb_dir):
     # DGL pads the first 4 KiB with uninitialised memory; everything after it must match byte for byte.
-    path = _real(name)
+    path = _real(magb_dir, name)
     raw = path.read_bytes()
     g = read_dgl_graph(path)
     out = dgl_graph_bytes(g.src, g.dst, g.num_nodes, g.ndata)
@@ -95,8 +94,8 @@ def test_truncated_everywhere(tmp_path):
             read_dgl_graph(p)
 
 
-def test_truncated_real_file(tmp_path):
-    raw = _real("Toys").read_bytes()
+def test_truncated_real_file(tmp_path, magb_dir):
+    raw = _real(magb_dir, "Toys").read_bytes()
     p = tmp_path / "ToysGraph.pt"
     p.write_bytes(raw[: len(raw) - 300_000])
     with pytest.raises(ValueError, match="truncated"):
@@ -123,8 +122,8 @@ def test_out_of_range_edge(tmp_path):
         read_dgl_graph(p)
 
 
-def test_out_of_range_edge_patched_real_file(tmp_path):
-    raw = bytearray(_real("Grocery").read_bytes())
+def test_out_of_range_edge_patched_real_file(tmp_path, magb_dir):
+    raw = bytearray(_real(magb_dir, "Grocery").read_bytes())
     # Find the source-id record independently: the first int64 record of length == stored edges.
     pos = 0
     while True:

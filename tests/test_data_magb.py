@@ -20,7 +20,6 @@ from mlaga_fast.data import load
 from mlaga_fast.data.dgl_format import dgl_graph_bytes
 from mlaga_fast.data.magb import load_magb
 
-MAGB = Path(__file__).resolve().parents[2] / "shared" / "data" / "magb"
 README = {"Toys": (20695, 63443, 18), "Grocery": (17074, 85670, 20)}  # nodes, stored edges, classes
 
 
@@ -48,14 +47,12 @@ def independent_counts(path: Path, n: int, e: int) -> dict:
 
 
 @pytest.mark.parametrize("name", ["Toys", "Grocery"])
-def test_real_magb_prepare_and_inspect(name, tmp_path):
-    path = MAGB / f"{name}Graph.pt"
-    if not path.exists():
-        pytest.skip(f"real MAGB graph not found at {path}")
+def test_real_magb_prepare_and_inspect(name, tmp_path, magb_dir):
+    path = magb_dir / f"{name}Graph.pt"
     n, e, k = README[name]
     runner = CliRunner()
     out = tmp_path / name
-    r = runner.invoke(cli, ["data", "prepare", "--format", "magb", "--root", str(MAGB), "--name", name,
+    r = runner.invoke(cli, ["data", "prepare", "--format", "magb", "--root", str(magb_dir), "--name", name,
                             "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["data", "inspect", str(out), "--json"])

@@ -23,6 +23,7 @@ def test_make_result_nc_hand_computed():
     assert r["num_examples"] == 6
     assert r["num_invalid"] == 1
     assert r["confusion"] == [[2, 1, 0], [0, 1, 0], [1, 0, 0]]
+    assert r["invalid_per_class"] == [0, 1, 0]  # the -1 answer was for a true "b"
     assert r["per_class_accuracy"] == {"a": pytest.approx(2 / 3), "b": 0.5, "c": 0.0}
     assert r["extra"] == {"seed": 3}
     assert r["split"] == "test"
@@ -156,3 +157,40 @@ def test_plot_confusion_png(tmp_path):
     plot_confusion(r, p)
     data = p.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_all_invalid_generations_show_in_an_invalid_column(tmp_path, monkeypatch):
+    """#18 item 12: a generation run whose every answer is invalid is not a blank matrix."""
+    from matplotlib.figure import Figure
+
+    shown = {}
+    add_subplot = Figure.add_subplot
+
+    def spy(self, *a, **k):  # records the matrix handed to imshow
+        ax = add_subplot(self, *a, **k)
+        imshow = ax.imshow
+
+        def record(data, **kw):
+            shown["data"] = np.asarray(data)
+            return imshow(data, **kw)
+
+        ax.imshow = record
+        return ax
+
+    monkeypatch.setattr(Figure, "add_subplot", spy)
+    r = make_result(task="nc", method="m (generation)", dataset="d", y_true=[0, 0, 1], y_pred=[-1, -1, -1],
+                    class_names=["a", "b"])
+    assert r["confusion"] == [[0, 0], [0, 0]] and r["invalid_per_class"] == [2, 1]
+    plot_confusion(r, tmp_path / "g.png")
+    np.testing.assert_allclose(shown["data"], [[0, 0, 1], [0, 0, 1]])  # rows normalised, last column "invalid"
+
+
+def test_eval_checks_the_dataset_before_loading_any_model(tmp_path):
+    """#18 item 3: `eval` on a dataset without features fails on the features, not after loading the LLM
+    (here the run folder does not even exist, so loading it would fail differently)."""
+    from mlaga_fast.data.synth import make_catalogue
+    from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
+
+    make_catalogue(tmp_path / "ds", nodes=40, classes=2, image_size=8, mean_degree=4.0, seed=0)
+    with pytest.raises((ValueError, FileNotFoundError), match="features"):
+        evaluate(tmp_path / "no_run", tmp_path / "ds", EvalOptions(task="nc", device="cpu"), progress=False)

@@ -83,6 +83,8 @@ def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_p
         if not resume:
             _record_inputs(out_dir, data_dir, features_dir)
         summary = train_align(cfg, data_dir, features_dir, out_dir, resume=resume, show_progress=not no_progress)
+    if summary.get("already_complete") and summary.get("manifest"):
+        click.echo(f"{out_dir} is already complete ({summary['steps']} steps); nothing to do.", err=True)
     if summary.get("manifest"):  # main rank only
         click.echo(json.dumps({"run": summary["run"], "steps": summary["steps"], "final": summary["final"]},
                               indent=2, default=str))

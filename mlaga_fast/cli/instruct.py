@@ -139,7 +139,9 @@ def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_fil
 def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, features, device, question) -> None:
     """Ask the assistant about a node (or a pair). Without QUESTION: an interactive prompt (empty line quits)."""
     from mlaga_fast.assistant import MLaGA
+    from mlaga_fast.eval.instruct_eval import check_inputs
 
+    check_inputs(data_dir, features)  # before the LLM is loaded
     m = MLaGA.from_pretrained(run_dir, device=device, progress=False)
 
     def answer(q: str) -> str:

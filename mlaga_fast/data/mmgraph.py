@@ -25,6 +25,7 @@ from mlaga_fast.data.bounds import check_class_ids, node_count_from_edges
 from mlaga_fast.data.graph import LinkSplit, MultimodalGraph, as_int64, check_finite, check_ids, pairs_in_csr
 from mlaga_fast.data.images import FolderImageSource, ImageSource, TarImageSource, scan_images
 from mlaga_fast.data.splits import random_node_split, sample_negative_pairs
+from mlaga_fast.utils.arrays import to_numpy
 
 
 def _load_pt(path: Path):
@@ -37,12 +38,13 @@ def _load_pt(path: Path):
 
 
 def _np(obj, field: str) -> np.ndarray:
-    if hasattr(obj, "detach"):
-        return obj.detach().cpu().numpy()
+    """The package's one converter (utils.arrays.to_numpy); what NumPy cannot read at all (a ragged
+    list, say) is a ValueError naming ``field`` too."""
     try:
-        return np.asarray(obj)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{field}: cannot convert to an array ({e})") from e
+        return to_numpy(obj, field)
+    except Exception as e:  # noqa: BLE001 - NumPy raises several types for unreadable objects
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(field) else f"{field}: cannot convert to an array ({msg})") from e
 
 
 def _edges(obj, field: str) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlaga_fast.data.graph import LINK_FIELDS, LinkSplit, MultimodalGraph
+from mlaga_fast.utils.arrays import to_numpy
 
 _PYG_LINK = {"train_pos": "train_pos_edge_index", "val_pos": "val_pos_edge_index", "val_neg": "val_neg_edge_index",
              "test_pos": "test_pos_edge_index", "test_neg": "test_neg_edge_index"}
@@ -54,11 +55,11 @@ def to_pyg(graph: MultimodalGraph, x: str | None = None):
 def from_pyg(data, name: str | None = None, texts=None, images=None, class_names=None) -> MultimodalGraph:
     _require_pyg()
     n = int(data.num_nodes)
-    ei = data.edge_index.detach().cpu().numpy()
+    ei = to_numpy(data.edge_index, "edge_index")
     y = getattr(data, "y", None)
     labels = None
     if y is not None:
-        y = y.detach().cpu().numpy()
+        y = to_numpy(y, "y")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         labels = y
@@ -66,16 +67,16 @@ def from_pyg(data, name: str | None = None, texts=None, images=None, class_names
     for f in ("train", "val", "test"):
         m = getattr(data, f"{f}_mask", None)
         if m is not None:
-            m = m.detach().cpu().numpy()
+            m = to_numpy(m, f"{f}_mask")
             if m.shape != (n,):
                 raise ValueError(f"{f}_mask has shape {m.shape}, expected ({n},)")
             splits[f] = np.flatnonzero(m).astype(np.int64)
     feats = {}
     if getattr(data, "x", None) is not None:
-        feats["x"] = data.x.detach().cpu().numpy()
+        feats["x"] = to_numpy(data.x, "x")
     link = None
     if all(getattr(data, _PYG_LINK[f], None) is not None for f in LINK_FIELDS):
-        link = LinkSplit(**{f: getattr(data, _PYG_LINK[f]).detach().cpu().numpy() for f in LINK_FIELDS})
+        link = LinkSplit(**{f: to_numpy(getattr(data, _PYG_LINK[f]), _PYG_LINK[f]) for f in LINK_FIELDS})
     if texts is None:
         texts = getattr(data, "texts", None)
     if class_names is None:

@@ -86,15 +86,27 @@ def eval_examples(m, ds, opts: EvalOptions) -> list:
     return examples
 
 
+def check_inputs(data_dir, features) -> None:
+    """Fail fast, with the loaders' one-line errors, on a dataset or features folder that cannot be read."""
+    from mlaga_fast.data import load
+    from mlaga_fast.features.store import read_manifest
+
+    load(data_dir)
+    read_manifest(Path(features) if features else Path(data_dir) / "features")
+
+
 def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None, *, progress: bool = True,
              loaded=None) -> dict:
     """Returns the result dict (constrained scoring, or the paper protocol; generation under extra)."""
     from mlaga_fast.assistant import MLaGA
     from mlaga_fast.eval.report import make_result
     from mlaga_fast.eval.scoring import answer_text, match_generation, match_paper_protocol
+    from mlaga_fast.features.extract import graph_fingerprint
 
     opts.validate()
     t0 = time.time()
+    if loaded is None:  # the dataset and its features are checked before the LLM is loaded
+        check_inputs(data_dir, opts.features)
     m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device=opts.device, progress=progress)
     ds = m.dataset(data_dir, opts.features, progress=progress)
     examples = eval_examples(m, ds, opts)
@@ -118,6 +130,7 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     method = opts.method or _method_name(cfg, demos_mode)
     info = {"run": str(Path(m.run_dir).resolve()), "demos": demos_mode, "node_source": cfg["node_source"],
             "num_demos": cfg["num_demos"], "llm": cfg["llm"], "transfer": m.is_transfer(ds),
+            "graph_fingerprint": graph_fingerprint(ds.graph, ds.dir),
             "protocol": opts.protocol, "trained_on": [r["name"] for r in m.manifest["inputs"]["datasets"]],
             "options": asdict(opts), "chance": _chance(y_true, len(names))}
     gen_res = None

@@ -64,6 +64,7 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
     from tqdm.auto import tqdm
 
     from mlaga_fast.assistant import MLaGA
+    from mlaga_fast.eval.instruct_eval import check_inputs
     from mlaga_fast.prompts.demos import LinkPairs
 
     out = Path(out_file)
@@ -76,6 +77,8 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
             raise ValueError("--out *.parquet needs pyarrow (pip install pyarrow)") from None
     if task not in ("nc", "lp"):
         raise ValueError(f"task: {task!r} is not one of ['nc', 'lp']")
+    if model is None:
+        check_inputs(data_dir, features)  # before the LLM is loaded
     m = model or MLaGA.from_pretrained(run_dir, device=device, progress=progress)
     ds = m.dataset(data_dir, features, progress=progress)
     if task == "nc":

@@ -102,6 +102,7 @@ def make_result(
     valid = yp >= 0
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (yt[valid], yp[valid]), 1)  # rows = true class
+    invalid = np.bincount(yt[~valid], minlength=num_classes)  # [C] unparsable answers per true class
     support = np.bincount(yt, minlength=num_classes)
     per_class = OrderedDict()
     for c, name in enumerate(class_names):
@@ -117,6 +118,7 @@ def make_result(
         "accuracy": acc,
         "num_examples": n,
         "num_invalid": int((~valid).sum()),
+        "invalid_per_class": invalid.tolist(),
         "class_names": class_names,
         "per_class_accuracy": dict(per_class),
         "confusion": confusion.tolist(),
@@ -246,15 +248,20 @@ def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True
     c = len(names)
     if conf.shape != (c, c):
         raise ValueError(f"confusion: expected shape ({c}, {c}), got {tuple(conf.shape)}")
+    labels = list(names)
+    invalid = np.asarray(result.get("invalid_per_class") or [0] * c, dtype=np.float64)
+    if invalid.sum() > 0:  # free generation: unparsable answers get their own column [C, C+1]
+        conf = np.concatenate([conf, invalid[:, None]], axis=1)
+        labels.append("invalid")
     shown = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1) if normalize else conf
     side = max(3.5, 0.45 * c + 2.0)
     fig = Figure(figsize=(side + 1.0, side))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(c))
+    ax.set_xticks(range(len(labels)))
     ax.set_yticks(range(c))
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     ax.set_yticklabels(names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -262,7 +269,7 @@ def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True
                  f"{result['split']}): acc {100 * result['accuracy']:.1f}%", fontsize=9)
     if c <= 30:
         for i in range(c):
-            for j in range(c):
+            for j in range(len(labels)):
                 if conf[i, j]:
                     ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=6,
                             color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black")
