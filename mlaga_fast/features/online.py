@@ -18,10 +18,10 @@ from typing import Any, Optional
 import numpy as np
 
 from mlaga_fast.features.extract import _check_graph, _Collate, _finite, _NodeInputs, _resolve_device, graph_fingerprint
-from mlaga_fast.features.store import FORMAT, features_fingerprint
+from mlaga_fast.features.store import FORMAT, FeatureIdentity, features_fingerprint
 
 
-class OnlineFeatures:
+class OnlineFeatures(FeatureIdentity):
     """Encoder features of ``graph``'s nodes, computed on demand.
 
     graph: a MultimodalGraph (or anything extract_features accepts: num_nodes, texts, images,
@@ -55,18 +55,6 @@ class OnlineFeatures:
         self.manifest = {**header, "fingerprint": features_fingerprint(header), "mode": "online", "complete": True}
         self._inputs = _NodeInputs(graph, enc.image.preprocess if self._use_image else None, self._use_text)
         self._collate = _Collate(enc.text.tokenize if self._use_text else None)
-
-    # --- identity (as FeatureStore) -----------------------------------------------------------
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def encoder(self) -> str:
-        return self.manifest["encoder"]
-
-    def __len__(self) -> int:
-        return self.num_nodes
 
     def __repr__(self) -> str:
         return (f"OnlineFeatures(encoder={self.encoder!r}, N={self.num_nodes}, image=[{self.image_len}, "

@@ -111,7 +111,25 @@ def shard_is_done(root: Path, manifest: dict, i: int) -> bool:
     return True
 
 
-class FeatureStore:
+class FeatureIdentity:
+    """What a features source is, read from its manifest: shared by FeatureStore and OnlineFeatures."""
+
+    manifest: dict
+    num_nodes: int
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def encoder(self) -> str:
+        return self.manifest["encoder"]
+
+    def __len__(self) -> int:
+        return self.num_nodes
+
+
+class FeatureStore(FeatureIdentity):
     """Read-only view of a finished features directory; rows are read lazily from memory maps."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -170,18 +188,6 @@ class FeatureStore:
                     raise ValueError(f"features: {self.path}: {shard_name(i, 'text_mask.npy')} marks no valid "
                                      f"text token for node {i * self.shard_size + int(empty[0])} (and "
                                      f"{empty.size - 1} more): the mask is damaged")
-
-    # --- identity -----------------------------------------------------------------------------
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def encoder(self) -> str:
-        return self.manifest["encoder"]
-
-    def __len__(self) -> int:
-        return self.num_nodes
 
     def __repr__(self) -> str:
         return (f"FeatureStore({str(self.path)!r}, encoder={self.encoder!r}, N={self.num_nodes}, "
