@@ -97,21 +97,10 @@ def run(mode, model, tok, proj, inputs, exs, batch: int, precision=None):
 
 
 def bf16_agreement(model, tok, proj, inputs, exs) -> dict:
-    from mlaga_fast.llm.forward import LLMParts
-    from mlaga_fast.train.instruct_batch import answer_loss, collate
-    from mlaga_fast.train.precision import Precision
+    from mlaga_fast.train.instruct_batch import collate
+    from mlaga_fast.train.precision import bf16_agreement as agreement
 
-    batch = collate(exs[:16], tok.pad_token_id, with_answer=True)
-    out = {}
-    for name, prec in (("fp32", Precision("fp32", "float32", None)), ("bf16", Precision("bf16", "float32", "bfloat16"))):
-        proj.zero_grad()
-        with prec.context("cpu"):
-            loss = answer_loss(LLMParts(model), proj, batch, inputs, "cpu")
-        loss.backward()
-        out[name] = (loss.item(), torch.cat([p.grad.flatten() for p in proj.parameters() if p.grad is not None]))
-    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
-    return {"loss_rel_diff": abs(l16 - l32) / abs(l32),
-            "grad_cosine": torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()}
+    return agreement(model, proj, collate(exs[:16], tok.pad_token_id, with_answer=True), inputs, "cpu")
 
 
 def main() -> None:

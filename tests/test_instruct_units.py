@@ -324,24 +324,16 @@ def test_bf16_loss_and_input_gradients_within_tolerance_of_fp32(llm):
     """bf16 autocast vs fp32 on the same prompts: the loss within 2% and the gradient reaching the node
     tokens (what trains the projectors) at cosine > 0.99. The same check runs on SmolLM2 and the demo's
     prompts in benchmarks/bench_instruct.py; the tolerance is the one --precision auto relies on."""
-    from mlaga_fast.llm.forward import LLMParts
-    from mlaga_fast.train.instruct_batch import answer_loss, collate
-    from mlaga_fast.train.precision import Precision
+    from mlaga_fast.train.instruct_batch import collate
+    from mlaga_fast.train.precision import bf16_agreement
 
     model, tok, _ = llm
     exs = [e for e in _examples(_builder(tok)) if e.task == "nc"]
     inputs, proj = _inputs(3), _projectors("modality", seed=3)
-    batch = collate(exs, tok.pad_token_id, with_answer=True)
-    out = {}
-    for name, prec in (("fp32", Precision("fp32", "float32", None)), ("bf16", Precision("bf16", "float32", "bfloat16"))):
-        proj.zero_grad()
-        with prec.context("cpu"):
-            loss = answer_loss(LLMParts(model), proj, batch, inputs, "cpu")
-        loss.backward()
-        out[name] = (loss.item(), torch.cat([p.grad.flatten() for p in proj.parameters() if p.grad is not None]))
-    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
+    agree = bf16_agreement(model, proj, collate(exs, tok.pad_token_id, with_answer=True), inputs, "cpu")
+    l32, l16 = agree["loss_fp32"], agree["loss_bf16"]
     assert abs(l16 - l32) <= 0.02 * abs(l32)
-    cos = torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()
+    cos = agree["grad_cosine"]
     assert cos > 0.99 and math.isfinite(cos)
 
 

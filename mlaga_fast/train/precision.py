@@ -57,3 +57,23 @@ def resolve_precision(precision: str, device_type: str, *, frozen_weights: bool)
     if cuda and frozen_weights:
         return Precision(precision, dtype, None)  # frozen weights stored in half precision: no autocast needed
     return Precision(precision, "float32", dtype)
+
+
+def bf16_agreement(model, proj, batch, inputs, device: str = "cpu") -> dict:
+    """Stage 2's answer loss and projector gradients on one batch in fp32 and under bf16 autocast:
+    {"loss_fp32", "loss_bf16", "loss_rel_diff", "grad_cosine"} (the check --precision auto relies on)."""
+    import torch
+
+    from mlaga_fast.llm.forward import LLMParts
+    from mlaga_fast.train.instruct_batch import answer_loss
+
+    out = {}
+    for name, prec in (("fp32", Precision("fp32", "float32", None)), ("bf16", Precision("bf16", "float32", "bfloat16"))):
+        proj.zero_grad()
+        with prec.context(device):
+            loss = answer_loss(LLMParts(model), proj, batch, inputs, device)
+        loss.backward()
+        out[name] = (loss.item(), torch.cat([p.grad.flatten() for p in proj.parameters() if p.grad is not None]))
+    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
+    return {"loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32),
+            "grad_cosine": torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()}
