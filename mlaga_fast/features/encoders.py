@@ -403,7 +403,13 @@ class MiniLMText(TextTower):
         self.tokenize = _HFTokenize(AutoTokenizer.from_pretrained(str(path), local_files_only=True), MINILM_MAX_TOKENS)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, Lt, 384]
+        # BERT attends both ways under the mask, so the columns that are padding in every row change no
+        # real position's output: run the batch cut to its longest text (the catalogue's texts use ~40 of
+        # 64 tokens) and pad the output back with zeros (the store zeroes padding anyway).
+        L = ids.shape[1]
+        used = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
+        out = self.bert(input_ids=ids[:, :used], attention_mask=mask[:, :used].long()).last_hidden_state
+        return torch.nn.functional.pad(out, (0, 0, 0, L - used))  # [B, Lt, 384]
 
 
 class _TorchvisionPre:
@@ -430,12 +436,15 @@ class EfficientNetLite0Image(ImageTower):
 
         self.net = EfficientNet.from_name("efficientnet-lite0")
         self.net.load_state_dict(torch.load(files[0], map_location="cpu", weights_only=True))
+        # channels-last: its depthwise convolutions run 1.5x faster on CPU (64 images at 128 px: 2.35 s vs
+        # 3.6 s on 2 cores), outputs equal to 3e-5 (stored in fp16)
+        self.net = self.net.to(memory_format=torch.channels_last)
         # The converted Lite weights were validated upstream with ImageNet mean/std at 224 px.
         self.preprocess = _TorchvisionPre(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         self.weights = files[0].name
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        fmap = self.net.extract_features(pixels)  # [B, 1280, S/32, S/32]
+        fmap = self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))  # [B, 1280, S/32, S/32]
         return fmap.flatten(2).transpose(1, 2)  # [B, (S/32)^2, 1280]
 
 

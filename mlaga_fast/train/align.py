@@ -302,8 +302,12 @@ class AlignStage:
             with ctx:
                 with self.precision.context(info.device.type):
                     _, pooled = self.ddp(dev)  # [U, d]
-                anchor = pooled[dev["anchor_index"]].float()  # [b, d]
-                positives = pooled[dev["positive_index"]].float()  # [b, k, d]
+                # index_select, not pooled[idx]: the backward of advanced indexing with repeated rows
+                # accumulates with atomics on CPU, so the same seed gave different weights from run to run
+                # (measured: 1 process in 5); index_select's backward adds the rows in order.
+                pidx = dev["positive_index"]  # [b, k]
+                anchor = pooled.index_select(0, dev["anchor_index"]).float()  # [b, d]
+                positives = pooled.index_select(0, pidx.reshape(-1)).view(*pidx.shape, -1).float()  # [b, k, d]
                 all_anchor = D.all_gather_with_grad(anchor)  # [B, d]
                 all_ids = D.all_gather_no_grad(dev["anchor_ids"])  # [B]
                 if cfg.objective == "mlaga":
