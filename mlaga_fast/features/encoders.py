@@ -40,6 +40,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from mlaga_fast.utils.arrays import used_columns
+
 DEFAULT_SPEC = "open_clip:ViT-L-14/openai"
 MINILM_MAX_TOKENS = 64
 
@@ -406,8 +408,7 @@ class MiniLMText(TextTower):
         # BERT attends both ways under the mask, so the columns that are padding in every row change no
         # real position's output: run the batch cut to its longest text (the catalogue's texts use ~40 of
         # 64 tokens) and pad the output back with zeros (the store zeroes padding anyway).
-        L = ids.shape[1]
-        used = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
+        L, used = ids.shape[1], used_columns(mask)
         out = self.bert(input_ids=ids[:, :used], attention_mask=mask[:, :used].long()).last_hidden_state
         return torch.nn.functional.pad(out, (0, 0, 0, L - used))  # [B, Lt, 384]
 

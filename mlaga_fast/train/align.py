@@ -30,6 +30,7 @@ import numpy as np
 
 from mlaga_fast.config import check_resume_config, config_to_dict, resolve_config, save_config
 from mlaga_fast.train.loop import LOOP_RUNTIME_FIELDS, LoopConfig, validate_loop
+from mlaga_fast.utils.arrays import used_columns
 
 __all__ = ["AlignConfig", "PRESETS", "train_align", "check_features_match", "StepBatches"]
 
@@ -189,8 +190,7 @@ def trim_text(batch: dict[str, Any]) -> dict[str, Any]:
     mask = batch.get("text_mask")
     if mask is None or mask.numel() == 0:
         return batch
-    used = mask.any(dim=0).nonzero()
-    keep = int(used[-1]) + 1 if used.numel() else 1
+    keep = used_columns(mask)
     if keep < mask.shape[1]:
         batch = dict(batch, text=batch["text"][:, :keep].contiguous(), text_mask=mask[:, :keep].contiguous())
     return batch

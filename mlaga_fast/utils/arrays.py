@@ -35,3 +35,10 @@ def to_numpy(a: Any, name: str) -> np.ndarray:
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def used_columns(mask: Any) -> int:
+    """Columns up to the last one that is real (True) in any row of a [B, L] torch mask; at least 1. The
+    columns after it are padding in every row and can be cut before a masked encoder or attention runs."""
+    used = mask.any(dim=0).nonzero()
+    return int(used[-1]) + 1 if used.numel() else 1
