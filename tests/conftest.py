@@ -4,6 +4,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if "MLAGA_FAST_CACHE" not in os.environ:
+    # The GGUF LLM's converted copy (mlaga_fast.llm.gguf_cache) goes to a folder of this session's own,
+    # shared by its tests and their subprocesses, and removed at exit: the user's cache is never touched.
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["MLAGA_FAST_CACHE"] = tempfile.mkdtemp(prefix="mlaga_fast_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["MLAGA_FAST_CACHE"], True)
 
 
 def _has_cuda() -> bool:

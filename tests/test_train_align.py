@@ -229,9 +229,11 @@ def test_non_finite_loss_is_a_one_line_error(inputs, tmp_path, monkeypatch):
     import mlaga_fast.models.contrastive as C
 
     data, feat = inputs
-    real = C.graph_infonce
-    monkeypatch.setattr(C, "graph_infonce", lambda *a, **k: real(*a, **k) * float("nan"))
-    with pytest.raises(ValueError, match="loss is nan at step 1"):
-        train_align(AlignConfig(**TINY), data, feat, tmp_path / "x", show_progress=False)
+    for name, objective in (("graph_infonce", "infonce"), ("mlaga_objective", "mlaga")):
+        real = getattr(C, name)
+        monkeypatch.setattr(C, name, lambda *a, _real=real, **k: _real(*a, **k) * float("nan"))
+        with pytest.raises(ValueError, match="loss is nan at step 1"):
+            train_align(AlignConfig(**dict(TINY, objective=objective)), data, feat, tmp_path / objective,
+                        show_progress=False)
     with pytest.raises(ValueError, match="'lr' must be in"):
         build_config({"lr": 1e12})

