@@ -53,14 +53,17 @@ def build_examples(data_dir: Path, nq: int, ppr_k: int, progress: bool = False) 
     """
     from mlaga_fast.data import load
     from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
-    from mlaga_fast.train.instruct import InstructConfig, build_training_examples
+    from mlaga_fast.train.instruct import InstructConfig, build_phase_examples
     from mlaga_fast.train.instruct_data import DatasetInputs
 
     graph = load(data_dir)
-    cfg = InstructConfig(data=[str(data_dir)], tasks=["nc", "lp"], demos="ppr", ppr_k=ppr_k)
+    # Every labelled training node gets an NC prompt, and as many LP prompts: the largest set Stage 2 builds.
+    cfg = InstructConfig(data=[str(data_dir)], tasks=["nc", "lp"], demos="ppr", ppr_k=ppr_k, nc_per_dataset=0,
+                         lp_per_dataset=0)
     tokenizer = load_tokenizer(resolve_llm(cfg.llm))
     inputs = DatasetInputs(graph.name, Path(data_dir), graph, store=None, tokens=None)  # tokens are not read here
-    return build_training_examples(cfg, [inputs], tokenizer, nq, progress=progress)
+    warm, instruct = build_phase_examples(cfg, [inputs], tokenizer, nq, image_tokens=1, progress=progress)
+    return warm + instruct
 
 
 # ----------------------------------------------------------------------------- one stage, in-process
@@ -109,11 +112,11 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
         shutil.rmtree(run, ignore_errors=True)
         cfg = AlignConfig(**ALIGN_CFG, max_steps=args.align_steps)
         train_align(cfg, data, feats, run, show_progress=False)
-        recs = [r for r in read_jsonl(run / "metrics.jsonl") if "anchors_per_s" in r]
-        steady = recs[1:] or recs  # the first window includes warm-up
-        aps = float(np.mean([r["anchors_per_s"] for r in steady]))
-        out.update(steps=args.align_steps, batch_size=cfg.batch_size, anchors_per_s=round(aps, 1),
-                   steps_per_s=round(aps / cfg.batch_size, 3))
+        recs = [r for r in read_jsonl(run / "metrics.jsonl") if "step_s" in r]
+        steady = recs[1:] or recs  # the first record's step includes the warm-up
+        sps = 1.0 / float(np.mean([r["step_s"] for r in steady]))
+        out.update(steps=args.align_steps, batch_size=cfg.batch_size, steps_per_s=round(sps, 3),
+                   anchors_per_s=round(sps * cfg.batch_size, 1))
     elif stage == "embed":
         import shutil
 
