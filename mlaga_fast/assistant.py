@@ -103,7 +103,9 @@ class MLaGA:
 
         from mlaga_fast.export import bundled_aligner
 
-        key = (str(Path(data_dir).resolve()), None if features is None else str(Path(features).resolve()))
+        from mlaga_fast.features.source import features_arg
+
+        key = (str(Path(data_dir).resolve()), None if features is None else features_arg(features))
         ds = self._data.get(key)
         if ds is None:
             align = bundled_aligner(self.run_dir, self.manifest)

@@ -57,3 +57,50 @@ def test_online_refuses_bad_ids(graph_and_store):
         online.get(np.array([0.5]))
     with pytest.raises(ValueError, match="1-D"):
         online.get(np.zeros((2, 2), np.int64))
+
+
+def test_online_pooled_equals_the_stored_pooled(graph_and_store):
+    graph, store = graph_and_store
+    online = OnlineFeatures(graph, "tiny", device="cpu", graph_fp=graph.fingerprint)
+    a, b = online.pooled(batch_size=64), store.pooled()  # float32 [N, Di + Dt] each
+    assert a.shape == b.shape == (200, store.image_dim + store.text_dim)
+    np.testing.assert_allclose(a, b, rtol=2 ** -9, atol=2 ** -12)  # tokens within one fp16 rounding step
+
+
+def test_stage1_and_embed_run_on_online_features_as_on_stored(graph_and_store, tmp_path):
+    """`online:tiny` in place of the stored folder: Stage 1 trains the same way (the same losses up to the
+    fp16 rounding of a token), records the same features identity, and its exported tokens agree."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mlaga_fast.cli.main import cli
+    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.embed import export_embeddings, load_embeddings
+    from mlaga_fast.train.metrics import read_jsonl
+
+    _, store = graph_and_store
+    data = store.path.parent / "data"
+    cfg = AlignConfig(dim=16, num_layers=1, num_heads=2, num_queries=2, batch_size=16, max_steps=4, warmup_steps=1,
+                      log_every=1, checkpoint_every=100, device="cpu")
+    train_align(cfg, data, store.path, tmp_path / "stored", show_progress=False)
+    train_align(cfg, data, "online:tiny", tmp_path / "online", show_progress=False)
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / run / "metrics.jsonl")] for run in ("stored", "online")]
+    assert len(losses[0]) == 4
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
+    man = json.loads((tmp_path / "online" / "manifest.json").read_text())
+    assert man["inputs"]["features_dir"] == "online:tiny"
+    assert man["inputs"]["features"]["fingerprint"] == store.fingerprint
+
+    export_embeddings(tmp_path / "online", tmp_path / "emb_online", device="cpu", progress=False)  # recorded: online
+    export_embeddings(tmp_path / "online", tmp_path / "emb_stored", features_dir=str(store.path), device="cpu",
+                      progress=False)
+    (tok_a, pool_a, _), (tok_b, pool_b, _) = (load_embeddings(tmp_path / e) for e in ("emb_online", "emb_stored"))
+    np.testing.assert_allclose(np.asarray(tok_a, np.float32), np.asarray(tok_b, np.float32), rtol=1e-2, atol=1e-2)
+
+    bad = CliRunner().invoke(cli, ["train", "align", "--data", str(data), "--features", "online:",
+                                   "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "online:' needs an encoder spec" in bad.output
+    bad = CliRunner().invoke(cli, ["train", "align", "--data", str(data), "--features", str(tmp_path / "nope"),
+                                   "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "is not a features directory" in bad.output

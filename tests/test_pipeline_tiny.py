@@ -246,6 +246,34 @@ def test_raw_feature_ablation_trains_its_own_projector(pipeline, tmp_path):
     assert res["accuracy"] >= res["extra"]["chance"] + 0.2, res
 
 
+def test_stage2_on_online_features(pipeline, tmp_path, monkeypatch):
+    """`--features online:tiny` (encoders per batch, nothing stored) for Stage 2 and its evaluation: the node
+    tokens equal those from the stored folder, and their cache goes to the dataset's cache folder."""
+    import numpy as np
+
+    from mlaga_fast.features import FeatureStore
+    from mlaga_fast.train.instruct_data import load_dataset_inputs
+
+    root, a, _, _ = pipeline
+    monkeypatch.chdir(tmp_path)  # a cache written to a relative "online:tiny" folder would land here
+    online = load_dataset_inputs(a, "online:tiny", source="aligner", align_dir=root / "align", allow_unseen=False,
+                                 progress=False, images=True)
+    stored = load_dataset_inputs(a, None, source="aligner", align_dir=root / "align", allow_unseen=False,
+                                 progress=False, images=True)
+    np.testing.assert_allclose(np.asarray(online.tokens, np.float32), np.asarray(stored.tokens, np.float32),
+                               rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(online.image, FeatureStore(a / "features").pooled()[:, :online.image.shape[1]],
+                               rtol=2 ** -9, atol=2 ** -12)
+    assert list((a / "cache" / "node_tokens").glob("*.npy")) and not list(tmp_path.iterdir())
+    run = tmp_path / "online_run"
+    r = _cli(["train", "instruct", "--data", a, "--features", "online:tiny", "--align", root / "align", "--llm",
+              root / "llm", "--tasks", "nc", "--epochs", 1, "--batch-size", 16, "--device", "cpu", "--out", run,
+              "--no-progress"])
+    assert r.exit_code == 0, r.output
+    _, res = _eval(run, a, "nc", tmp_path / "online.json", "--features", "online:tiny", "--max-examples", 16)
+    assert res["num_examples"] == 16
+
+
 def test_predict_matches_eval_and_resumes_to_the_same_file(pipeline, tmp_path, monkeypatch):
     from mlaga_fast.assistant import MLaGA
     from mlaga_fast.eval import predict as P

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from mlaga_fast.cli.params import FEATURES
 from mlaga_fast.config import config_options, preset_overrides
 from mlaga_fast.train.align import PRESETS, AlignConfig
 
@@ -41,20 +42,22 @@ def _run_inputs(out_dir: str, data_dir: str | None, features_dir: str | None, re
 
 def _record_inputs(out_dir: str, data_dir: str, features_dir: str) -> None:
     """Record a new run's inputs, unless the folder already holds a run (train_align then refuses it)."""
+    from mlaga_fast.features.source import features_arg
     from mlaga_fast.train.checkpoint import find_latest
     from mlaga_fast.utils.io import atomic_write_json
 
     out = Path(out_dir)
     if not (out / "manifest.json").exists() and find_latest(out / "checkpoints") is None:
         atomic_write_json(out / INPUTS_RECORD, {"data": str(Path(data_dir).resolve()),
-                                                "features": str(Path(features_dir).resolve())})
+                                                "features": features_arg(features_dir)})
 
 
 @click.command("align")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
               help="dataset directory (mlaga_fast.data.save output); with --resume, the run's by default")
-@click.option("--features", "features_dir", type=click.Path(exists=True, file_okay=False),
-              help="features directory (`mlaga-fast features` output); with --resume, the run's by default")
+@click.option("--features", "features_dir", type=FEATURES,
+              help="features directory (`mlaga-fast features` output) or online:ENCODER (encoders run on every "
+                   "batch, nothing stored); with --resume, the run's by default")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory to create")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/TOML/JSON file of config fields (applied over --preset; CLI options override both)")
@@ -94,7 +97,7 @@ def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_p
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="finished `train align` run")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="output directory EMB")
-@click.option("--features", "features_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--features", "features_dir", type=FEATURES, default=None,
               help="features directory (default: the one the run recorded; must match it)")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="nodes per aligner forward pass")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or N (= cuda:N)")
@@ -113,7 +116,7 @@ def embed_cmd(run_dir, out_dir, features_dir, batch_size, device):
               help="`mlaga-fast embed` output to reuse (default: encode now)")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="dataset directory (default: the one the run recorded; must be that graph)")
-@click.option("--features", "features_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--features", "features_dir", type=FEATURES, default=None,
               help="features directory (default: the one the run recorded; must match it)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or N (= cuda:N)")
 def probe_cmd(run_dir, emb_dir, data_dir, features_dir, device):

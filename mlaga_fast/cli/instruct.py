@@ -44,7 +44,7 @@ def instruct_cmd(out_dir: str, resume: bool, config_file: str | None, preset: st
 
 
 def _common_eval_options(fn):
-    fn = click.option("--features", default=None, help="features dir [default: DATA/features]")(fn)
+    fn = click.option("--features", default=None, help="features dir or online:ENCODER [default: DATA/features]")(fn)
     fn = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")(fn)
     fn = click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                       help="prompts scored together")(fn)
@@ -133,7 +133,7 @@ def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_fil
               help="0 = greedy decoding")
 @click.option("--max-new-tokens", type=click.IntRange(1, 512), default=48, show_default=True,
               help="longest answer, in tokens")
-@click.option("--features", default=None, help="features dir [default: DATA/features]")
+@click.option("--features", default=None, help="features dir or online:ENCODER [default: DATA/features]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.argument("question", required=False)
 def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, features, device, question) -> None:

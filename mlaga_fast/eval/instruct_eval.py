@@ -87,12 +87,15 @@ def eval_examples(m, ds, opts: EvalOptions) -> list:
 
 
 def check_inputs(data_dir, features) -> None:
-    """Fail fast, with the loaders' one-line errors, on a dataset or features folder that cannot be read."""
+    """Fail fast, with the loaders' one-line errors, on a dataset or features folder that cannot be read
+    (online features are checked when the encoder is loaded)."""
     from mlaga_fast.data import load
+    from mlaga_fast.features.source import is_online
     from mlaga_fast.features.store import read_manifest
 
     load(data_dir)
-    read_manifest(Path(features) if features else Path(data_dir) / "features")
+    if not is_online(features):
+        read_manifest(Path(features) if features else Path(data_dir) / "features")
 
 
 def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None, *, progress: bool = True,

@@ -50,7 +50,7 @@ def aligned_pooled(run_dir: str | os.PathLike, *, emb_dir: str | os.PathLike | N
     from mlaga_fast.train.embed import encode_nodes, load_embeddings, open_run_features
 
     model, manifest = load_aligner(run_dir)
-    store = open_run_features(manifest, features_dir)
+    store = open_run_features(manifest, features_dir, device)
     if emb_dir is not None:
         _, pooled, emb_manifest = load_embeddings(emb_dir)
         if emb_manifest.get("features_fingerprint") != store.fingerprint:

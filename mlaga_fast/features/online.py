@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mlaga_fast.features.extract import _check_graph, _Collate, _finite, _NodeInputs, _resolve_device, graph_fingerprint
-from mlaga_fast.features.store import FORMAT, FeatureIdentity, features_fingerprint
+from mlaga_fast.features.store import FORMAT, FeatureIdentity, features_fingerprint, pool_tokens
 
 
 class OnlineFeatures(FeatureIdentity):
@@ -53,6 +53,8 @@ class OnlineFeatures(FeatureIdentity):
             "graph_name": getattr(graph, "name", ""), "mlaga_fast_version": __version__,
         }
         self.manifest = {**header, "fingerprint": features_fingerprint(header), "mode": "online", "complete": True}
+        self.path = f"online:{enc.spec}"  # what messages name; mlaga_fast.features.source opens this string
+        self._pooled: np.ndarray | None = None
         self._inputs = _NodeInputs(graph, enc.image.preprocess if self._use_image else None, self._use_text)
         self._collate = _Collate(enc.text.tokenize if self._use_text else None)
 
@@ -97,6 +99,20 @@ class OnlineFeatures(FeatureIdentity):
             out["text"][:] = _finite(self._enc.encode_text(tid, tmask), node_ids, "text")  # [n, Lt, Dt]
             out["text_mask"][:] = tmask.numpy()
         return out
+
+    def pooled(self, progress: bool = False, batch_size: int = 256) -> np.ndarray:
+        """float32 [N, Di + Dt], as FeatureStore.pooled: every node encoded once now (kept in memory)."""
+        if self._pooled is None:
+            from tqdm.auto import tqdm
+
+            out = np.zeros((self.num_nodes, self.image_dim + self.text_dim), np.float32)
+            for lo in tqdm(range(0, self.num_nodes, batch_size), desc="pooling (online)", disable=not progress):
+                ids = np.arange(lo, min(lo + batch_size, self.num_nodes))
+                f = self.get_numpy(ids)
+                out[ids] = pool_tokens(f["image"] if self.image_len else None, f["text"] if self.text_len else None,
+                                       f["text_mask"] if self.text_len else None)
+            self._pooled = out
+        return self._pooled
 
     def get(self, idx: Any) -> dict:
         """Features of nodes ``idx`` (any order, repeats allowed), encoded now.

@@ -111,6 +111,19 @@ def shard_is_done(root: Path, manifest: dict, i: int) -> bool:
     return True
 
 
+def pool_tokens(image: np.ndarray | None, text: np.ndarray | None, text_mask: np.ndarray | None) -> np.ndarray:
+    """float32 [c, Di + Dt]: per modality the mean over its valid tokens, image first. image [c, Li, Di]
+    (every token valid), text [c, Lt, Dt] with text_mask [c, Lt]; a node without text gets zeros there."""
+    parts = []
+    if image is not None:
+        parts.append(np.asarray(image).astype(np.float32).mean(axis=1))
+    if text is not None:
+        txt, msk = np.asarray(text).astype(np.float32), np.asarray(text_mask)
+        cnt = np.maximum(msk.sum(axis=1, keepdims=True), 1).astype(np.float32)  # [c, 1]
+        parts.append((txt * msk[..., None]).sum(axis=1) / cnt)
+    return np.concatenate(parts, axis=1)
+
+
 class FeatureIdentity:
     """What a features source is, read from its manifest: shared by FeatureStore and OnlineFeatures."""
 
@@ -291,14 +304,10 @@ class FeatureStore(FeatureIdentity):
             rows = min(self.shard_size, self.num_nodes - base)
             for a in range(0, rows, step):
                 b = min(a + step, rows)
-                if self.image_len:
-                    img = self._map(i, "image")[a:b]  # [c, Li, Di] fp16
-                    out[base + a:base + b, :self.image_dim] = img.astype(np.float32).mean(axis=1)
-                if self.text_len:
-                    txt = self._map(i, "text")[a:b].astype(np.float32)  # [c, Lt, Dt]
-                    msk = np.asarray(self._map(i, "text_mask")[a:b])  # [c, Lt]
-                    cnt = np.maximum(msk.sum(axis=1, keepdims=True), 1).astype(np.float32)  # no text -> zeros
-                    out[base + a:base + b, self.image_dim:] = (txt * msk[..., None]).sum(axis=1) / cnt
+                out[base + a:base + b] = pool_tokens(
+                    self._map(i, "image")[a:b] if self.image_len else None,  # [c, Li, Di] fp16
+                    self._map(i, "text")[a:b] if self.text_len else None,  # [c, Lt, Dt] fp16
+                    self._map(i, "text_mask")[a:b] if self.text_len else None)  # [c, Lt]
         atomic_np_save(cache, out)
         atomic_write_json(meta, want)
         return out

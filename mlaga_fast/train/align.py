@@ -210,12 +210,12 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0, "lr": 1.0}]
 
 
-def _load_inputs(data_dir: Path, features_dir: Path) -> tuple[Any, Any, str | None]:
+def _load_inputs(data_dir: Path, features_dir: str, device: str) -> tuple[Any, Any, str | None]:
     from mlaga_fast.data import load
-    from mlaga_fast.features import FeatureStore
+    from mlaga_fast.features.source import open_features
 
     graph = load(data_dir)
-    store = FeatureStore(features_dir)
+    store = open_features(features_dir, data_dir=data_dir, graph=graph, device=device)
     if store.num_nodes != graph.num_nodes:
         raise ValueError(f"features at {features_dir} have {store.num_nodes} nodes, dataset {data_dir} has "
                          f"{graph.num_nodes}: they are not for the same graph")
@@ -355,7 +355,9 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
     from mlaga_fast.train.manifest import features_record, write_stage_manifest
 
     cfg.validate()
-    data_dir, features_dir, run = Path(data_dir).resolve(), Path(features_dir).resolve(), Path(out_dir)
+    from mlaga_fast.features.source import features_arg
+
+    data_dir, features_dir, run = Path(data_dir).resolve(), features_arg(features_dir), Path(out_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = D.init_distributed(cfg.device)
     try:
@@ -371,7 +373,7 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
                         "manifest": done if info.is_main else {}, "already_complete": True}
         elif (run / "manifest.json").exists() or find_latest(ckpt_dir) is not None:
             raise ValueError(f"{run} already holds a run; pass --resume to continue it or choose a new --out")
-        graph, store, graph_fp = _load_inputs(data_dir, features_dir)
+        graph, store, graph_fp = _load_inputs(data_dir, features_dir, str(info.device))
         indptr, indices = graph.train_graph()
         per_epoch = graph.num_nodes // cfg.batch_size
         if per_epoch < 1:
@@ -409,7 +411,7 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
             dims = dict(model.arch, image_len=store.image_len, text_len=store.text_len)
             manifest = write_stage_manifest(
                 run, "align", config=config_to_dict(cfg),
-                inputs={"data_dir": str(data_dir), "graph_fingerprint": graph_fp, "features_dir": str(features_dir),
+                inputs={"data_dir": str(data_dir), "graph_fingerprint": graph_fp, "features_dir": features_dir,
                         "features": features_record(store),
                         "features_manifest": {k: v for k, v in store.manifest.items() if k != "shards"}},
                 dims=dims,

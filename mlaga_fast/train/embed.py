@@ -24,15 +24,20 @@ from mlaga_fast.utils.io import atomic_dir, atomic_write_json, fingerprint
 __all__ = ["encode_nodes", "export_embeddings", "load_embeddings", "open_run_features"]
 
 
-def open_run_features(run_manifest: dict[str, Any], features_dir: str | os.PathLike | None = None) -> Any:
-    """The FeatureStore a run was trained on (or ``features_dir``), checked against the run manifest."""
-    from mlaga_fast.features import FeatureStore
+def open_run_features(run_manifest: dict[str, Any], features_dir: str | os.PathLike | None = None,
+                      device: str = "auto") -> Any:
+    """The features a run was trained on (or ``features_dir``: a folder or ``online:ENCODER``), checked
+    against the run manifest."""
+    from mlaga_fast.features.source import open_features
     from mlaga_fast.train.manifest import check_features_match
 
-    path = features_dir if features_dir is not None else run_manifest.get("inputs", {}).get("features_dir")
+    inputs = run_manifest.get("inputs", {})
+    path = features_dir if features_dir is not None else inputs.get("features_dir")
     if path is None:
         raise ValueError("the run manifest does not record its features directory; pass --features")
-    store = FeatureStore(path)
+    from mlaga_fast.train.distributed import pick_device
+
+    store = open_features(path, data_dir=inputs.get("data_dir"), device=str(pick_device(device)))
     check_features_match(run_manifest, store)
     return store
 
@@ -73,7 +78,7 @@ def export_embeddings(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, run_manifest = load_aligner(run_dir)
-    store = open_run_features(run_manifest, features_dir)
+    store = open_run_features(run_manifest, features_dir, device)
     n, nq, d = store.num_nodes, model.num_queries, model.d
     with atomic_dir(out_dir) as tmp:
         tok = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16, shape=(n, nq, d))

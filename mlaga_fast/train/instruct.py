@@ -41,7 +41,7 @@ class InstructConfig(LoopConfig):
     # --- inputs ---
     data: list[str] = field(default_factory=list, metadata={"help": "dataset dirs (mlaga_fast.data.save)"})
     features: list[str] = field(default_factory=list,
-                                metadata={"help": "features dir per dataset (default: DIR/features)"})
+                                metadata={"help": "features dir or online:ENCODER per dataset (default: DIR/features)"})
     align: str = field(default="", metadata={"help": "Stage-1 run dir (not needed for --node-source raw)"})
     llm: str = field(default="smollm2", metadata={"help": "hub id, local folder, *.gguf, or alias smollm2/vicuna"})
     tasks: list[str] = field(default_factory=lambda: ["nc", "lp"], metadata={"help": "nc, lp or both"})

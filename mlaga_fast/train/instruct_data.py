@@ -56,8 +56,10 @@ def aligner_identity(align_dir: str | Path) -> str:
 
 
 def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None = None,
-                device: str = "cpu", batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """fp16 [N, nq, d] node tokens (cached), or [N, 1, D] pooled features for source='raw'.
+                device: str = "cpu", batch_size: int = 256, progress: bool = True,
+                cache_root: str | Path | None = None) -> np.ndarray:
+    """fp16 [N, nq, d] node tokens (cached under cache_root, by default the features folder), or [N, 1, D]
+    pooled features for source='raw'.
 
     The aligner runs through ``mlaga_fast.train.embed.encode_nodes``, the function ``mlaga-fast embed``
     uses, so Stage 2 trains on exactly the tokens that are exported (same precision policy)."""
@@ -68,7 +70,7 @@ def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None 
     if align_dir is None:
         raise ValueError("node_source='aligner' needs the Stage-1 run (--align)")
     key = fingerprint({"aligner": aligner_identity(align_dir), "features": store.fingerprint})
-    cache = Path(store.path) / "node_tokens" / f"{key}.npy"
+    cache = Path(cache_root or store.path) / "node_tokens" / f"{key}.npy"
     meta = cache.with_suffix(".json")
     if cache.is_file() and meta.is_file():
         arr = np.load(cache, mmap_mode="r")
@@ -120,13 +122,13 @@ def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *
                         align_dir: str | Path | None, allow_unseen: bool, device: str = "cpu",
                         progress: bool = True, images: bool = False) -> DatasetInputs:
     from mlaga_fast.data import load
-    from mlaga_fast.features import FeatureStore
     from mlaga_fast.features.extract import graph_fingerprint
+    from mlaga_fast.features.source import is_online, open_features
     from mlaga_fast.train.manifest import read_stage_manifest
 
     data_dir = Path(data_dir)
     graph = load(data_dir)
-    store = FeatureStore(Path(features_dir) if features_dir else data_dir / "features")
+    store = open_features(features_dir or data_dir / "features", data_dir=data_dir, graph=graph, device=device)
     gfp, want = store.manifest.get("graph_fingerprint"), graph_fingerprint(graph, data_dir)
     if gfp is not None and gfp != want:
         raise ValueError(f"features at {store.path} were extracted from another graph "
@@ -137,7 +139,9 @@ def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *
         if align_dir is None:
             raise ValueError("node_source='aligner' needs the Stage-1 run (--align)")
         check_aligner_features(read_stage_manifest(align_dir, "align"), store, allow_unseen=allow_unseen)
-    tokens = node_tokens(store, source=source, align_dir=align_dir, device=device, progress=progress)
+    # online features have no folder: their node tokens are cached with the dataset's other caches
+    tokens = node_tokens(store, source=source, align_dir=align_dir, device=device, progress=progress,
+                         cache_root=data_dir / "cache" if is_online(store.path) else None)
     return DatasetInputs(graph.name, data_dir, graph, store, tokens, image_vectors(store) if images else None)
 
 
