@@ -7,7 +7,10 @@ Per encoder, on a synthetic catalogue: extract the features once (mlaga_fast.fea
 the same random batches (--batch nodes, what a Stage-1 step reads) from the stored FeatureStore and
 from OnlineFeatures (mlaga_fast.features.online, the encoders run per batch, nothing stored), and
 report nodes/s of each, the ratio, the stored bytes per node, and what storing would take at the
-paper's token shapes for 1M nodes. Writes benchmarks/results/online_features.json (or --out).
+paper's token shapes for 1M nodes. Then Stage 1 itself both ways (`train align` with the folder and
+with ``online:ENCODER``, the demo's aligner settings, --align-steps steps): seconds per step, since a
+step reads its anchors and their sampled positives (up to batch x (1 + positives) nodes).
+Writes benchmarks/results/online_features.json (or --out).
 """
 from __future__ import annotations
 
@@ -33,6 +36,21 @@ def _rate(read, batches) -> float:
     return sum(len(b) for b in batches) / (time.perf_counter() - t0)
 
 
+def _align_step_s(tmp: Path, features: str, steps: int, threads: int) -> float:
+    """Mean seconds per Stage-1 step after the first, the demo's aligner settings, on ``features``."""
+    import shutil
+
+    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.metrics import read_jsonl
+
+    run = tmp / "align_run"
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = AlignConfig(dim=128, num_queries=4, max_steps=steps, warmup_steps=1, log_every=1,
+                      checkpoint_every=10**9, device="cpu")
+    train_align(cfg, tmp / "data", features, run, show_progress=False)
+    return float(np.mean([r["step_s"] for r in read_jsonl(run / "metrics.jsonl")][1:]))
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -48,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="nodes per read (a Stage-1 micro-batch of anchors)")
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--align-steps", type=int, default=6, help="Stage-1 steps timed each way")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "online_features.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -67,19 +86,23 @@ def main(argv=None) -> int:
             assert online.fingerprint == store.fingerprint
             stored_rate = _rate(store.get, batches)
             online_rate = _rate(online.get, batches)
+            step_s = {how: _align_step_s(Path(tmp), feats, args.align_steps, args.threads)
+                      for how, feats in (("stored", str(store.path)), ("online", f"online:{spec}"))}
             per_node = (store.image_len * store.image_dim + store.text_len * store.text_dim) * 2 + store.text_len
             row = {"encoder": spec, "nodes": args.nodes, "batch": args.batch, "threads": args.threads,
                    "image": [store.image_len, store.image_dim], "text": [store.text_len, store.text_dim],
                    "extract_nodes_per_s": round(args.nodes / extract_s, 1),
                    "stored_read_nodes_per_s": round(stored_rate, 1), "online_nodes_per_s": round(online_rate, 1),
                    "stored_over_online": round(stored_rate / online_rate, 1),
+                   "align_step_s_stored": round(step_s["stored"], 3), "align_step_s_online": round(step_s["online"], 3),
                    "stored_bytes_per_node": per_node,
                    "stored_gib_at_1m_nodes": round(per_node * 1e6 / 2**30, 1),
                    "paper_shapes_gib_at_1m_nodes": round(PAPER_BYTES_PER_NODE * 1e6 / 2**30, 1)}
             rows.append(row)
             print(f"{spec:12s} stored read {stored_rate:9.1f} nodes/s | online {online_rate:8.1f} nodes/s | "
                   f"stored/online {row['stored_over_online']}x | {per_node / 1024:.1f} KiB per node stored "
-                  f"({row['stored_gib_at_1m_nodes']} GiB at 1M nodes)", flush=True)
+                  f"({row['stored_gib_at_1m_nodes']} GiB at 1M nodes) | Stage-1 step {step_s['stored']:.2f} s "
+                  f"stored, {step_s['online']:.2f} s online", flush=True)
     atomic_write_json(args.out, {"benchmark": "online_features", "machine": platform.platform(),
                                  "cpus": len(os.sched_getaffinity(0)), "loadavg": os.getloadavg(), "rows": rows})
     print(f"wrote {args.out}")

@@ -348,6 +348,7 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
     import torch
     import torch.distributed as dist
 
+    from mlaga_fast.features.source import features_arg
     from mlaga_fast.models.aligner import input_stats
     from mlaga_fast.train import distributed as D
     from mlaga_fast.train.checkpoint import find_latest
@@ -355,8 +356,6 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
     from mlaga_fast.train.manifest import features_record, write_stage_manifest
 
     cfg.validate()
-    from mlaga_fast.features.source import features_arg
-
     data_dir, features_dir, run = Path(data_dir).resolve(), features_arg(features_dir), Path(out_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = D.init_distributed(cfg.device)
