@@ -36,7 +36,7 @@ def _rate(read, batches) -> float:
     return sum(len(b) for b in batches) / (time.perf_counter() - t0)
 
 
-def _align_step_s(tmp: Path, features: str, steps: int, threads: int) -> float:
+def _align_step_s(tmp: Path, features: str, steps: int) -> float:
     """Mean seconds per Stage-1 step after the first, the demo's aligner settings, on ``features``."""
     import shutil
 
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--align-steps", type=int, default=6, help="Stage-1 steps timed each way")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "online_features.json")
     args = ap.parse_args(argv)
+    if args.align_steps < 2:
+        ap.error("--align-steps must be >= 2 (the first step, which includes warm-up, is not timed)")
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
             assert online.fingerprint == store.fingerprint
             stored_rate = _rate(store.get, batches)
             online_rate = _rate(online.get, batches)
-            step_s = {how: _align_step_s(Path(tmp), feats, args.align_steps, args.threads)
+            step_s = {how: _align_step_s(Path(tmp), feats, args.align_steps)
                       for how, feats in (("stored", str(store.path)), ("online", f"online:{spec}"))}
             per_node = (store.image_len * store.image_dim + store.text_len * store.text_dim) * 2 + store.text_len
             row = {"encoder": spec, "nodes": args.nodes, "batch": args.batch, "threads": args.threads,

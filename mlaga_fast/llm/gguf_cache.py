@@ -19,6 +19,7 @@ it loaded with ``save_pretrained`` into a cache folder, and every later load rea
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -47,9 +48,18 @@ def wants_cache(gguf_path: Path) -> bool:
 def _key(gguf_path: Path) -> str:
     import transformers
 
+    st = gguf_path.stat()
+    digest = _sha256(str(gguf_path.resolve()), st.st_size, st.st_mtime_ns)
+    return f"{gguf_path.stem}-{digest[:16]}-tf{transformers.__version__}"
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's sha256, hashed once per process per (path, size, mtime): load_llm asks for the tokenizer
+    and the weights separately, and a run may load the same LLM more than once."""
     from mlaga_fast.utils.io import sha256_file
 
-    return f"{gguf_path.stem}-{sha256_file(gguf_path)[:16]}-tf{transformers.__version__}"
+    return sha256_file(path)
 
 
 def cached_folder(source: str, gguf_file: str) -> Path | None:
