@@ -127,6 +127,28 @@ def test_link_split_validation_and_train_graph():
                   test_neg=[[1], [4]])
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 20])
+def test_link_split_checked_in_chunks_names_the_global_column(monkeypatch, chunk):
+    """The split is validated a few columns at a time (bounded memory); every message still names the
+    column in the whole array, the same for any chunk size."""
+    import mlaga_fast.data.graph as graph_mod
+
+    monkeypatch.setattr(graph_mod, "_CHUNK", chunk)
+    g = MultimodalGraph.from_edges("t", [0, 1, 2, 3, 0], [1, 2, 3, 4, 2], 5)
+    base = dict(val_pos=[[0], [2]], val_neg=[[0], [4]], test_pos=[[3], [2]], test_neg=[[1], [4]])
+    g.set_link_split(LinkSplit(train_pos=[[0, 1, 3, 1], [1, 2, 4, 0]], **base))
+    cases = {
+        r"train_pos: pair \(1, 4\) at column 3 is not an edge": [[0, 1, 3, 1], [1, 2, 4, 4]],
+        r"train_pos: self-loop at column 2": [[0, 1, 3, 1], [1, 2, 3, 0]],
+        r"train_pos: node id 9 at \[1, 3\] is out of range \[0, 5\)": [[0, 1, 3, 1], [1, 2, 4, 9]],
+        r"train_pos: node id -1 at \[0, 2\] is out of range": [[0, 1, -1, 1], [1, 2, 4, 9]],
+        r"train_pos: pair \(2, 0\) at column 3 is also a held-out": [[0, 1, 3, 2], [1, 2, 4, 0]],
+    }
+    for msg, train in cases.items():
+        with pytest.raises(ValueError, match=msg):
+            g.set_link_split(LinkSplit(train_pos=train, **base))
+
+
 def test_fingerprint_tracks_content():
     a, b = _ok(), _ok()
     assert a.fingerprint == b.fingerprint

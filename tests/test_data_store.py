@@ -168,3 +168,43 @@ def test_save_refuses_a_directory_that_is_not_a_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     save(_graph(), tmp_path / "empty")  # an empty directory is fine
     assert load(tmp_path / "empty").num_nodes == 50
+
+
+def test_texts_are_decoded_on_demand_and_equal_the_list(tmp_path):
+    """load() maps texts.bin instead of decoding every text (210 MiB at 1M nodes); the sequence it returns
+    must be the saved list, item by item, through every way the code reads it."""
+    import pickle
+
+    from mlaga_fast.data.texts import TextBlob
+
+    g = _graph()
+    save(g, tmp_path / "ds")
+    h = load(tmp_path / "ds", verify_fingerprint=True)  # the fingerprint rehashes the texts through the blob
+    assert isinstance(h.texts, TextBlob) and isinstance(h.texts._blob, np.memmap)
+    assert len(h.texts) == 50 and list(h.texts) == g.texts and h.texts == g.texts
+    assert h.texts[7] == g.texts[7] and h.texts[-1] == g.texts[-1] and h.texts[3:40:6] == g.texts[3:40:6]
+    with pytest.raises(IndexError):
+        h.texts[50]
+    assert h.texts != g.texts[:-1] and h.texts != "not a list"
+    again = pickle.loads(pickle.dumps(h.texts))  # spawned DataLoader workers reopen the files
+    assert list(again) == g.texts and again.name == "texts.bin"
+
+
+def test_damaged_texts_refused_with_the_file_named(tmp_path):
+    g = _graph()
+    save(g, tmp_path / "ds")
+    d = tmp_path / "ds"
+    blob = bytearray((d / "texts.bin").read_bytes())
+    blob[5] = 0xFF  # never valid in UTF-8
+    (d / "texts.bin").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"dataset .*: texts\.bin is not valid UTF-8"):
+        load(d)
+    save(g, d)
+    off = np.load(d / "text_offsets.npy")
+    cut = off.copy()
+    first = next(i for i, t in enumerate(g.texts) if "°" in t)  # a 2-byte character after "produit n"
+    cut[first + 1] = off[first] + len("produit n") + 1  # the next text starts inside "°"
+    np.save(d / "text_offsets.npy", cut)
+    h = load(d, validate=False)
+    with pytest.raises(ValueError, match=f"texts.bin: text of node {first} .* not valid UTF-8"):
+        h.texts[first]

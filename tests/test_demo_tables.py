@@ -30,3 +30,29 @@ def test_comparison_table_groups_variants_over_seeds():
     assert lines[2] == "| paper (mlaga) | paper (mlaga) | modality-aware | 92.0 ± 2.0 | 84.0 ± 4.0 | 74.0 ± 4.0 | 3 |"
     assert lines[3] == "| ours (prenorm) | ours (infonce) | single | 96.0 | 95.0 | 80.0 | 1 |"
     assert len(lines) == 4
+
+
+def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
+    """`mlaga-fast compare --threads N` sets torch's CPU threads before any work (it used to ignore it)."""
+    import pytest
+    import torch
+
+    import mlaga_fast.data.synth as synth
+    from mlaga_fast.demo.compare import run_compare
+    from mlaga_fast.demo.config import DemoConfig
+
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(synth, "make_catalogue", stop)
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    try:
+        with pytest.raises(RuntimeError, match="stop here"):
+            run_compare(DemoConfig(threads=want), [0], tmp_path / "cmp", echo=lambda s: None)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [want]

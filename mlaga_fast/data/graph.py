@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from mlaga_fast.data.images import ImageSource, ImageUnavailable, placeholder_image
+from mlaga_fast.data.texts import TextBlob
 from mlaga_fast.utils.arrays import to_numpy
 
 LINK_FIELDS = ("train_pos", "val_pos", "val_neg", "test_pos", "test_neg")
@@ -79,34 +80,27 @@ def check_finite(arr: np.ndarray, field: str) -> None:
 
 
 def check_canonical_csr(indptr: np.ndarray, indices: np.ndarray, num_nodes: int, field: str = "graph") -> None:
-    """Memory safety via the C++ check, then the shared conventions: sorted neighbours, no duplicate
-    or self-loop entries, and symmetry (every stored edge has its reverse)."""
-    from mlaga_fast.graph_check import check_csr
+    """Memory safety (the C++ check_csr), then the shared conventions: sorted neighbours, no duplicate
+    or self-loop entries, and symmetry (every stored edge has its reverse). One C++ pass with O(1) extra
+    memory (csrc/graph/csr_canonical.h); its NumPy reference is in tests/test_csr_canonical.py."""
+    from mlaga_fast import _C
 
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
     try:
-        check_csr(indptr, indices, num_nodes)
+        kind, i = _C.csr_violation(indptr, indices, int(num_nodes))
     except ValueError as e:
         raise ValueError(f"{field}: {e}") from None
-    if indices.size == 0:
+    if kind == 0:
         return
-    rows = csr_rows(indptr)  # [E]
-    loops = np.flatnonzero(rows == indices)
-    if loops.size:
-        i = int(loops[0])
-        raise ValueError(f"{field}.indices: self-loop on node {int(rows[i])} at index {i}")
-    key = rows * np.int64(num_nodes) + indices  # [E], strictly increasing iff sorted and duplicate-free
-    bad = np.flatnonzero(np.diff(key) <= 0)
-    if bad.size:
-        i = int(bad[0]) + 1
-        what = "duplicate" if key[i] == key[i - 1] else "unsorted"
-        raise ValueError(f"{field}.indices: {what} neighbour {int(indices[i])} of node {int(rows[i])} at index {i}")
-    rkey = indices * np.int64(num_nodes) + rows  # the reverse of every edge must also be stored
-    pos = np.minimum(np.searchsorted(key, rkey), key.size - 1)
-    missing = np.flatnonzero(key[pos] != rkey)
-    if missing.size:
-        i = int(missing[0])
-        raise ValueError(f"{field}.indices: edge ({int(rows[i])}, {int(indices[i])}) at index {i} has no reverse "
-                         "edge; the graph must be symmetric (undirected)")
+    row = int(np.searchsorted(indptr, i, side="right")) - 1  # the row that stores entry i
+    if kind == 1:
+        raise ValueError(f"{field}.indices: self-loop on node {row} at index {i}")
+    if kind in (2, 3):
+        what = "duplicate" if kind == 2 else "unsorted"
+        raise ValueError(f"{field}.indices: {what} neighbour {int(indices[i])} of node {row} at index {i}")
+    raise ValueError(f"{field}.indices: edge ({row}, {int(indices[i])}) at index {i} has no reverse "
+                     "edge; the graph must be symmetric (undirected)")
 
 
 def csr_rows(indptr: np.ndarray) -> np.ndarray:
@@ -120,14 +114,15 @@ def csr_keys(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def pairs_in_csr(indptr: np.ndarray, indices: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """bool [M]: whether each (u, v) column of ``pairs`` [2, M] is a stored edge."""
-    key = csr_keys(indptr, indices)
-    n = np.int64(indptr.shape[0] - 1)
-    q = pairs[0] * n + pairs[1]
-    if key.size == 0:
-        return np.zeros(q.shape, dtype=bool)
-    pos = np.minimum(np.searchsorted(key, q), key.size - 1)
-    return key[pos] == q
+    """bool [M]: whether each (u, v) column of ``pairs`` [2, M] is a stored edge of a CSR whose rows are
+    sorted (every loaded graph's are). A binary search in row u per pair (C++, no E-sized temporaries)."""
+    from mlaga_fast import _C
+
+    pairs = np.asarray(pairs)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    return _C.csr_has_pairs(indptr, np.ascontiguousarray(indices, dtype=np.int64), indptr.shape[0] - 1,
+                            np.ascontiguousarray(pairs[0], dtype=np.int64),
+                            np.ascontiguousarray(pairs[1], dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------------- building
@@ -192,32 +187,48 @@ class LinkSplit:
 
     def validate(self, indptr: np.ndarray, indices: np.ndarray) -> None:
         """Positives are edges of the full graph, negatives are not; negatives match positives in
-        number; no self-loops; held-out positives are not repeated in train_pos."""
+        number; no self-loops; held-out positives are not repeated in train_pos. Pairs are checked
+        _CHUNK columns at a time, so the check's temporaries do not grow with the split (at 1M nodes the
+        whole-array version peaked at 200 MiB)."""
         n = indptr.shape[0] - 1
         for f in LINK_FIELDS:
             arr = getattr(self, f)
-            check_ids(arr, n, f"link_split.{f}")
-            loops = np.flatnonzero(arr[0] == arr[1])
-            if loops.size:
-                raise ValueError(f"link_split.{f}: self-loop at column {int(loops[0])}")
-            is_edge = pairs_in_csr(indptr, indices, arr)
+            m = arr.shape[1]
+            for r in (0, 1):  # row by row: the first bad id is the one a scan of the flat array finds
+                for lo in range(0, m, _CHUNK):
+                    part = arr[r, lo:lo + _CHUNK]
+                    bad = np.flatnonzero((part < 0) | (part >= n))
+                    if bad.size:
+                        raise ValueError(f"link_split.{f}: node id {int(part[bad[0]])} at [{r}, {lo + int(bad[0])}] "
+                                         f"is out of range [0, {n})")
             want_edge = f.endswith("_pos")
-            bad = np.flatnonzero(is_edge != want_edge)
-            if bad.size:
-                i = int(bad[0])
-                what = "is not an edge of the graph" if want_edge else "is an edge of the graph"
-                raise ValueError(f"link_split.{f}: pair ({int(arr[0, i])}, {int(arr[1, i])}) at column {i} {what}")
+            for lo in range(0, m, _CHUNK):
+                part = arr[:, lo:lo + _CHUNK]
+                loops = np.flatnonzero(part[0] == part[1])
+                if loops.size:
+                    raise ValueError(f"link_split.{f}: self-loop at column {lo + int(loops[0])}")
+                bad = np.flatnonzero(pairs_in_csr(indptr, indices, part) != want_edge)
+                if bad.size:
+                    i = int(bad[0])
+                    what = "is not an edge of the graph" if want_edge else "is an edge of the graph"
+                    raise ValueError(f"link_split.{f}: pair ({int(part[0, i])}, {int(part[1, i])}) at column {lo + i} "
+                                     f"{what}")
         for part in ("val", "test"):
             p, q = getattr(self, f"{part}_pos"), getattr(self, f"{part}_neg")
             if p.shape[1] != q.shape[1]:
                 raise ValueError(f"link_split.{part}_neg has {q.shape[1]} pairs but {part}_pos has {p.shape[1]}")
-        held = _pair_keys(np.concatenate([self.val_pos, self.test_pos], axis=1), n)
-        tr = _pair_keys(self.train_pos, n)
-        clash = np.flatnonzero(np.isin(tr, held))
-        if clash.size:
-            i = int(clash[0])
-            raise ValueError(f"link_split.train_pos: pair ({int(self.train_pos[0, i])}, {int(self.train_pos[1, i])}) "
-                             f"at column {i} is also a held-out (val/test) positive")
+        held = np.sort(_pair_keys(np.concatenate([self.val_pos, self.test_pos], axis=1), n))  # [H]
+        for lo in range(0, self.train_pos.shape[1], _CHUNK):
+            tr = _pair_keys(self.train_pos[:, lo:lo + _CHUNK], n)
+            clash = np.flatnonzero(held[np.minimum(np.searchsorted(held, tr), max(held.size - 1, 0))] == tr
+                                   if held.size else np.zeros(tr.shape, bool))
+            if clash.size:
+                i = lo + int(clash[0])
+                raise ValueError(f"link_split.train_pos: pair ({int(self.train_pos[0, i])}, {int(self.train_pos[1, i])}) "
+                                 f"at column {i} is also a held-out (val/test) positive")
+
+
+_CHUNK = 1 << 20  # pair columns per validation step
 
 
 def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
@@ -244,7 +255,9 @@ class MultimodalGraph:
         n = self.indptr.shape[0] - 1
         if n < 0:
             raise ValueError("indptr must have at least one entry (num_nodes + 1)")
-        self.texts = None if texts is None else [("" if t is None else t) for t in texts]
+        # A TextBlob (a loaded dataset's texts, decoded on demand) is kept as it is; anything else is copied.
+        self.texts = texts if isinstance(texts, TextBlob) or texts is None else [
+            ("" if t is None else t) for t in texts]
         self.images = images
         self.labels = np.full(n, -1, np.int64) if labels is None else as_int64(labels, "labels")
         self.class_names = list(class_names) if class_names is not None else None
@@ -301,7 +314,7 @@ class MultimodalGraph:
             if len(self.texts) != n:
                 raise ValueError(f"texts has {len(self.texts)} entries for {n} nodes"
                                  f" (first missing index {min(len(self.texts), n)})")
-            for i, t in enumerate(self.texts):
+            for i, t in enumerate(() if isinstance(self.texts, TextBlob) else self.texts):  # a blob holds str
                 if not isinstance(t, str):
                     raise ValueError(f"texts[{i}] must be a string, got {type(t).__name__}")
         if self.images is not None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from mlaga_fast.data.graph import LINK_FIELDS, LinkSplit, MultimodalGraph
 from mlaga_fast.data.images import image_source_from_manifest
+from mlaga_fast.data.texts import TextBlob
 from mlaga_fast.utils.io import atomic_dir, atomic_np_save, atomic_write_bytes, atomic_write_json, read_npy
 
 FORMAT = "mlaga_fast.dataset"
@@ -87,21 +88,21 @@ def _write_texts(d: Path, texts: list[str]) -> dict:
     return {"blob": "texts.bin", "offsets": _put(d, "text_offsets.npy", offsets)}
 
 
-def _read_texts(d: Path, spec, n: int) -> list[str]:
+def _read_texts(d: Path, spec, n: int) -> TextBlob:
     if not isinstance(spec, dict) or not isinstance(spec.get("blob"), str) or "offsets" not in spec:
         raise ValueError(f"dataset {d}: {MANIFEST}: texts must name a blob file and an offsets array, got {spec!r}")
-    offsets = np.asarray(_get(d, spec["offsets"], "text_offsets"))
+    offsets = _get(d, spec["offsets"], "text_offsets")
     blob_path = d / spec["blob"]
     if not blob_path.is_file():
         raise ValueError(f"dataset {d}: {spec['blob']} is missing (it holds the node texts)")
-    blob = blob_path.read_bytes()
-    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(blob):
+    size = blob_path.stat().st_size
+    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != size:
         raise ValueError(f"dataset {d}: {spec['offsets']['file']} does not match {n} nodes and the "
-                         f"{len(blob)}-byte {spec['blob']}: one of them is damaged")
+                         f"{size}-byte {spec['blob']}: one of them is damaged")
     try:
-        return [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n)]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"dataset {d}: {spec['blob']} is not valid UTF-8 ({e})") from e
+        return TextBlob(blob_path, offsets, name=spec["blob"])  # decoded on demand (mlaga_fast.data.texts)
+    except ValueError as e:
+        raise ValueError(f"dataset {d}: {e}") from None
 
 
 def _link_manifest(d: Path, split: LinkSplit, sub: str = "link_split") -> dict:

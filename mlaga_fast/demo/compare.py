@@ -64,8 +64,12 @@ def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
     from mlaga_fast.eval.probe import probe_run
     from mlaga_fast.utils.io import atomic_write_json, atomic_write_text
 
+    import torch
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     records = []
     t0 = time.perf_counter()
     for seed in seeds:

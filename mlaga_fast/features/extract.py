@@ -17,9 +17,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mlaga_fast.data.texts import TextBlob
 from mlaga_fast.features.store import (
     FORMAT, MANIFEST, RESUME_KEYS, FeatureStore, features_fingerprint, shard_is_done, shard_name, shard_parts,
 )
+from mlaga_fast.utils.heap import release_free_heap
 from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint
 from mlaga_fast.utils.lock import exclusive_output
 
@@ -121,7 +123,7 @@ def _check_graph(graph: Any) -> tuple:
     if texts is not None:
         if len(texts) != n:
             raise ValueError(f"graph.texts: has {len(texts)} entries for {n} nodes")
-        for i, t in enumerate(texts):
+        for i, t in enumerate(() if isinstance(texts, TextBlob) else texts):  # a loaded blob holds str only
             if t is not None and not isinstance(t, str):
                 raise ValueError(f"graph.texts: entry {i} is {type(t).__name__}, expected str or None")
     has_images = getattr(graph, "images", None) is not None
@@ -284,6 +286,7 @@ def extract_features(
                     finished.append(cur)
                     write_manifest(finished)
                     buf = {}
+                    release_free_heap()  # resident memory stays one shard, however many shards (utils/heap.py)
                     if on_shard_done is not None:
                         on_shard_done(cur)
         finally:

@@ -20,8 +20,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from mlaga_fast.utils.io import atomic_dir, atomic_write_json, fingerprint
+from mlaga_fast.utils.heap import release_free_heap
 
 __all__ = ["encode_nodes", "export_embeddings", "load_embeddings", "open_run_features"]
+
+TRIM_EVERY = 8  # batches between returns of freed heap memory to the OS
 
 
 def open_run_features(run_manifest: dict[str, Any], features_dir: str | os.PathLike | None = None,
@@ -83,10 +86,12 @@ def export_embeddings(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     with atomic_dir(out_dir) as tmp:
         tok = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16, shape=(n, nq, d))
         pool = np.lib.format.open_memmap(tmp / "pooled.npy", mode="w+", dtype=np.float16, shape=(n, d))
-        for ids, tokens, pooled in encode_nodes(model, store, batch_size=batch_size, device=device,
-                                                progress=progress):
+        for b, (ids, tokens, pooled) in enumerate(encode_nodes(model, store, batch_size=batch_size,
+                                                               device=device, progress=progress)):
             tok[ids[0]:ids[-1] + 1] = tokens.numpy()  # ids are a contiguous ascending range here
             pool[ids[0]:ids[-1] + 1] = pooled.numpy()
+            if b % TRIM_EVERY == TRIM_EVERY - 1:
+                release_free_heap()  # keeps resident memory flat over millions of nodes (utils/heap.py)
         tok.flush(), pool.flush()
         for f in (tmp / "tokens.npy", tmp / "pooled.npy"):
             with open(f, "rb") as fh:

@@ -1,0 +1,103 @@
+"""The C++ canonical-CSR check and pair lookup (csrc/graph/csr_canonical.h) against their NumPy reference:
+the E-sized formulation the package used before, kept here, on random graphs and on each kind of damage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlaga_fast.data.graph import check_canonical_csr, csr_rows, pairs_in_csr, symmetrize
+
+
+def reference_violation(indptr: np.ndarray, indices: np.ndarray, n: int) -> tuple[int, int]:
+    """(kind, index) as the C++ reports it: 1 self-loop, 2 duplicate, 3 unsorted, 4 no reverse; (0, -1) if none."""
+    if indices.size == 0:
+        return 0, -1
+    rows = csr_rows(indptr)
+    loops = np.flatnonzero(rows == indices)
+    if loops.size:
+        return 1, int(loops[0])
+    key = rows * np.int64(n) + indices
+    bad = np.flatnonzero(np.diff(key) <= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        return (2 if key[i] == key[i - 1] else 3), i
+    rkey = indices * np.int64(n) + rows
+    pos = np.minimum(np.searchsorted(key, rkey), key.size - 1)
+    missing = np.flatnonzero(key[pos] != rkey)
+    return (4, int(missing[0])) if missing.size else (0, -1)
+
+
+def _graph(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    indptr, indices, _ = symmetrize(rng.integers(0, n, m), rng.integers(0, n, m), n)
+    return indptr, indices
+
+
+def _damaged(indptr, indices, n, kind, rng):
+    """A copy with one damage of `kind` (kept memory-safe: ids in range, indptr untouched)."""
+    ix = indices.copy()
+    rows = csr_rows(indptr)
+    long_rows = np.flatnonzero(np.diff(indptr) >= 2)
+    if kind == "self-loop":
+        e = int(rng.integers(0, ix.size))
+        ix[e] = rows[e]
+    elif kind == "duplicate":
+        u = int(rng.choice(long_rows))
+        ix[indptr[u] + 1] = ix[indptr[u]]
+    elif kind == "unsorted":
+        u = int(rng.choice(long_rows))
+        a, b = indptr[u], indptr[u] + 1
+        ix[a], ix[b] = ix[b], ix[a]
+    elif kind == "one-way edge":  # retarget an entry to a node whose row does not hold the source
+        e = int(rng.integers(0, ix.size))
+        u = rows[e]
+        row = set(ix[indptr[u]:indptr[u + 1]].tolist()) | {u}
+        free = [v for v in range(n) if v not in row]
+        ix[e] = free[0]
+        seg = np.sort(ix[indptr[u]:indptr[u + 1]])
+        ix[indptr[u]:indptr[u + 1]] = seg  # keep the row sorted so the reverse check is what fails
+    return ix
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_violations_match_the_numpy_reference(seed):
+    from mlaga_fast import _C
+
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(20, 300))
+    indptr, indices = _graph(n, 3 * n, seed)
+    assert _C.csr_violation(indptr, indices, n) == reference_violation(indptr, indices, n) == (0, -1)
+    check_canonical_csr(indptr, indices, n)
+    for kind in ("self-loop", "duplicate", "unsorted", "one-way edge"):
+        ix = _damaged(indptr, indices, n, kind, rng)
+        got, want = _C.csr_violation(indptr, ix, n), reference_violation(indptr, ix, n)
+        assert got == want and got[0] != 0, (kind, got, want)
+
+
+def test_messages_name_the_first_bad_entry():
+    # node 0: [1, 2], node 1: [0], node 2: [0]: canonical
+    indptr, indices = np.array([0, 2, 3, 4]), np.array([1, 2, 0, 0])
+    check_canonical_csr(indptr, indices, 3)
+    cases = {
+        "self-loop on node 1 at index 2": np.array([1, 2, 1, 0]),
+        "duplicate neighbour 1 of node 0 at index 1": np.array([1, 1, 0, 0]),
+        "unsorted neighbour 1 of node 0 at index 1": np.array([2, 1, 0, 0]),
+        r"edge \(0, 2\) at index 1 has no reverse edge": np.array([1, 2, 0, 1]),
+    }
+    for msg, ix in cases.items():
+        with pytest.raises(ValueError, match=f"g.indices: {msg}"):
+            check_canonical_csr(indptr, ix, 3, field="g")
+    with pytest.raises(ValueError, match="g: .*indices"):  # memory safety first: an id out of range
+        check_canonical_csr(indptr, np.array([1, 7, 0, 0]), 3, field="g")
+
+
+def test_pairs_in_csr_matches_a_set_of_edges():
+    indptr, indices = _graph(500, 2000, 7)
+    edges = set(zip(csr_rows(indptr).tolist(), indices.tolist()))
+    rng = np.random.default_rng(1)
+    stored = np.stack([csr_rows(indptr), indices])[:, rng.integers(0, indices.size, 300)]
+    pairs = np.concatenate([stored, rng.integers(-2, 502, (2, 700))], axis=1)  # some ids out of range
+    got = pairs_in_csr(indptr, indices, pairs)
+    want = np.array([(int(u), int(v)) in edges for u, v in pairs.T])
+    assert got.dtype == bool and np.array_equal(got, want) and got[:300].all()
+    assert pairs_in_csr(indptr, indices, np.zeros((2, 0), np.int64)).shape == (0,)
