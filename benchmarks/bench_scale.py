@@ -35,9 +35,11 @@ STAGES = ("synth", "features", "align", "embed", "ppr", "examples")
 # What each stage keeps in memory, and so whether its peak may grow with N by design.
 HOLDS = {
     "synth": "the whole graph while it is generated (CSR, texts, labels, splits, link split): grows with N",
-    "features": "the loaded graph (CSR, N texts) plus one shard buffer and one batch; the shards are streamed",
-    "align": "the loaded graph (CSR, texts) and the positive sampler; features are read from memory maps per batch",
-    "embed": "the model and one batch; features and outputs are memory maps written chunk by chunk",
+    "features": "one shard buffer and one batch; the graph's arrays and texts are memory maps (texts decoded per batch)",
+    "align": "the training graph (the CSR without held-out edges, built in memory) and the positive sampler; "
+             "features are read from memory maps per batch",
+    "embed": "the model and one batch; features and outputs are memory maps written chunk by chunk, freed heap "
+             "returned to the OS every 8 batches",
     "ppr": "the graph, its prepared 32-bit copy, one scratch per thread (16 B per node) and the [N, k] table",
     "examples": "the graph, the [N, k] demonstration table and every prompt's token ids (built up front)",
 }
@@ -115,8 +117,11 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     c0, t0 = time.process_time(), time.perf_counter()
     out: dict = {}
     if stage == "synth":
+        import shutil
+
         from mlaga_fast.data.synth import make_catalogue
 
+        shutil.rmtree(data, ignore_errors=True)  # a save keeps a previous dataset's caches; dataset_mib is the dataset
         g = make_catalogue(data, nodes=n)
         out.update(nodes=g.num_nodes, edges=g.num_edges,
                    dataset_mib=round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20, 1))
