@@ -89,6 +89,9 @@ def test_messages_name_the_first_bad_entry():
             check_canonical_csr(indptr, ix, 3, field="g")
     with pytest.raises(ValueError, match="g: .*indices"):  # memory safety first: an id out of range
         check_canonical_csr(indptr, np.array([1, 7, 0, 0]), 3, field="g")
+    with pytest.raises(ValueError, match="g: indices must be int32 or int64, got dtype 'float64'"):
+        check_canonical_csr(indptr, indices.astype(np.float64), 3, field="g")  # refused, not cast
+    check_canonical_csr(indptr.astype(np.int32), indices.astype(np.int32), 3)  # int32 graphs are fine
 
 
 def test_pairs_in_csr_matches_a_set_of_edges():

@@ -85,8 +85,11 @@ def check_canonical_csr(indptr: np.ndarray, indices: np.ndarray, num_nodes: int,
     memory (csrc/graph/csr_canonical.h); its NumPy reference is in tests/test_csr_canonical.py."""
     from mlaga_fast import _C
 
-    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    arrays = {"indptr": to_numpy(indptr, "indptr"), "indices": to_numpy(indices, "indices")}
+    for name, a in arrays.items():
+        if a.dtype.kind not in "iu":  # a float or bool array is refused, never cast to ids
+            raise ValueError(f"{field}: {name} must be int32 or int64, got dtype '{a.dtype}'")
+    indptr, indices = (np.ascontiguousarray(a, dtype=np.int64) for a in arrays.values())
     try:
         kind, i = _C.csr_violation(indptr, indices, int(num_nodes))
     except ValueError as e:
