@@ -1,5 +1,6 @@
 """The C++ canonical-CSR check and pair lookup (csrc/graph/csr_canonical.h) against their NumPy reference:
-the E-sized formulation the package used before, kept here, on random graphs and on each kind of damage."""
+the E-sized formulation the package used before (kept in benchmarks/bench_load.py as that benchmark's peer),
+on random graphs and on each kind of damage."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,23 +9,20 @@ import pytest
 from mlaga_fast.data.graph import check_canonical_csr, csr_rows, pairs_in_csr, symmetrize
 
 
+def _bench_load():
+    """benchmarks/bench_load.py holds the NumPy formulation (the benchmark's peer, and the reference here)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_load", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "bench_load.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def reference_violation(indptr: np.ndarray, indices: np.ndarray, n: int) -> tuple[int, int]:
-    """(kind, index) as the C++ reports it: 1 self-loop, 2 duplicate, 3 unsorted, 4 no reverse; (0, -1) if none."""
-    if indices.size == 0:
-        return 0, -1
-    rows = csr_rows(indptr)
-    loops = np.flatnonzero(rows == indices)
-    if loops.size:
-        return 1, int(loops[0])
-    key = rows * np.int64(n) + indices
-    bad = np.flatnonzero(np.diff(key) <= 0)
-    if bad.size:
-        i = int(bad[0]) + 1
-        return (2 if key[i] == key[i - 1] else 3), i
-    rkey = indices * np.int64(n) + rows
-    pos = np.minimum(np.searchsorted(key, rkey), key.size - 1)
-    missing = np.flatnonzero(key[pos] != rkey)
-    return (4, int(missing[0])) if missing.size else (0, -1)
+    return _bench_load().numpy_violation(indptr, indices, n)
 
 
 def _graph(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,3 +102,22 @@ def test_pairs_in_csr_matches_a_set_of_edges():
     want = np.array([(int(u), int(v)) in edges for u, v in pairs.T])
     assert got.dtype == bool and np.array_equal(got, want) and got[:300].all()
     assert pairs_in_csr(indptr, indices, np.zeros((2, 0), np.int64)).shape == (0,)
+
+
+def test_pairs_in_csr_matches_the_numpy_peer():
+    indptr, indices = _graph(300, 1500, 3)
+    pairs = np.random.default_rng(2).integers(0, 300, (2, 4000))
+    assert np.array_equal(pairs_in_csr(indptr, indices, pairs), _bench_load().numpy_pairs_in_csr(indptr, indices, pairs))
+
+
+def test_bench_load_runs_both_sides(tmp_path):
+    """Both sides of benchmarks/bench_load.py open the same small catalogue and write their figures."""
+    import json
+
+    out = tmp_path / "load.json"
+    assert _bench_load().main(["--nodes", "300", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    ours, peer = rep["results"]
+    assert (ours["side"], peer["side"]) == ("ours", "numpy") and ours["nodes"] == peer["nodes"] == 300
+    assert (ours["texts_type"], peer["texts_type"]) == ("TextBlob", "list")
+    assert ours["stored_edges"] == peer["stored_edges"] > 0 and set(rep["numpy_over_ours"]) == {"time", "memory"}
