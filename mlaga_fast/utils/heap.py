@@ -4,8 +4,8 @@ glibc's malloc raises its mmap threshold each time a large block is freed (up to
 blocks of that size come from the heap; a loop that allocates tensors of slightly different sizes per
 batch then leaves freed holes in the heap that still count as resident (RssAnon). Measured on
 ``export_embeddings`` over 1,000,000 nodes: resident memory crept from about 100 to 230 MiB, while
-nothing was held beyond one batch. ``malloc_trim(0)`` hands those free pages back; it is called once
-every few dozen batches by the streaming loops (embed, feature extraction). Elsewhere (not Linux, or a
+nothing was held beyond one batch. ``malloc_trim(0)`` hands those free pages back; the streaming loops
+call it every 8 batches (embed) and after each shard (feature extraction). Elsewhere (not Linux, or a
 libc without ``malloc_trim``) it does nothing.
 """
 from __future__ import annotations
