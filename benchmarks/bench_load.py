@@ -77,7 +77,7 @@ def _use_numpy_peer() -> None:
     read_texts = store._read_texts
     graph.check_canonical_csr = check
     graph.pairs_in_csr = numpy_pairs_in_csr
-    graph._CHUNK = 1 << 62  # the whole split at once
+    graph._CHUNK = 1 << 62  # ids and the link split checked as whole arrays
     store._read_texts = lambda d, spec, n: list(read_texts(d, spec, n))
 
 

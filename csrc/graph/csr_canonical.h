@@ -3,8 +3,9 @@
 // Both functions use O(1) memory beyond their output, so a dataset's validation does not grow with
 // E (the NumPy formulation built five E-long temporaries, about 450 MiB at 8M stored edges).
 //
-// Reference: mlaga_fast/data/graph.py check_canonical_csr (its messages) and the NumPy formulation
-// kept in tests/test_csr_canonical.py, which the tests compare against on random and broken graphs.
+// Reference: the NumPy formulation the package used before, kept in benchmarks/bench_load.py (that
+// benchmark's peer); tests/test_csr_canonical.py compares both on random and broken graphs.
+// mlaga_fast/data/graph.py check_canonical_csr turns a finding into its message.
 #pragma once
 #include <cstdint>
 

@@ -23,6 +23,7 @@ from mlaga_fast.data.texts import TextBlob
 from mlaga_fast.utils.arrays import to_numpy
 
 LINK_FIELDS = ("train_pos", "val_pos", "val_neg", "test_pos", "test_neg")
+_CHUNK = 1 << 20  # ids or pair columns per validation step: the checks' temporaries stay bounded
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -50,13 +51,16 @@ def as_int64(a, field: str, ndim: int = 1, allow_float: bool = True) -> np.ndarr
 
 
 def check_ids(arr: np.ndarray, num_nodes: int, field: str) -> None:
-    """Every value in [0, num_nodes); names the first bad position."""
+    """Every value in [0, num_nodes); names the first bad position. Scans _CHUNK values at a time, so its
+    temporaries stay bounded on a split of millions of ids."""
     flat = arr.ravel()
-    bad = np.flatnonzero((flat < 0) | (flat >= num_nodes))
-    if bad.size:
-        i = int(bad[0])
-        where = f"index {i}" if arr.ndim == 1 else f"[{i // arr.shape[-1]}, {i % arr.shape[-1]}]"
-        raise ValueError(f"{field}: node id {int(flat[i])} at {where} is out of range [0, {num_nodes})")
+    for lo in range(0, flat.size, _CHUNK):
+        part = flat[lo:lo + _CHUNK]
+        bad = np.flatnonzero((part < 0) | (part >= num_nodes))
+        if bad.size:
+            i = lo + int(bad[0])
+            where = f"index {i}" if arr.ndim == 1 else f"[{i // arr.shape[-1]}, {i % arr.shape[-1]}]"
+            raise ValueError(f"{field}: node id {int(flat[i])} at {where} is out of range [0, {num_nodes})")
 
 
 def check_unique(arr: np.ndarray, field: str) -> None:
@@ -82,7 +86,7 @@ def check_finite(arr: np.ndarray, field: str) -> None:
 def check_canonical_csr(indptr: np.ndarray, indices: np.ndarray, num_nodes: int, field: str = "graph") -> None:
     """Memory safety (the C++ check_csr), then the shared conventions: sorted neighbours, no duplicate
     or self-loop entries, and symmetry (every stored edge has its reverse). One C++ pass with O(1) extra
-    memory (csrc/graph/csr_canonical.h); its NumPy reference is in tests/test_csr_canonical.py."""
+    memory (csrc/graph/csr_canonical.h); its NumPy reference is in benchmarks/bench_load.py."""
     from mlaga_fast import _C
 
     arrays = {"indptr": to_numpy(indptr, "indptr"), "indices": to_numpy(indices, "indices")}
@@ -196,16 +200,9 @@ class LinkSplit:
         n = indptr.shape[0] - 1
         for f in LINK_FIELDS:
             arr = getattr(self, f)
-            m = arr.shape[1]
-            for r in (0, 1):  # row by row: the first bad id is the one a scan of the flat array finds
-                for lo in range(0, m, _CHUNK):
-                    part = arr[r, lo:lo + _CHUNK]
-                    bad = np.flatnonzero((part < 0) | (part >= n))
-                    if bad.size:
-                        raise ValueError(f"link_split.{f}: node id {int(part[bad[0]])} at [{r}, {lo + int(bad[0])}] "
-                                         f"is out of range [0, {n})")
+            check_ids(arr, n, f"link_split.{f}")
             want_edge = f.endswith("_pos")
-            for lo in range(0, m, _CHUNK):
+            for lo in range(0, arr.shape[1], _CHUNK):
                 part = arr[:, lo:lo + _CHUNK]
                 loops = np.flatnonzero(part[0] == part[1])
                 if loops.size:
@@ -221,17 +218,13 @@ class LinkSplit:
             if p.shape[1] != q.shape[1]:
                 raise ValueError(f"link_split.{part}_neg has {q.shape[1]} pairs but {part}_pos has {p.shape[1]}")
         held = np.sort(_pair_keys(np.concatenate([self.val_pos, self.test_pos], axis=1), n))  # [H]
-        for lo in range(0, self.train_pos.shape[1], _CHUNK):
-            tr = _pair_keys(self.train_pos[:, lo:lo + _CHUNK], n)
-            clash = np.flatnonzero(held[np.minimum(np.searchsorted(held, tr), max(held.size - 1, 0))] == tr
-                                   if held.size else np.zeros(tr.shape, bool))
+        for lo in range(0, self.train_pos.shape[1] if held.size else 0, _CHUNK):
+            tr = _pair_keys(self.train_pos[:, lo:lo + _CHUNK], n)  # np.isin here would sort chunk + held each time
+            clash = np.flatnonzero(held[np.minimum(np.searchsorted(held, tr), held.size - 1)] == tr)
             if clash.size:
                 i = lo + int(clash[0])
                 raise ValueError(f"link_split.train_pos: pair ({int(self.train_pos[0, i])}, {int(self.train_pos[1, i])}) "
                                  f"at column {i} is also a held-out (val/test) positive")
-
-
-_CHUNK = 1 << 20  # pair columns per validation step
 
 
 def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:

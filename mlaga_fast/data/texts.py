@@ -21,7 +21,7 @@ _CHECK_CHUNK = 1 << 24  # bytes decoded at a time when the blob is checked on op
 
 
 class TextBlob(Sequence):
-    def __init__(self, blob_path: str | Path, offsets: np.ndarray, *, name: str | None = None) -> None:
+    def __init__(self, blob_path: str | Path, offsets: np.ndarray, name: str | None = None) -> None:
         """offsets int64 [N + 1], offsets[0] == 0, non-decreasing, offsets[-1] == the blob's size: the
         caller (``mlaga_fast.data.store``) has checked them. The blob is checked to be UTF-8 here, once."""
         self.path = Path(blob_path)
@@ -68,7 +68,4 @@ class TextBlob(Sequence):
     __hash__ = None  # mutable-sequence semantics, as the list it replaces
 
     def __reduce__(self):  # workers of a spawned DataLoader reopen the files instead of copying the texts
-        return (TextBlob, (self.path, self.offsets), {"name": self.name})
-
-    def __setstate__(self, state: dict) -> None:
-        self.name = state["name"]
+        return (TextBlob, (self.path, self.offsets, self.name))

@@ -59,12 +59,12 @@ def _stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align: Path, out: P
 def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
                 echo: Callable[[str], None] = click.echo) -> dict:
     """Run every variant for every seed into OUT; returns {"rows": [...], "table": markdown}."""
+    import torch
+
     from mlaga_fast.data.synth import make_catalogue
     from mlaga_fast.demo.pipeline import _features
     from mlaga_fast.eval.probe import probe_run
     from mlaga_fast.utils.io import atomic_write_json, atomic_write_text
-
-    import torch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
