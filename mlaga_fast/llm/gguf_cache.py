@@ -15,12 +15,15 @@ it loaded with ``save_pretrained`` into a cache folder, and every later load rea
 - Where: ``$MLAGA_FAST_CACHE/llm``, else ``$XDG_CACHE_HOME/mlaga_fast/llm``, else ``~/.cache/mlaga_fast/llm``.
 - Which files: GGUF files up to 1 GiB (small models, where the parsing dominates and the fp32 copy is a
   few GB at most). ``MLAGA_FAST_GGUF_CACHE=0`` turns the cache off, ``=1`` uses it for any size.
-- A cache folder that cannot be written is not an error: the GGUF is loaded directly, with a warning.
+- A cache folder that cannot be written (no permission, or too little free disk for the fp32 copy) is
+  not an error: the GGUF is loaded directly, with a warning.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -28,6 +31,7 @@ __all__ = ["cache_root", "cached_folder", "wants_cache"]
 
 MAX_CACHED_BYTES = 1 << 30
 _DONE = "converted.ok"  # written last, so a folder without it is never read
+_DECLINED: set[Path] = set()  # folders this process failed to write: load_llm asks twice, try once
 
 
 def cache_root() -> Path:
@@ -71,9 +75,14 @@ def cached_folder(source: str, gguf_file: str) -> Path | None:
     folder = cache_root() / _key(gguf_path)
     if (folder / _DONE).is_file():
         return folder
+    if folder in _DECLINED:
+        return None
+    from safetensors import SafetensorError  # what safetensors raises for a failed write
+
     try:
         _convert(source, gguf_file, folder)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
+        _DECLINED.add(folder)
         warnings.warn(f"GGUF cache: cannot write {folder} ({e}); loading {gguf_file} directly each time",
                       stacklevel=2)
         return None
@@ -99,6 +108,11 @@ def _convert(source: str, gguf_file: str, folder: Path) -> None:
         # GGUF-quantised, so drop the marks and save it as the plain fp32 model it now is.
         model.hf_quantizer, model.is_quantized = None, False
         del model.config.quantization_config
+        need = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        free = shutil.disk_usage(folder.parent).free
+        if free < 2 * need:  # the copy, and room left for whatever the run writes next
+            raise OSError(errno.ENOSPC, f"{free / 2**20:.0f} MiB free, the fp32 copy needs "
+                          f"{need / 2**20:.0f} MiB (twice that is asked)")
         with atomic_dir(folder) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
