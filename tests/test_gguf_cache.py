@@ -26,6 +26,9 @@ def test_cached_copy_equals_the_gguf_and_is_reused(tmp_path, monkeypatch):
     spec = resolve_llm("smollm2")
     model, tok, _ = load_llm("smollm2", LLMOptions(progress=False))  # converts
     [folder] = [p for p in (tmp_path / "llm").iterdir() if not p.name.startswith(".")]  # not the lock file
+    import gguf
+
+    assert isinstance(gguf.GGUFReader, type)  # the conversion's parse-once memo is undone afterwards
     assert (folder / "converted.ok").is_file() and (folder / "model.safetensors").is_file()
 
     def no_gguf(*a, **k):

@@ -4,7 +4,8 @@ Loading a GGUF through transformers parses its metadata (the whole vocabulary an
 the config, once for the tokenizer and once for the weights, then de-quantises every tensor: about 40 s
 for the 98 MB SmolLM2-135M file on 2 CPU cores, against about 1 s for the same model saved as a plain
 folder (config, fp32 safetensors, tokenizer files). The first load of a GGUF file therefore saves what
-it loaded with ``save_pretrained`` into a cache folder, and every later load reads that folder.
+it loaded with ``save_pretrained`` into a cache folder, and every later load reads that folder. That
+first conversion parses the file once (``_parse_once``): 21 s instead of 39 s.
 
 - The folder is named by the GGUF file's sha256 and the transformers version that converted it, so an
   edited file or another converter gets its own copy. It is written under a temporary name and renamed
@@ -20,6 +21,7 @@ it loaded with ``save_pretrained`` into a cache folder, and every later load rea
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -102,8 +104,9 @@ def _convert(source: str, gguf_file: str, folder: Path) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on a crash
         if (folder / _DONE).is_file():  # another process converted it while this one waited
             return
-        tok = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+        with _parse_once():
+            tok = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
         # The weights are de-quantised already; transformers refuses to save a model still marked as
         # GGUF-quantised, so drop the marks and save it as the plain fp32 model it now is.
         model.hf_quantizer, model.is_quantized = None, False
@@ -117,3 +120,29 @@ def _convert(source: str, gguf_file: str, folder: Path) -> None:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             atomic_write_text(tmp / _DONE, f"converted from {Path(source) / gguf_file}\n")
+
+
+@contextlib.contextmanager
+def _parse_once():
+    """Within the block, transformers' GGUF loader parses the file once and builds gguf's tensor-name map
+    once. Unpatched it parses the metadata (a 49k-entry vocabulary and merge list for SmolLM2) for the
+    tokenizer, the config and the weights separately, and rebuilds the same ``TensorNameMap`` for every
+    submodule of the model: 26 of the conversion's 45 s measured on 2 cores. Both are read-only after
+    construction and transformers imports them from ``gguf`` at call time, so memoising them there is
+    exact; the originals are restored on exit."""
+    import gguf
+
+    reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def reader(path, mode="r"):
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = reader_cls(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_cls, name_map
