@@ -29,15 +29,15 @@ PROJECTORS = ("modality", "single")
 ARCH_FIELDS = {"mlaga": {"arch": "mlaga", "num_layers": 2, "cross_attention_every": 2, "dropout": 0.1},
                "prenorm": {"arch": "prenorm"}}
 OBJECTIVE_FIELDS = {"mlaga": {"objective": "mlaga", "tau": 0.5}, "infonce": {"objective": "infonce", "tau": 0.1}}
-COMPARE_DEFAULTS = {"warmup_train": 500, "nc_train": 300, "lp_train": 500, "align_epochs": 2}
+COMPARE_DEFAULTS = {"warmup_train": 500, "nc_train": 300, "lp_train": 500, "align_epochs": 2, "align_positives": 5}
 
 
 def _align(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path, arch: str, objective: str) -> None:
     from mlaga_fast.train.align import build_config, train_align
 
     acfg = build_config({"dim": cfg.align_d, "num_queries": cfg.num_queries, "epochs": cfg.align_epochs,
-                         "seed": cfg.seed, "device": "cpu", "warmup_steps": 10, "checkpoint_every": 10_000,
-                         **ARCH_FIELDS[arch], **OBJECTIVE_FIELDS[objective]})
+                         "num_positives": cfg.align_positives, "seed": cfg.seed, "device": "cpu", "warmup_steps": 10,
+                         "checkpoint_every": 10_000, **ARCH_FIELDS[arch], **OBJECTIVE_FIELDS[objective]})
     train_align(acfg, data_dir, feat_dir, run, show_progress=False)
 
 

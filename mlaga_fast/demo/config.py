@@ -19,6 +19,7 @@ class DemoConfig:
                 "weights; the 64 px synthetic pictures lose nothing at 128 px)"})
     # --- Stage 1 ---
     align_epochs: int = field(default=3, metadata={"help": "aligner epochs"})
+    align_positives: int = field(default=5, metadata={"help": "1-hop positives sampled per aligner anchor"})
     align_d: int = field(default=128, metadata={"help": "aligner width"})
     num_queries: int = field(default=4, metadata={"help": "aligned tokens per node (nq)"})
     # --- Stage 2 ---

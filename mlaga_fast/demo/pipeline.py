@@ -50,7 +50,8 @@ def _train_align(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path) -> 
     from mlaga_fast.train.align import build_config, train_align
 
     acfg = build_config({"dim": cfg.align_d, "num_queries": cfg.num_queries, "epochs": cfg.align_epochs,
-                         "seed": cfg.seed, "device": "cpu", "warmup_steps": 10, "checkpoint_every": 10_000})
+                         "num_positives": cfg.align_positives, "seed": cfg.seed, "device": "cpu", "warmup_steps": 10,
+                         "checkpoint_every": 10_000})
     return train_align(acfg, data_dir, feat_dir, run, show_progress=True)
 
 
