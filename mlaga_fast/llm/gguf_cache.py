@@ -111,7 +111,8 @@ def _convert(source: str, gguf_file: str, folder: Path) -> None:
         # GGUF-quantised, so drop the marks and save it as the plain fp32 model it now is.
         model.hf_quantizer, model.is_quantized = None, False
         del model.config.quantization_config
-        need = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        # bytes of the copy; tied weights (embedding = LM head) share storage and are saved once
+        need = sum({t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}.values())
         free = shutil.disk_usage(folder.parent).free
         if free < 2 * need:  # the copy, and room left for whatever the run writes next
             raise OSError(errno.ENOSPC, f"{free / 2**20:.0f} MiB free, the fp32 copy needs "
@@ -127,7 +128,7 @@ def _parse_once():
     """Within the block, transformers' GGUF loader parses the file once and builds gguf's tensor-name map
     once. Unpatched it parses the metadata (a 49k-entry vocabulary and merge list for SmolLM2) for the
     tokenizer, the config and the weights separately, and rebuilds the same ``TensorNameMap`` for every
-    submodule of the model: 26 of the conversion's 45 s measured on 2 cores. Both are read-only after
+    submodule of the model: 18 of the conversion's 39.5 s measured on 2 cores. Both are read-only after
     construction and transformers imports them from ``gguf`` at call time, so memoising them there is
     exact; the originals are restored on exit."""
     import gguf
