@@ -3,14 +3,18 @@ the E-sized formulation the package used before (kept in benchmarks/bench_load.p
 on random graphs and on each kind of damage."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
 from mlaga_fast.data.graph import check_canonical_csr, csr_rows, pairs_in_csr, symmetrize
 
 
+@functools.lru_cache(maxsize=None)
 def _bench_load():
-    """benchmarks/bench_load.py holds the NumPy formulation (the benchmark's peer, and the reference here)."""
+    """benchmarks/bench_load.py holds the NumPy formulation (the benchmark's peer, and the reference here);
+    loaded once, not per reference call."""
     import importlib.util
     from pathlib import Path
 
