@@ -137,7 +137,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     import torch
 
     from mlaga_fast.data.synth import make_catalogue
-    from mlaga_fast.demo.report import write_report
+    from mlaga_fast.demo.report import draw_figures, write_summary
     from mlaga_fast.eval.probe import probe_run
     from mlaga_fast.eval.report import results_table_markdown
     from mlaga_fast.train.embed import export_embeddings
@@ -158,7 +158,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
             "raw": out / "runs" / "instruct_raw"}
     report, eval_dir = out / "report", out / "report" / "eval"
     notes: list[str] = []
-    steps = _Steps(8, echo)
+    steps = _Steps(9, echo)
     t_start = time.perf_counter()
 
     graph = steps.run(f"synthesise the catalogue ({cfg.nodes} nodes, {cfg.classes} classes)", lambda: make_catalogue(
@@ -180,10 +180,11 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     results += _chance_rows(results)
 
     table = results_table_markdown(results)
-    metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe,
-               "stage_seconds": steps.times, "wall_seconds": round(time.perf_counter() - t_start, 1),
-               "results": results}
-    write_report(report, metrics, table, runs, graph)
+    metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe, "results": results}
+    steps.run("report figures and configs", lambda: draw_figures(report, metrics, runs, graph))
+    # the wall time covers every stage, the figures included; only the two small files below come after it
+    metrics.update(stage_seconds=steps.times, wall_seconds=round(time.perf_counter() - t_start, 1))
+    write_summary(report, metrics, table)
     echo("\n" + table)
     echo(f"report: {report}  (wall {metrics['wall_seconds']:.0f} s)")
     return metrics

@@ -10,7 +10,7 @@ import numpy as np
 
 from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["write_report", "plot_loss_curves", "seeds_table"]
+__all__ = ["draw_figures", "write_summary", "plot_loss_curves", "seeds_table"]
 
 
 def seeds_table(runs: list[dict[str, Any]]) -> str:
@@ -70,7 +70,8 @@ def _loss_points(run: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r["loss"])) for r in read_jsonl(path) if "step" in r and "loss" in r]
 
 
-def write_report(report: Path, metrics: dict[str, Any], table: str, runs: dict[str, Path], graph) -> None:
+def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], graph) -> None:
+    """The report's figures and the configs of every stage (``metrics`` needs config, results, probe)."""
     from mlaga_fast.eval.report import plot_confusion
     from mlaga_fast.features.store import FeatureStore
     from mlaga_fast.plots.embeddings import plot_raw_vs_aligned
@@ -101,6 +102,9 @@ def write_report(report: Path, metrics: dict[str, Any], table: str, runs: dict[s
                         class_names=list(graph.class_names), seed=metrics["config"]["seed"],
                         accuracies={"raw": probe["raw"]["test"], "aligned": probe["aligned"]["test"]})
 
+
+def write_summary(report: Path, metrics: dict[str, Any], table: str) -> None:
+    """metrics.json and results.md (written last, once every time is known)."""
     atomic_write_json(report / "metrics.json", metrics)
     cfg = metrics["config"]
     lines = [

@@ -16,13 +16,16 @@ __all__ = ["tsne_2d", "plot_raw_vs_aligned"]
 
 
 def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """float32 [n, 2] t-SNE of standardised ``x`` (perplexity capped for small n)."""
+    """float32 [n, 2] t-SNE of standardised ``x`` (perplexity capped for small n).
+
+    500 iterations rather than sklearn's 1,000: the 250 after early exaggeration already settle the
+    class clusters of a 2,000-node map, and the demo's two maps take 10 s instead of 20 s on 2 cores."""
     from sklearn.manifold import TSNE
 
     x = np.asarray(x, dtype=np.float32)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     perplexity = float(min(30.0, max(2.0, (x.shape[0] - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500).fit_transform(x)
 
 
 def plot_raw_vs_aligned(raw: np.ndarray, aligned: np.ndarray, labels: np.ndarray, out_png: str | os.PathLike, *,
