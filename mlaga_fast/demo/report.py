@@ -106,7 +106,7 @@ def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], g
 def write_summary(report: Path, metrics: dict[str, Any], table: str) -> None:
     """metrics.json and results.md (written last, once every time is known)."""
     atomic_write_json(report / "metrics.json", metrics)
-    cfg = metrics["config"]
+    cfg, probe = metrics["config"], metrics["probe"]
     lines = [
         "# mlaga-fast demo", "",
         f"Synthetic catalogue: {cfg['nodes']} nodes, {cfg['classes']} classes, homophily {cfg['homophily']}, "
