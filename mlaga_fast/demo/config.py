@@ -19,15 +19,15 @@ class DemoConfig:
                 "weights; the 64 px synthetic pictures lose nothing at 128 px)"})
     # --- Stage 1 ---
     align_epochs: int = field(default=3, metadata={"help": "aligner epochs"})
-    align_positives: int = field(default=3, metadata={"help": "1-hop positives sampled per aligner anchor"})
+    align_positives: int = field(default=5, metadata={"help": "1-hop positives sampled per aligner anchor"})
     align_d: int = field(default=128, metadata={"help": "aligner width"})
     num_queries: int = field(default=4, metadata={"help": "aligned tokens per node (nq)"})
     # --- Stage 2 ---
     llm: str = field(default="smollm2", metadata={"help": "frozen LLM (hub id, folder, *.gguf or alias)"})
     projector: str = field(default="modality", metadata={"help": "Stage 2 projectors: modality or single",
                                                         "choices": ["modality", "single"]})
-    warmup_train: int = field(default=960, metadata={"help": "warm-up prompts (node tokens + question; projectors only)"})
-    nc_train: int = field(default=300, metadata={"help": "NC instruction prompts (PPR demonstrations)"})
+    warmup_train: int = field(default=800, metadata={"help": "warm-up prompts (node tokens + question; projectors only)"})
+    nc_train: int = field(default=600, metadata={"help": "NC instruction prompts (PPR demonstrations)"})
     lp_train: int = field(default=800, metadata={"help": "LP instruction prompts (MLaGA only; the raw ablation trains NC)"})
     instruct_batch: int = field(default=16, metadata={"help": "Stage 2 prompts per step"})
     warmup_lr: float = field(default=3e-3, metadata={"help": "Stage 2 warm-up learning rate"})
