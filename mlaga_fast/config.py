@@ -183,9 +183,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
         elif suffix == ".toml":
-            import tomllib
+            from mlaga_fast.utils.toml import loads
 
-            data = tomllib.loads(text)
+            data = loads(text)
         elif suffix == ".json":
             data = json.loads(text)
         else:

@@ -7,7 +7,7 @@ beyond the core dependencies, listed by hand from what each stage loads.
 from __future__ import annotations
 
 import re
-import tomllib
+from mlaga_fast.utils.toml import loads as toml_loads
 from pathlib import Path
 
 from mlaga_fast.demo.config import DemoConfig
@@ -37,7 +37,7 @@ def test_the_readme_demo_command_installs_what_the_default_demo_loads():
     line = _demo_line()
     assert line.rstrip().endswith("mlaga-fast demo"), line
     extras = re.search(r'pip install "\.\[([^\]]*)\]"', line).group(1).split(",")
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = toml_loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     installed = {_name(r) for r in project["dependencies"]}
     for extra in extras:
         installed |= {_name(r) for r in project["optional-dependencies"][extra.strip()]}

@@ -22,7 +22,6 @@ length used is that of the longest candidate, so every candidate's score sees th
 from __future__ import annotations
 
 import string
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, IGNORE_INDEX, IMAGE_TOKEN_ID
+from mlaga_fast.utils.toml import loads as toml_loads
 
 TEMPLATE_SETS = ("compact", "paper")
 _REQUIRED = {
@@ -48,7 +48,7 @@ def load_templates(path: str | Path | None = None) -> dict:
         where = "mlaga_fast/prompts/templates.toml"
     else:
         text, where = Path(path).read_text("utf-8"), str(path)
-    t = tomllib.loads(text)
+    t = toml_loads(text)
     for name in TEMPLATE_SETS:
         for sec, keys in _REQUIRED.items():
             if sec not in t.get(name, {}):
