@@ -40,7 +40,9 @@ class DemoConfig:
     baseline_epochs: int = field(default=100, metadata={"help": "full-batch epochs of the GNN/MLP baselines"})
     # --- runtime ---
     seed: int = field(default=0, metadata={"help": "one seed for every stage"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads in all (0 = all cores); from 2 on, half of them run the raw-feature ablation and "
+                "the baselines in a second process beside Stage 2"})
 
 
 PRESETS: dict[str, dict] = {
