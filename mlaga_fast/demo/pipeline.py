@@ -101,21 +101,33 @@ def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: 
     return results
 
 
-def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, Path], eval_dir: Path, *,
-               progress: bool = False) -> tuple[list[dict], dict[str, float]]:
-    """Stage 2 on raw pooled features, its NC evaluation, then the baselines: (results, {what: seconds}).
-    None of them needs the MLaGA run, so the demo runs them in a second process beside its Stage 2."""
+def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, Path], eval_dir: Path,
+               probe: dict | None = None, *, progress: bool = False) -> tuple[list[dict], dict[str, float]]:
+    """Stage 2 on raw pooled features, its NC evaluation, the baselines, then (given the probes) the report's
+    t-SNE map: (results, {what: seconds}). None of them needs the MLaGA run, so the demo runs them in a
+    second process beside its Stage 2."""
+    from mlaga_fast.data import load
+    from mlaga_fast.demo.report import draw_embedding_map
+
+    def raw_stage2() -> list:
+        _train_instruct(cfg, data_dir, feat_dir, None, runs["raw"], progress=progress)
+        return []
+
+    def embedding_map() -> list:
+        graph = load(data_dir)
+        draw_embedding_map(eval_dir.parent, probe, runs, graph.labels, graph.class_names, cfg.seed)
+        return []
+
+    jobs = [("raw-feature Stage 2", raw_stage2),
+            ("raw-feature evaluation", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, keys=("raw",))),
+            ("baselines", lambda: _baselines(cfg, data_dir, feat_dir, eval_dir))]
+    if probe is not None:
+        jobs.append(("report: t-SNE map", embedding_map))
     times, results = {}, []
-    for name, job in (("raw-feature Stage 2", lambda: _train_instruct(cfg, data_dir, feat_dir, None, runs["raw"],
-                                                                     progress=progress)),
-                      ("raw-feature evaluation", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir,
-                                                                  keys=("raw",))),
-                      ("baselines", lambda: _baselines(cfg, data_dir, feat_dir, eval_dir))):
+    for name, job in jobs:
         t0 = time.perf_counter()
-        out = job()
+        results += job()
         times[name] = round(time.perf_counter() - t0, 2)
-        if name != "raw-feature Stage 2":
-            results += out
     return results, times
 
 
@@ -192,23 +204,24 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         export_embeddings(runs["align"], runs["align"] / "embed", device="cpu"),
         probe_run(runs["align"], emb_dir=runs["align"] / "embed", data_dir=data_dir, device="cpu", progress=False),
     )[1])
-    # Stage 2 gains only ~1.3x from a second core, and its results do not depend on the thread count (1 and 2
-    # threads give bit-identical losses): with 2+ cores the raw-feature ablation and the baselines run in a
-    # second process beside it (mlaga_fast.demo.lanes), each lane on its share of the cores.
+    # Stage 2 gains only ~1.3x from a second core, and the thread count barely touches its results (its warm-up
+    # is bit-identical on 1 and 2 threads, LoRA steps agree to the last bits: tests/test_instruct_threads.py):
+    # with 2+ cores the raw-feature ablation and the baselines run in a second process beside it
+    # (mlaga_fast.demo.lanes), each lane on a fixed share of the cores, so a seed always gives the same table.
     total = torch.get_num_threads()
     split = split_threads(total)
     side = None
     if split:
-        echo(f"      the raw-feature ablation and the baselines start in a second process ({split[1]} "
-             f"thread{'s' * (split[1] > 1)}); step 5 runs here beside them ({split[0]})")
-        side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, threads=split[1])
+        echo(f"      the raw-feature ablation, the baselines and the t-SNE map start in a second process "
+             f"({split[1]} thread{'s' * (split[1] > 1)}); step 5 runs here beside them ({split[0]})")
+        side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, probe, threads=split[1])
         torch.set_num_threads(split[0])
     try:
         steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.llm}; PPR demonstrations)",
                   lambda: _train_instruct(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"]))
         side_results, side_times = steps.run(
             "Stage 2 ablation on raw pooled features, its evaluation, and the baselines"
-            + (" (waiting for the second process)" if side else ""),
+            + (" (and the t-SNE map; waiting for the second process)" if side else ""),
             lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, progress=True))
     except BaseException:
         if side is not None:
@@ -227,7 +240,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
 
     table = results_table_markdown(results)
     metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe, "results": results}
-    steps.run("report figures and configs", lambda: draw_figures(report, metrics, runs, graph))
+    steps.run("report figures and configs",
+              lambda: draw_figures(report, metrics, runs, graph, embedding_map=side is None))
     # the wall time covers every stage, the figures included; only the two small files below come after it
     metrics.update(stage_seconds=steps.times, wall_seconds=round(time.perf_counter() - t_start, 1))
     write_summary(report, metrics, table)

@@ -10,7 +10,7 @@ import numpy as np
 
 from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["draw_figures", "write_summary", "plot_loss_curves", "seeds_table"]
+__all__ = ["draw_figures", "draw_embedding_map", "write_summary", "plot_loss_curves", "seeds_table"]
 
 
 def seeds_table(runs: list[dict[str, Any]]) -> str:
@@ -70,12 +70,11 @@ def _loss_points(run: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r["loss"])) for r in read_jsonl(path) if "step" in r and "loss" in r]
 
 
-def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], graph) -> None:
-    """The report's figures and the configs of every stage (``metrics`` needs config, results, probe)."""
+def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], graph, *,
+                 embedding_map: bool = True) -> None:
+    """The report's figures and the configs of every stage (``metrics`` needs config, results, probe);
+    ``embedding_map=False`` leaves out the t-SNE map (the demo's second process has drawn it)."""
     from mlaga_fast.eval.report import plot_confusion
-    from mlaga_fast.features.store import FeatureStore
-    from mlaga_fast.plots.embeddings import plot_raw_vs_aligned
-    from mlaga_fast.train.embed import load_embeddings
 
     report.mkdir(parents=True, exist_ok=True)
     configs = report / "configs"
@@ -94,12 +93,22 @@ def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], g
 
     nc = next(r for r in metrics["results"] if r["method"] == "MLaGA" and r["task"] == "nc")
     plot_confusion(nc, report / "confusion_nc.png")
+    if embedding_map:
+        draw_embedding_map(report, metrics["probe"], runs, graph.labels, graph.class_names, metrics["config"]["seed"])
 
+
+def draw_embedding_map(report: Path, probe: dict[str, Any], runs: dict[str, Path], labels, class_names,
+                       seed: int) -> None:
+    """embeddings.png: t-SNE maps of the raw pooled features and the aligned vectors, with their probes."""
+    from mlaga_fast.features.store import FeatureStore
+    from mlaga_fast.plots.embeddings import plot_raw_vs_aligned
+    from mlaga_fast.train.embed import load_embeddings
+
+    report.mkdir(parents=True, exist_ok=True)
     _, aligned, _ = load_embeddings(runs["align"] / "embed")
     raw = FeatureStore(Path(runs["align"]).parents[1] / "data" / "features").pooled()
-    probe = metrics["probe"]
-    plot_raw_vs_aligned(raw, np.asarray(aligned, np.float32), np.asarray(graph.labels), report / "embeddings.png",
-                        class_names=list(graph.class_names), seed=metrics["config"]["seed"],
+    plot_raw_vs_aligned(raw, np.asarray(aligned, np.float32), np.asarray(labels), report / "embeddings.png",
+                        class_names=list(class_names), seed=seed,
                         accuracies={"raw": probe["raw"]["test"], "aligned": probe["aligned"]["test"]})
 
 
