@@ -41,8 +41,8 @@ class DemoConfig:
     # --- runtime ---
     seed: int = field(default=0, metadata={"help": "one seed for every stage"})
     threads: int = field(default=0, metadata={
-        "help": "torch CPU threads in all (0 = all cores); from 2 on, half of them run the raw-feature ablation and "
-                "the baselines in a second process beside Stage 2"})
+        "help": "torch CPU threads in all (0 = all cores); from 2 on, half of them run the raw-feature ablation, "
+                "the baselines and the t-SNE map in a second process beside Stage 2"})
 
 
 PRESETS: dict[str, dict] = {

@@ -1,5 +1,5 @@
 """The demo pipeline: synthesise -> features -> Stage 1 -> embed -> Stage 2 (PPR demos; beside it, in a second
-process, the raw-feature Stage 2 ablation, its evaluation and the baselines) -> eval -> one table.
+process, the raw-feature Stage 2 ablation, its evaluation, the baselines and the t-SNE map) -> eval -> report.
 Every stage is the library's own entry point, called exactly as the CLI calls it, so the demo is a
 faithful tour of the tool rather than a separate code path."""
 from __future__ import annotations
@@ -206,7 +206,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     )[1])
     # Stage 2 gains only ~1.3x from a second core, and the thread count barely touches its results (its warm-up
     # is bit-identical on 1 and 2 threads, LoRA steps agree to the last bits: tests/test_instruct_threads.py):
-    # with 2+ cores the raw-feature ablation and the baselines run in a second process beside it
+    # with 2+ cores the raw-feature ablation, the baselines and the t-SNE map run in a second process beside it
     # (mlaga_fast.demo.lanes), each lane on a fixed share of the cores, so a seed always gives the same table.
     total = torch.get_num_threads()
     split = split_threads(total)
