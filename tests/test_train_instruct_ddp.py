@@ -76,20 +76,9 @@ def runs(tmp_path_factory):
     1-process references with batch 2B."""
     import torch.multiprocessing as mp
 
-    from helpers.tiny_llm import build_tiny_llm
-    from mlaga_fast.data.synth import make_catalogue
-    from mlaga_fast.features import FeatureConfig, extract_features
-    from mlaga_fast.features.extract import graph_fingerprint
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from helpers.instruct_inputs import build_instruct_inputs
 
-    root = tmp_path_factory.mktemp("instruct_ddp")
-    g = make_catalogue(root / "data", nodes=120, classes=3, mean_degree=4, seed=0, image_size=32)
-    extract_features(g, root / "data" / "features", FeatureConfig(encoder="tiny", device="cpu", batch_size=64),
-                     graph_fp=graph_fingerprint(g, root / "data"), progress=False)
-    train_align(AlignConfig(dim=16, num_layers=1, num_heads=2, num_queries=2, batch_size=32, max_steps=2,
-                            warmup_steps=1, device="cpu"),
-                root / "data", root / "data" / "features", root / "align", show_progress=False)
-    build_tiny_llm(root / "llm", list(g.texts) + list(g.class_names), init_std=0.2)
+    root = build_instruct_inputs(tmp_path_factory.mktemp("instruct_ddp"), init_std=0.2)
 
     mp.spawn(_worker, args=(2, free_port(), str(root), HAS_PEFT), nprocs=2, join=True)
     train_instruct(_cfg(root, 2 * B), root / "single", progress=False)

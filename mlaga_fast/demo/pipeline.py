@@ -102,10 +102,10 @@ def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: 
 
 
 def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, Path], eval_dir: Path,
-               probe: dict | None = None, *, progress: bool = False) -> tuple[list[dict], dict[str, float]]:
-    """Stage 2 on raw pooled features, its NC evaluation, the baselines, then (given the probes) the report's
-    t-SNE map: (results, {what: seconds}). None of them needs the MLaGA run, so the demo runs them in a
-    second process beside its Stage 2."""
+               probe: dict, *, progress: bool = False) -> tuple[list[dict], dict[str, float]]:
+    """Stage 2 on raw pooled features, its NC evaluation, the baselines, then the report's t-SNE map:
+    (results, {what: seconds}). None of them needs the MLaGA run, so the demo runs them in a second process
+    beside its Stage 2."""
     from mlaga_fast.data import load
     from mlaga_fast.demo.report import draw_embedding_map
 
@@ -120,9 +120,8 @@ def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, 
 
     jobs = [("raw-feature Stage 2", raw_stage2),
             ("raw-feature evaluation", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, keys=("raw",))),
-            ("baselines", lambda: _baselines(cfg, data_dir, feat_dir, eval_dir))]
-    if probe is not None:
-        jobs.append(("report: t-SNE map", embedding_map))
+            ("baselines", lambda: _baselines(cfg, data_dir, feat_dir, eval_dir)),
+            ("report: t-SNE map", embedding_map)]
     times, results = {}, []
     for name, job in jobs:
         t0 = time.perf_counter()
@@ -220,9 +219,10 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.llm}; PPR demonstrations)",
                   lambda: _train_instruct(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"]))
         side_results, side_times = steps.run(
-            "Stage 2 ablation on raw pooled features, its evaluation, and the baselines"
-            + (" (and the t-SNE map; waiting for the second process)" if side else ""),
-            lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, progress=True))
+            "Stage 2 ablation on raw pooled features, its evaluation, the baselines and the t-SNE map"
+            + (" (waiting for the second process)" if side else ""),
+            lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, probe,
+                                                          progress=True))
     except BaseException:
         if side is not None:
             side.stop()
@@ -240,8 +240,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
 
     table = results_table_markdown(results)
     metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe, "results": results}
-    steps.run("report figures and configs",
-              lambda: draw_figures(report, metrics, runs, graph, embedding_map=side is None))
+    steps.run("report figures and configs", lambda: draw_figures(report, metrics, runs))
     # the wall time covers every stage, the figures included; only the two small files below come after it
     metrics.update(stage_seconds=steps.times, wall_seconds=round(time.perf_counter() - t_start, 1))
     write_summary(report, metrics, table)

@@ -70,10 +70,9 @@ def _loss_points(run: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r["loss"])) for r in read_jsonl(path) if "step" in r and "loss" in r]
 
 
-def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], graph, *,
-                 embedding_map: bool = True) -> None:
-    """The report's figures and the configs of every stage (``metrics`` needs config, results, probe);
-    ``embedding_map=False`` leaves out the t-SNE map (the demo's second process has drawn it)."""
+def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path]) -> None:
+    """The report's loss curves, NC confusion matrix and the configs of every stage (``metrics`` needs config
+    and results); the t-SNE map is ``draw_embedding_map``, which the demo draws beside Stage 2."""
     from mlaga_fast.eval.report import plot_confusion
 
     report.mkdir(parents=True, exist_ok=True)
@@ -93,8 +92,6 @@ def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path], g
 
     nc = next(r for r in metrics["results"] if r["method"] == "MLaGA" and r["task"] == "nc")
     plot_confusion(nc, report / "confusion_nc.png")
-    if embedding_map:
-        draw_embedding_map(report, metrics["probe"], runs, graph.labels, graph.class_names, metrics["config"]["seed"])
 
 
 def draw_embedding_map(report: Path, probe: dict[str, Any], runs: dict[str, Path], labels, class_names,
