@@ -153,6 +153,15 @@ def _baselines(cfg: DemoConfig, data_dir: Path, feat_dir: Path, eval_dir: Path) 
     return results
 
 
+def _precisions(runs: dict[str, Path]) -> dict[str, str]:
+    """What each trained stage computed in, as its manifest records it: {stage: fp32 | bf16}. The table
+    depends on it, so the demo prints it beside the table."""
+    from mlaga_fast.train.manifest import read_stage_manifest
+
+    names = {"align": "Stage 1", "mlaga": "Stage 2", "raw": "raw-feature Stage 2"}
+    return {label: read_stage_manifest(runs[key])["precision"]["name"] for key, label in names.items()}
+
+
 def _chance_rows(results: list[dict]) -> list[dict]:
     """Chance per task: majority class of the NC eval set; 0.5 for balanced LP pairs."""
     rows = []
@@ -239,11 +248,14 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     results += _chance_rows(results)
 
     table = results_table_markdown(results)
-    metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe, "results": results}
+    metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe, "results": results,
+               "precision": _precisions(runs)}
     steps.run("report figures and configs", lambda: draw_figures(report, metrics, runs))
     # the wall time covers every stage, the figures included; only the two small files below come after it
     metrics.update(stage_seconds=steps.times, wall_seconds=round(time.perf_counter() - t_start, 1))
     write_summary(report, metrics, table)
     echo("\n" + table)
+    echo(f"computed in: {', '.join(f'{k} {v}' for k, v in metrics['precision'].items())} (--precision auto: bf16 "
+         "where the CPU computes it natively, AVX512-BF16 or AMX; fp32 elsewhere)")
     echo(f"report: {report}  (wall {metrics['wall_seconds']:.0f} s)")
     return metrics
