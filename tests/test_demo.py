@@ -4,7 +4,6 @@ import importlib.util
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from mlaga_fast.cli.main import cli
@@ -55,11 +54,9 @@ def test_fast_demo_writes_a_sane_report_and_reproduces(tmp_path):
     acc = {(r["method"], r["task"]): r["accuracy"] for r in metrics["results"]}
     assert acc[("Label propagation", "nc")] > acc[("Chance", "nc")] + 0.1
     assert metrics["probe"]["aligned"]["test"] > 0 and metrics["probe"]["raw"]["test"] > 0
-    # what each stage computed in, beside the table: bf16 exactly where torch reports native bf16 on this CPU
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert metrics["precision"] == dict.fromkeys(("Stage 1", "Stage 2", "raw-feature Stage 2"),
-                                                 "bf16" if native else "fp32")
-    assert f"computed in: Stage 1 {'bf16' if native else 'fp32'}" in result.output
+    # what each stage computed in, beside the table: --precision auto is fp32 on every CPU
+    assert metrics["precision"] == dict.fromkeys(("Stage 1", "Stage 2", "raw-feature Stage 2"), "fp32")
+    assert "computed in: Stage 1 fp32, Stage 2 fp32, raw-feature Stage 2 fp32" in result.output
     table = (report / "results.md").read_text()
     assert "Computed in: Stage 1" in table
     assert "| MLaGA |" in table and "| Chance |" in table

@@ -28,7 +28,8 @@ B = 2  # prompts per process and step; the single-process reference uses 2 * B
 # instruct: 7 NC prompts (batches 4, 3) + 6 LP prompts (4, 2) = 4 steps per epoch, 2 epochs
 CFG = dict(tasks=["nc", "lp"], warmup_examples=6, nc_per_dataset=7, lp_per_dataset=6, num_demos=2,
            nc_demo_dropout=0.3, epochs=2, lr=1e-2, warmup_lr=1e-2, max_length=160, target_text_tokens=4,
-           demo_text_tokens=2, log_every=1, checkpoint_every=5, device="cpu", seed=0, template_set="paper")
+           demo_text_tokens=2, log_every=1, checkpoint_every=5, device="cpu", seed=0, template_set="paper",
+           precision="fp32")  # exact arithmetic across ranks: bf16 would round the half and whole batches differently
 STEPS = 10
 RESUME_AT = 5  # a checkpoint in the instruct phase
 HAS_PEFT = importlib.util.find_spec("peft") is not None
@@ -93,20 +94,39 @@ def _metrics(run: Path) -> list[dict]:
     return read_jsonl(run / "metrics.jsonl")
 
 
+TIGHT = 3  # the first steps match to rounding; later ones drift as Adam compounds the last bits
+
+
 def _assert_same_curves(one: list[dict], two: list[dict]) -> None:
+    """The two ranks sum each step's gradient in another fp32 order. That is 1e-7 apart per step, and Adam
+    (which divides by sqrt(v)) compounds it: on an AVX-512 CPU the loss drifted to 2e-6 by step 3 and 9e-4
+    by step 10, the LoRA gradient norm to 3e-3 (all within 1e-4 on an AVX2 one). So the first TIGHT steps,
+    which already hold a step with unequal rank token counts and one with an idle rank (asserted by the
+    tests), must give the same loss to rounding, and step 1 (the same parameters on both sides) the same
+    gradient norm; the rest match to 1e-2. A per-rank mean instead of the global token mean moves the loss
+    by a quarter of the ranks' loss gap (with 6 and 2 tokens), percents, already at step 1."""
     assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, STEPS + 1))
-    for key in ("loss", "grad_norm", "lr"):
-        np.testing.assert_allclose([r[key] for r in two], [r[key] for r in one], rtol=1e-4, atol=1e-6,
-                                   err_msg=key)
+    for key, tight in (("loss", TIGHT), ("grad_norm", 1), ("lr", STEPS)):
+        a, b = [r[key] for r in one], [r[key] for r in two]
+        np.testing.assert_allclose(b[:tight], a[:tight], rtol=1e-5, atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(b, a, rtol=1e-2, atol=1e-6, err_msg=key)
 
 
-def _assert_same_tensors(a_file: Path, b_file: Path, atol: float = 1e-5) -> dict:
+def _assert_same_tensors(a_file: Path, b_file: Path, rel: float) -> dict:
+    """Every tensor of b within ``rel`` of a's, in norm (0: bit-equal). Two ranks sum the same gradient in
+    another fp32 order and Adam compounds it (see _assert_same_curves); an element whose gradient stays near
+    zero can flip its update's sign, so single elements say little, and the norm of the difference is what
+    a wrong gradient would move."""
     from safetensors.torch import load_file
 
     a, b = load_file(str(a_file)), load_file(str(b_file))
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=atol, msg=lambda m: f"{k}: {m}")
+        if rel == 0:
+            assert torch.equal(b[k], a[k]), k
+        else:
+            gap = ((b[k] - a[k]).double().norm() / a[k].double().norm().clamp_min(1e-12)).item()
+            assert gap <= rel, f"{k}: {gap:.2e} apart in norm (up to {rel:.0e} allowed)"
     return a
 
 
@@ -132,15 +152,17 @@ def _rank_token_counts(root: Path) -> list[list[int]]:
 def test_two_processes_match_one_with_twice_the_batch(runs):
     counts = _rank_token_counts(runs)
     assert len(counts) == STEPS
-    assert any(a != b and b > 0 for a, b in counts), counts  # token counts differ across ranks
-    assert any(b == 0 for _, b in counts)  # some steps leave rank 1 without a prompt
+    assert any(a != b and b > 0 for a, b in counts[:TIGHT]), counts  # token counts differ across ranks
+    assert any(b == 0 for _, b in counts[:TIGHT])  # a step leaves rank 1 without a prompt
 
     one, two = _metrics(runs / "single"), _metrics(runs / "ddp")
     _assert_same_curves(one, two)
     losses = [r["loss"] for r in one]
     assert max(losses) - min(losses) > 1e-2  # the loss moved, so the match is not "both constant"
     assert {r["phase"] for r in one} == {0, 1}
-    _assert_same_tensors(runs / "single" / "projectors.safetensors", runs / "ddp" / "projectors.safetensors")
+    # 5e-6 apart on an AVX-512 CPU
+    _assert_same_tensors(runs / "single" / "projectors.safetensors", runs / "ddp" / "projectors.safetensors",
+                         rel=1e-4)
 
     m1 = json.loads((runs / "single" / "manifest.json").read_text())
     m2 = json.loads((runs / "ddp" / "manifest.json").read_text())
@@ -158,18 +180,19 @@ def test_only_rank_0_writes(runs):
 
 def test_resume_under_two_processes_is_exact(runs):
     _assert_same_curves(_metrics(runs / "ddp"), _metrics(runs / "resumed"))
-    _assert_same_tensors(runs / "ddp" / "projectors.safetensors", runs / "resumed" / "projectors.safetensors")
+    _assert_same_tensors(runs / "ddp" / "projectors.safetensors", runs / "resumed" / "projectors.safetensors",
+                         rel=0)
     assert json.loads((runs / "resumed" / "manifest.json").read_text())["train"]["world_size"] == 2
 
 
 def test_lora_two_processes_match_one(runs):
     pytest.importorskip("peft")
     _assert_same_curves(_metrics(runs / "single_lora"), _metrics(runs / "ddp_lora"))
-    # Two ranks sum the same gradient in another fp32 order (1e-7 apart); Adam divides each update by
-    # sqrt(v), so an element whose gradient stays near zero can move up to ~lr * 1e-2 apart in 10 steps.
-    _assert_same_tensors(runs / "single_lora" / "projectors.safetensors",
-                         runs / "ddp_lora" / "projectors.safetensors", atol=1e-4)
+    # with LoRA the runs drift faster (see _assert_same_curves): 4e-3 (projectors) and 8e-3 (adapters) apart
+    # in norm on an AVX-512 CPU
+    _assert_same_tensors(runs / "single_lora" / "projectors.safetensors", runs / "ddp_lora" / "projectors.safetensors",
+                         rel=2e-2)
     lora = _assert_same_tensors(runs / "single_lora" / "lora" / "adapter_model.safetensors",
-                                runs / "ddp_lora" / "lora" / "adapter_model.safetensors", atol=1e-4)
+                                runs / "ddp_lora" / "lora" / "adapter_model.safetensors", rel=2e-2)
     trained = [k for k in lora if "lora_B" in k]  # peft starts B at zero: nonzero means the adapters trained
     assert trained and all(lora[k].abs().max() > 0 for k in trained)

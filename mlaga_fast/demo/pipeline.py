@@ -154,8 +154,8 @@ def _baselines(cfg: DemoConfig, data_dir: Path, feat_dir: Path, eval_dir: Path) 
 
 
 def _precisions(runs: dict[str, Path]) -> dict[str, str]:
-    """What each trained stage computed in, as its manifest records it: {stage: fp32 | bf16}. The table
-    depends on it, so the demo prints it beside the table."""
+    """What each trained stage computed in, as its manifest records it: {stage: fp32 | bf16 | fp16}. The
+    table depends on it, so the demo prints it beside the table."""
     from mlaga_fast.train.manifest import read_stage_manifest
 
     names = {"align": "Stage 1", "mlaga": "Stage 2", "raw": "raw-feature Stage 2"}
@@ -212,8 +212,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         export_embeddings(runs["align"], runs["align"] / "embed", device="cpu"),
         probe_run(runs["align"], emb_dir=runs["align"] / "embed", data_dir=data_dir, device="cpu", progress=False),
     )[1])
-    # Stage 2 gains only ~1.3x from a second core, and the thread count barely touches its results (its warm-up
-    # is bit-identical on 1 and 2 threads, LoRA steps agree to the last bits: tests/test_instruct_threads.py):
+    # Stage 2 gains only ~1.3x from a second core (AVX2, fp32), and the thread count barely touches its results
+    # (the first step agrees to rounding, later ones drift in the last bits: tests/test_instruct_threads.py):
     # with 2+ cores the raw-feature ablation, the baselines and the t-SNE map run in a second process beside it
     # (mlaga_fast.demo.lanes), each lane on a fixed share of the cores, so a seed always gives the same table.
     total = torch.get_num_threads()
@@ -255,7 +255,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     metrics.update(stage_seconds=steps.times, wall_seconds=round(time.perf_counter() - t_start, 1))
     write_summary(report, metrics, table)
     echo("\n" + table)
-    echo(f"computed in: {', '.join(f'{k} {v}' for k, v in metrics['precision'].items())} (--precision auto: bf16 "
-         "where the CPU computes it natively, AVX512-BF16 or AMX; fp32 elsewhere)")
+    echo(f"computed in: {', '.join(f'{k} {v}' for k, v in metrics['precision'].items())}")
     echo(f"report: {report}  (wall {metrics['wall_seconds']:.0f} s)")
     return metrics

@@ -122,8 +122,7 @@ def write_summary(report: Path, metrics: dict[str, Any], table: str) -> None:
         "Test accuracy (%), NC on test nodes and LP on balanced test pairs:", "", table,
         f"Linear probe (test accuracy) on raw mean-pooled features: {100 * probe['raw']['test']:.2f}%; "
         f"on aligned pooled vectors: {100 * probe['aligned']['test']:.2f}%.", "",
-        "Computed in: " + ", ".join(f"{k} {v}" for k, v in metrics["precision"].items())
-        + " (`--precision auto`: bf16 where the CPU computes it natively, fp32 elsewhere).", "",
+        "Computed in: " + ", ".join(f"{k} {v}" for k, v in metrics["precision"].items()) + ".", "",
         "Stage wall times (s): " + ", ".join(f"{k}: {v}" for k, v in metrics["stage_seconds"].items()),
         f"Total wall time: {metrics['wall_seconds']} s.", "",
         "Figures: `embeddings.png` (raw vs aligned t-SNE), `confusion_nc.png` (MLaGA NC), `loss_curves.png`.",
