@@ -3,7 +3,7 @@ core beside the raw-feature ablation (mlaga_fast.demo.lanes); this bounds how fa
 on both cores. The threads split sums in another order, so the runs differ in the last bits, and Adam
 compounds that over the steps. Measured: on an AVX2 CPU (fp32) the warm-up was bit-identical and every step
 agreed within 1e-6; on an AVX-512/AMX CPU the first step agreed within 2e-7 and the sixth within 5e-4 in
-fp32, 4e-3 in bf16 (what --precision auto picks there). So the first step must agree to rounding and the
+fp32, 4e-3 in bf16 (--precision bf16). So the first step must agree to rounding and the
 rest within a few times what was measured; a thread-dependent data order or seed would be off by far more."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_stage2_barely_depends_on_the_thread_count(tmp_path, precision, rtol):
     from mlaga_fast.train.precision import cpu_has_native_bf16
 
     if precision == "bf16" and not cpu_has_native_bf16():
-        pytest.skip("this CPU has no native bf16 (--precision auto computes in fp32 here)")
+        pytest.skip("this CPU has no native bf16 (emulated bf16 is slow, and not what --precision bf16 is for)")
 
     build_instruct_inputs(tmp_path, hidden=576, heads=9, init_std=0.05)
 

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.gloo import free_port, rank_env  # noqa: E402
 from mlaga_fast.train.align import AlignConfig, train_align  # noqa: E402
 
-# fp32: the ranks' half batches must add up to the whole batch's arithmetic; under bf16 autocast (what
-# --precision auto picks on CPUs with AVX512-BF16/AMX) the half and whole batches round differently
+# fp32 (what --precision auto is on CPU, pinned here): the ranks' half batches must add up to the whole
+# batch's arithmetic; under bf16 autocast the half and whole batches round differently
 CFG = dict(dim=16, num_layers=2, num_heads=2, num_queries=2, cross_attention_every=1, num_positives=3,
            batch_size=16, max_steps=5, warmup_steps=1, checkpoint_every=100, log_every=1, device="cpu", lr=3e-3,
            precision="fp32")

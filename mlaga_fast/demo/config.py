@@ -28,7 +28,7 @@ class DemoConfig:
                                                         "choices": ["modality", "single"]})
     warmup_train: int = field(default=800, metadata={"help": "warm-up prompts (node tokens + question; projectors only)"})
     nc_train: int = field(default=600, metadata={"help": "NC instruction prompts (PPR demonstrations)"})
-    lp_train: int = field(default=800, metadata={"help": "LP instruction prompts (MLaGA only; the raw ablation trains NC)"})
+    lp_train: int = field(default=1600, metadata={"help": "LP instruction prompts (MLaGA only; the raw ablation trains NC)"})
     instruct_batch: int = field(default=16, metadata={"help": "Stage 2 prompts per step"})
     warmup_lr: float = field(default=3e-3, metadata={"help": "Stage 2 warm-up learning rate"})
     instruct_lr: float = field(default=3e-3, metadata={"help": "Stage 2 instruct-phase learning rate (LoRA)"})
