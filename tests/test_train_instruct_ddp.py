@@ -103,8 +103,9 @@ def _assert_same_curves(one: list[dict], two: list[dict]) -> None:
     by step 10, the LoRA gradient norm to 3e-3 (all within 1e-4 on an AVX2 one). So the first TIGHT steps,
     which already hold a step with unequal rank token counts and one with an idle rank (asserted by the
     tests), must give the same loss to rounding, and step 1 (the same parameters on both sides) the same
-    gradient norm; the rest match to 1e-2. A per-rank mean instead of the global token mean moves the loss
-    by a quarter of the ranks' loss gap (with 6 and 2 tokens), percents, already at step 1."""
+    gradient norm; the rest match to 1e-2. A mean of per-rank means instead of the global token mean
+    would weight a rank with 6 of 8 answer tokens 1/2 instead of 3/4, which moves step 1's loss by a quarter
+    of the two ranks' mean-loss gap."""
     assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, STEPS + 1))
     for key, tight in (("loss", TIGHT), ("grad_norm", 1), ("lr", STEPS)):
         a, b = [r[key] for r in one], [r[key] for r in two]
