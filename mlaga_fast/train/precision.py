@@ -4,9 +4,9 @@
 slower than fp32 on both CPUs measured: on an AVX2-only one, where bf16 matmuls are emulated, a SmolLM2
 training step ran 17x slower; on one with AVX512-BF16 and AMX (2 cores) the demo's Stage 1 took 86 s in
 bf16 against 58 s in fp32, its Stage 2 317 s against 249 s (the GGUF cached in both), and
-benchmarks/bench_instruct.py ran the warm-up prompts at 0.84x (autocast casts the frozen fp32 weights again
-at every call). ``--precision bf16`` stays available on CPU; it is checked against fp32 on real prompts
-(tests/test_instruct_units.py, benchmarks/bench_instruct.py).
+benchmarks/bench_instruct.py ran the warm-up prompts at 0.84x (not profiled; autocast casting the frozen
+fp32 weights again at every call is one likely cost). ``--precision bf16`` stays available on CPU; it is
+checked against fp32 on real prompts (tests/test_instruct_units.py, benchmarks/bench_instruct.py).
 """
 from __future__ import annotations
 
