@@ -98,13 +98,13 @@ def run(mode, model, tok, proj, inputs, exs, batch: int, precision=None):
 
 def bf16_agreement(model, tok, proj, inputs, exs) -> dict:
     from mlaga_fast.train.instruct_batch import collate
-    from mlaga_fast.train.precision import bf16_agreement as agreement
+    from mlaga_fast.runtime.precision import bf16_agreement as agreement
 
     return agreement(model, proj, collate(exs[:16], tok.pad_token_id, with_answer=True), inputs, "cpu")
 
 
 def main() -> None:
-    from mlaga_fast.train.precision import Precision, cpu_has_native_bf16
+    from mlaga_fast.runtime.precision import Precision, cpu_has_native_bf16
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llm", default="smollm2")

@@ -59,10 +59,10 @@ class MLaGA:
         the LLM again; not allowed for LoRA runs (their adapters would change the shared model)."""
         from mlaga_fast.llm.loading import LLMOptions, load_llm
         from mlaga_fast.models.projector import load_projectors
-        from mlaga_fast.train.distributed import pick_device
+        from mlaga_fast.runtime.device import pick_device
         from mlaga_fast.train.instruct import templates_fingerprint
-        from mlaga_fast.train.manifest import read_stage_manifest
-        from mlaga_fast.train.precision import Precision
+        from mlaga_fast.runs.manifest import read_stage_manifest
+        from mlaga_fast.runtime.precision import Precision
 
         run_dir = Path(run_dir)
         man = read_stage_manifest(run_dir, "instruct")
@@ -101,7 +101,7 @@ class MLaGA:
         """The checked inputs of a dataset directory (graph, features, node tokens), loaded once."""
         from mlaga_fast.train.instruct_data import load_dataset_inputs
 
-        from mlaga_fast.export import bundled_aligner
+        from mlaga_fast.runs.manifest import bundled_aligner
 
         from mlaga_fast.features.source import features_arg
 

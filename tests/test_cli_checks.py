@@ -214,7 +214,7 @@ def test_preset_config_file_and_options_resolve_in_order(two_graphs, tmp_path):
 def test_device_spellings():
     import torch
 
-    from mlaga_fast.train.distributed import pick_device
+    from mlaga_fast.runtime.device import pick_device
 
     assert pick_device("cpu:0") == torch.device("cpu", 0) and pick_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="'meta' devices are not supported"):

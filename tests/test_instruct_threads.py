@@ -24,7 +24,7 @@ def test_stage2_barely_depends_on_the_thread_count(tmp_path, precision, rtol):
     from helpers.instruct_inputs import build_instruct_inputs
     from mlaga_fast.train.instruct import InstructConfig, train_instruct
     from mlaga_fast.train.metrics import read_jsonl
-    from mlaga_fast.train.precision import cpu_has_native_bf16
+    from mlaga_fast.runtime.precision import cpu_has_native_bf16
 
     if precision == "bf16" and not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16 (emulated bf16 is slow, and not what --precision bf16 is for)")

@@ -325,7 +325,7 @@ def test_bf16_loss_and_input_gradients_within_tolerance_of_fp32(llm):
     tokens (what trains the projectors) at cosine > 0.99. The same check runs on SmolLM2 and the demo's
     prompts in benchmarks/bench_instruct.py; the tolerance is the one --precision auto relies on."""
     from mlaga_fast.train.instruct_batch import collate
-    from mlaga_fast.train.precision import bf16_agreement
+    from mlaga_fast.runtime.precision import bf16_agreement
 
     model, tok, _ = llm
     exs = [e for e in _examples(_builder(tok)) if e.task == "nc"]
@@ -346,7 +346,7 @@ def test_warmup_phase_trains_projectors_only_and_lora_starts_after(llm, tmp_path
     from mlaga_fast.llm.forward import LLMParts
     from mlaga_fast.train.instruct import InstructConfig
     from mlaga_fast.train.instruct_stage import InstructStage
-    from mlaga_fast.train.precision import Precision
+    from mlaga_fast.runtime.precision import Precision
 
     _, tok, folder = llm
     torch.manual_seed(0)

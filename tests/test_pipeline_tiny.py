@@ -97,7 +97,7 @@ def _eval(run, data, task, out, *extra):
 
 
 def test_run_artifacts(pipeline):
-    from mlaga_fast.train.manifest import read_stage_manifest
+    from mlaga_fast.runs.manifest import read_stage_manifest
 
     root, a, _, run = pipeline
     m = read_stage_manifest(run, "instruct")
@@ -228,7 +228,7 @@ def test_resume_reproduces_uninterrupted_training(pipeline, tmp_path):
 
 def test_raw_feature_ablation_trains_its_own_projector(pipeline, tmp_path):
     from mlaga_fast.features import FeatureStore
-    from mlaga_fast.train.manifest import read_stage_manifest
+    from mlaga_fast.runs.manifest import read_stage_manifest
 
     root, a, b, _ = pipeline
     run = tmp_path / "raw"
@@ -351,7 +351,7 @@ def test_paper_preset_runs_end_to_end_with_a_chat_template(pipeline, tmp_path):
     cross-task attention, one LP demonstration; eval --protocol paper is seeded (same result twice)."""
     from helpers.tiny_llm import CHATML, build_tiny_llm
     from mlaga_fast.data import load
-    from mlaga_fast.train.manifest import read_stage_manifest
+    from mlaga_fast.runs.manifest import read_stage_manifest
 
     root, a, _, _ = pipeline
     ga = load(a)

@@ -3,7 +3,7 @@ slower there, AMX or not; mlaga_fast/train/precision.py) and the one-line errors
 import pytest
 import torch
 
-from mlaga_fast.train.precision import Precision, resolve_precision
+from mlaga_fast.runtime.precision import Precision, resolve_precision
 
 
 @pytest.mark.parametrize("frozen", [True, False])

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.gloo import free_port, rank_env  # noqa: E402
 from mlaga_fast.train.checkpoint import find_latest, list_checkpoints, load_checkpoint, save_checkpoint
-from mlaga_fast.train.manifest import (
+from mlaga_fast.runs.manifest import (
     check_features_match,
     read_stage_manifest,
     require_match,
@@ -131,7 +131,7 @@ class _FakeStore:
 
 
 def test_manifest_checks(tmp_path):
-    from mlaga_fast.train.manifest import features_record
+    from mlaga_fast.runs.manifest import features_record
 
     store = _FakeStore()
     man = write_stage_manifest(tmp_path, "align", config={"d": 8}, inputs={"features": features_record(store)},

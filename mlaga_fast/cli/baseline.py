@@ -69,7 +69,7 @@ def baseline(data_dir: str, features: str | None, out_file: str | None,
     from mlaga_fast.eval.report import plot_confusion, write_result_json
     from mlaga_fast.features.extract import graph_fingerprint
 
-    from mlaga_fast.train.distributed import pick_device
+    from mlaga_fast.runtime.device import pick_device
 
     cfg = resolve_config(BaselineConfig, kw, config_file=config_file).validate()
     cfg.device = str(pick_device(cfg.device))  # the spellings every command accepts (cpu:0, 1 = cuda:1)

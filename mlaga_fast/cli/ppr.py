@@ -29,7 +29,7 @@ def ppr(data_dir: str, alpha: float, eps: float, k: int, sources: str, candidate
     """Write the top-k approximate PPR table (forward push; val/test link edges removed first)."""
     from mlaga_fast.data import load
     from mlaga_fast.ppr import compute_table, save_table
-    from mlaga_fast.train.distributed import pick_device
+    from mlaga_fast.runtime.device import pick_device
     from mlaga_fast.utils.lock import exclusive_output
 
     dev = pick_device(device)

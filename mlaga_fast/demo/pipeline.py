@@ -156,7 +156,7 @@ def _baselines(cfg: DemoConfig, data_dir: Path, feat_dir: Path, eval_dir: Path) 
 def _precisions(runs: dict[str, Path]) -> dict[str, str]:
     """What each trained stage computed in, as its manifest records it: {stage: fp32 | bf16 | fp16}. The
     table depends on it, so the demo prints it beside the table."""
-    from mlaga_fast.train.manifest import read_stage_manifest
+    from mlaga_fast.runs.manifest import read_stage_manifest
 
     names = {"align": "Stage 1", "mlaga": "Stage 2", "raw": "raw-feature Stage 2"}
     return {label: read_stage_manifest(runs[key])["precision"]["name"] for key, label in names.items()}

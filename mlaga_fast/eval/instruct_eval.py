@@ -158,7 +158,7 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
 def _record(run_dir: Path, res: dict, opts: EvalOptions) -> None:
     """Append the result's summary to RUN2/evaluations.jsonl and refresh the model card (best effort: a
     read-only run folder only loses this record)."""
-    from mlaga_fast.export import write_model_card
+    from mlaga_fast.runs.card import write_model_card
     from mlaga_fast.utils.io import atomic_write_text
 
     rec = {"dataset": res["dataset"], "task": res["task"], "split": res["split"], "protocol": opts.protocol,

@@ -66,7 +66,7 @@ def graph_fingerprint(graph: Any, data_dir: Optional[str | os.PathLike] = None) 
 
 
 def _resolve_device(device: str) -> str:
-    from mlaga_fast.train.distributed import pick_device
+    from mlaga_fast.runtime.device import pick_device
 
     return str(pick_device(device))
 

@@ -10,7 +10,7 @@ Names accepted by ``--llm``:
 - ``path/to/folder`` or ``org/name``: anything ``AutoModelForCausalLM.from_pretrained`` takes.
 
 The LLM's weights are frozen (requires_grad=False); only the projectors (and LoRA adapters, if asked)
-train. The weights' dtype comes from the run's ``--precision`` (mlaga_fast.train.precision).
+train. The weights' dtype comes from the run's ``--precision`` (mlaga_fast.runtime.precision).
 
 Chat format: the ``vicuna`` alias gets the Vicuna v1 conversation format (system sentence, then
 "USER: ... ASSISTANT:") as its chat template when its tokenizer carries none; other models use the chat

@@ -232,7 +232,7 @@ def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
     """
     from safetensors.torch import load_file
 
-    from mlaga_fast.train.manifest import read_stage_manifest
+    from mlaga_fast.runs.manifest import read_stage_manifest
 
     run_dir = Path(run_dir)
     manifest = read_stage_manifest(run_dir, "align")

@@ -127,7 +127,7 @@ def build_config(cli_values: dict[str, Any] | None = None, *, config_file: str |
 
 def check_features_match(run_manifest: dict[str, Any], feature_store: Any) -> None:
     """Stage 2 calls this: ValueError unless ``feature_store`` holds the features the run was trained on."""
-    from mlaga_fast.train.manifest import check_features_match as _check
+    from mlaga_fast.runs.manifest import check_features_match as _check
 
     _check(run_manifest, feature_store)
 
@@ -237,7 +237,7 @@ class AlignStage:
     def __init__(self, cfg: AlignConfig, info, model, store, indptr, indices, total_steps: int):
         import torch
 
-        from mlaga_fast.train.precision import resolve_precision
+        from mlaga_fast.runtime.precision import resolve_precision
 
         self.cfg, self.info, self.model, self.store = cfg, info, model, store
         self.indptr, self.indices = indptr, indices
@@ -353,7 +353,7 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
     from mlaga_fast.train import distributed as D
     from mlaga_fast.train.checkpoint import find_latest
     from mlaga_fast.train.loop import finished_run, run_loop
-    from mlaga_fast.train.manifest import features_record, write_stage_manifest
+    from mlaga_fast.runs.manifest import features_record, write_stage_manifest
 
     cfg.validate()
     data_dir, features_dir, run = Path(data_dir).resolve(), features_arg(features_dir), Path(out_dir)

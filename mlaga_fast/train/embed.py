@@ -32,13 +32,13 @@ def open_run_features(run_manifest: dict[str, Any], features_dir: str | os.PathL
     """The features a run was trained on (or ``features_dir``: a folder or ``online:ENCODER``), checked
     against the run manifest."""
     from mlaga_fast.features.source import open_features
-    from mlaga_fast.train.manifest import check_features_match
+    from mlaga_fast.runs.manifest import check_features_match
 
     inputs = run_manifest.get("inputs", {})
     path = features_dir if features_dir is not None else inputs.get("features_dir")
     if path is None:
         raise ValueError("the run manifest does not record its features directory; pass --features")
-    from mlaga_fast.train.distributed import pick_device
+    from mlaga_fast.runtime.device import pick_device
 
     store = open_features(path, data_dir=inputs.get("data_dir"), device=str(pick_device(device)))
     check_features_match(run_manifest, store)
@@ -51,8 +51,8 @@ def encode_nodes(model: Any, store: Any, nodes: np.ndarray | None = None, *, bat
     """Yield (node ids [b], tokens [b, nq, d] float32 tensor, pooled [b, d]) in node order chunks."""
     import torch
 
-    from mlaga_fast.train.distributed import pick_device
-    from mlaga_fast.train.metrics import progress as bar_of
+    from mlaga_fast.runtime.device import pick_device
+    from mlaga_fast.utils.progress import progress as bar_of
 
     dev = pick_device(device)
     model = model.to(dev).eval()
@@ -117,7 +117,7 @@ def load_embeddings(emb_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray,
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
     if manifest.get("stage") != "embed":
         raise ValueError(f"{emb_dir} manifest stage is {manifest.get('stage')!r}, expected 'embed'")
-    from mlaga_fast.train.manifest import check_version
+    from mlaga_fast.runs.manifest import check_version
 
     check_version(manifest, where=str(emb_dir))
     tokens = np.load(emb_dir / "tokens.npy", mmap_mode="r")

@@ -235,7 +235,7 @@ def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False
     from mlaga_fast.train import distributed as dist
     from mlaga_fast.train.checkpoint import find_latest
     from mlaga_fast.train.loop import finished_run
-    from mlaga_fast.train.manifest import MANIFEST_NAME
+    from mlaga_fast.runs.manifest import MANIFEST_NAME
 
     check_config(cfg)
     out = Path(out)

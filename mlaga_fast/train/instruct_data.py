@@ -31,7 +31,7 @@ def check_aligner_features(align_manifest: dict, store, *, allow_unseen: bool) -
     """Refuse features the aligner cannot read. Features the aligner was trained on always pass;
     other features (transfer to an unseen dataset) pass only with allow_unseen and only when the
     encoder and token dims are the same."""
-    from mlaga_fast.train.manifest import check_features_match, features_record
+    from mlaga_fast.runs.manifest import check_features_match, features_record
 
     recs = _feature_records(align_manifest)
     if any(r.get("fingerprint") == store.fingerprint for r in recs):
@@ -112,7 +112,7 @@ class DatasetInputs:
     image: np.ndarray | None = None  # float32 [N, Di] pooled image vectors (modality projectors)
 
     def record(self) -> dict:
-        from mlaga_fast.train.manifest import features_record
+        from mlaga_fast.runs.manifest import features_record
 
         return {"name": self.name, "dir": str(self.dir), "graph_fingerprint": self.graph.fingerprint,
                 "features": features_record(self.store), "class_names": list(self.graph.class_names)}
@@ -124,7 +124,7 @@ def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *
     from mlaga_fast.data import load
     from mlaga_fast.features.extract import graph_fingerprint
     from mlaga_fast.features.source import is_online, open_features
-    from mlaga_fast.train.manifest import read_stage_manifest
+    from mlaga_fast.runs.manifest import read_stage_manifest
 
     data_dir = Path(data_dir)
     graph = load(data_dir)

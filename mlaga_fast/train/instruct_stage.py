@@ -149,8 +149,8 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
     from mlaga_fast.llm.loading import LLMOptions, load_llm
     from mlaga_fast.models.projector import Projectors, save_projectors
     from mlaga_fast.train.instruct_data import aligner_identity, load_dataset_inputs
-    from mlaga_fast.train.manifest import write_stage_manifest
-    from mlaga_fast.train.precision import resolve_precision
+    from mlaga_fast.runs.manifest import write_stage_manifest
+    from mlaga_fast.runtime.precision import resolve_precision
 
     main = info.is_main
     modality = cfg.projector == "modality"
@@ -218,7 +218,7 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
                              "warmup_steps": stage.warm_steps, "world_size": info.world_size,
                              "global_batch_size": stage.global_batch, "final": last}})
-        from mlaga_fast.export import write_model_card
+        from mlaga_fast.runs.card import write_model_card
 
         write_model_card(out)
     dist.barrier()

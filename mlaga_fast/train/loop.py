@@ -123,7 +123,8 @@ def run_loop(stage: Stage, cfg: LoopConfig, run: Path, info, *, resume_from: Pat
 
     from mlaga_fast.train import distributed as D
     from mlaga_fast.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-    from mlaga_fast.train.metrics import MetricsLogger, progress
+    from mlaga_fast.train.metrics import MetricsLogger
+    from mlaga_fast.utils.progress import progress
 
     total = stage.total_steps
     # Each group's "lr" is a multiplier; LambdaLR sets it to multiplier * stage.lr_at(step).

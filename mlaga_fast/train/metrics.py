@@ -12,11 +12,11 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from mlaga_fast.utils.io import atomic_write_text
 
-__all__ = ["JsonlLogger", "MetricsLogger", "read_jsonl", "progress"]
+__all__ = ["JsonlLogger", "MetricsLogger", "read_jsonl"]
 
 
 def _clean(v: Any) -> Any:
@@ -132,12 +132,3 @@ def _run_id(run: Path) -> str:
     import hashlib
 
     return hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:16]
-
-
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True,
-             initial: int = 0):
-    """A tqdm bar (disabled on non-main ranks). Call ``bar.set_postfix(loss=...)`` to show the loss."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True,
-                mininterval=0.5)

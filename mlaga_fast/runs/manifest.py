@@ -31,9 +31,12 @@ __all__ = [
     "require_match",
     "features_record",
     "check_features_match",
+    "BUNDLED_ALIGNER",
+    "bundled_aligner",
 ]
 
 MANIFEST_NAME = "manifest.json"
+BUNDLED_ALIGNER = "aligner"  # an export's copy of its Stage-1 run
 
 
 def write_stage_manifest(
@@ -140,3 +143,11 @@ def check_features_match(run_manifest: Mapping[str, Any], feature_store: Any) ->
     if diffs:
         path = getattr(feature_store, "path", "?")
         raise ValueError(f"features at {path} do not match the run: " + "; ".join(diffs))
+
+
+def bundled_aligner(run_dir: str | Path, manifest: dict) -> str | None:
+    """The Stage-1 run a Stage-2 run reads: its bundled copy in an export, else the recorded path."""
+    local = Path(run_dir) / BUNDLED_ALIGNER
+    if (local / "manifest.json").is_file():
+        return str(local)
+    return (manifest["inputs"].get("align") or {}).get("run")

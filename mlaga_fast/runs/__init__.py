@@ -1,0 +1,1 @@
+"""What every stage shares about a run folder: its manifest and its model card."""

@@ -1,0 +1,1 @@
+"""What every stage shares about where and how it computes: the device and the precision policy."""
