@@ -7,7 +7,7 @@ Stages, each in a fresh process (so its peak RSS is its own), on a synthetic cat
   synth     mlaga_fast.data.synth.make_catalogue: graph, texts, splits, link split, saved to disk
   features  mlaga_fast.features.extract_features with the "tiny" encoder on the CPU
   align     Stage 1 (mlaga_fast.train.align.train_align) for --align-steps steps: steps/s
-  embed     mlaga_fast.train.embed.export_embeddings: aligned tokens for every node
+  embed     mlaga_fast.models.embeddings.export_embeddings: aligned tokens for every node
   ppr       the PPR demonstration table Stage 2 uses (mlaga_fast.prompts.demos.ppr_demo_table:
             every node's top-k labelled training nodes), cached in the dataset
   examples  the Stage-2 training examples (token ids of every NC and LP prompt), through
@@ -56,7 +56,7 @@ def build_examples(data_dir: Path, nq: int, ppr_k: int, progress: bool = False) 
     from mlaga_fast.data import load
     from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
     from mlaga_fast.train.instruct import InstructConfig, build_phase_examples
-    from mlaga_fast.train.instruct_data import DatasetInputs
+    from mlaga_fast.models.node_inputs import DatasetInputs
 
     graph = load(data_dir)
     # Every labelled training node gets an NC prompt, and as many LP prompts: the largest set Stage 2 builds.
@@ -149,7 +149,7 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     elif stage == "embed":
         import shutil
 
-        from mlaga_fast.train.embed import export_embeddings
+        from mlaga_fast.models.embeddings import export_embeddings
 
         shutil.rmtree(emb, ignore_errors=True)
         man = export_embeddings(run, emb, batch_size=512, device="cpu", progress=False)

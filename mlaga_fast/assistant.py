@@ -99,7 +99,7 @@ class MLaGA:
 
     def dataset(self, data_dir: str | Path, features: str | Path | None = None, *, progress: bool = False):
         """The checked inputs of a dataset directory (graph, features, node tokens), loaded once."""
-        from mlaga_fast.train.instruct_data import load_dataset_inputs
+        from mlaga_fast.models.node_inputs import load_dataset_inputs
 
         from mlaga_fast.runs.manifest import bundled_aligner
 
@@ -137,7 +137,7 @@ class MLaGA:
         """NC prompts for ``nodes`` with demonstrations ``demos`` (ppr | random | none; None = as trained)."""
         from mlaga_fast.prompts.demos import DEMO_MODES, NCDemos, ppr_demo_table
         from mlaga_fast.train.instruct_batch import nc_examples
-        from mlaga_fast.train.instruct_data import demo_cache_dir
+        from mlaga_fast.models.node_inputs import demo_cache_dir
 
         cfg = self.config
         mode = demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")

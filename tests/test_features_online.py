@@ -76,7 +76,7 @@ def test_stage1_and_embed_run_on_online_features_as_on_stored(graph_and_store, t
 
     from mlaga_fast.cli.main import cli
     from mlaga_fast.train.align import AlignConfig, train_align
-    from mlaga_fast.train.embed import export_embeddings, load_embeddings
+    from mlaga_fast.models.embeddings import export_embeddings, load_embeddings
     from mlaga_fast.train.metrics import read_jsonl
 
     _, store = graph_and_store

@@ -252,7 +252,7 @@ def test_stage2_on_online_features(pipeline, tmp_path, monkeypatch):
     import numpy as np
 
     from mlaga_fast.features import FeatureStore
-    from mlaga_fast.train.instruct_data import load_dataset_inputs
+    from mlaga_fast.models.node_inputs import load_dataset_inputs
 
     root, a, _, _ = pipeline
     monkeypatch.chdir(tmp_path)  # a cache written to a relative "online:tiny" folder would land here

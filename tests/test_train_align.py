@@ -94,7 +94,7 @@ def test_manifest_load_embed_probe(inputs, tmp_path):
     from mlaga_fast.features import FeatureStore
     from mlaga_fast.models.aligner import load_aligner
     from mlaga_fast.train.align import check_features_match
-    from mlaga_fast.train.embed import export_embeddings, load_embeddings
+    from mlaga_fast.models.embeddings import export_embeddings, load_embeddings
 
     data, feat = inputs
     run = tmp_path / "run"

@@ -137,7 +137,7 @@ def _rank_token_counts(root: Path) -> list[list[int]]:
     from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
     from mlaga_fast.train.instruct import build_phase_examples
     from mlaga_fast.train.instruct_batch import plan_batches
-    from mlaga_fast.train.instruct_data import load_dataset_inputs
+    from mlaga_fast.models.node_inputs import load_dataset_inputs
 
     cfg = _cfg(root, B)
     ds = load_dataset_inputs(cfg.data[0], None, source="aligner", align_dir=cfg.align, allow_unseen=False,

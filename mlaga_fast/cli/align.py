@@ -103,7 +103,7 @@ def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_p
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or N (= cuda:N)")
 def embed_cmd(run_dir, out_dir, features_dir, batch_size, device):
     """Write aligned tokens [N, nq, d] and pooled vectors [N, d] (fp16, memory-mappable) for all nodes."""
-    from mlaga_fast.train.embed import export_embeddings
+    from mlaga_fast.models.embeddings import export_embeddings
 
     manifest = export_embeddings(run_dir, out_dir, features_dir=features_dir, batch_size=batch_size, device=device)
     click.echo(json.dumps(manifest, indent=2))

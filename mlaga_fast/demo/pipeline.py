@@ -182,7 +182,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     from mlaga_fast.demo.report import draw_figures, write_summary
     from mlaga_fast.eval.probe import probe_run
     from mlaga_fast.eval.report import results_table_markdown
-    from mlaga_fast.train.embed import export_embeddings
+    from mlaga_fast.models.embeddings import export_embeddings
     from mlaga_fast.utils.io import atomic_write_json
 
     out = Path(out)

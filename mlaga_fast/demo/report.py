@@ -99,7 +99,7 @@ def draw_embedding_map(report: Path, probe: dict[str, Any], runs: dict[str, Path
     """embeddings.png: t-SNE maps of the raw pooled features and the aligned vectors, with their probes."""
     from mlaga_fast.features.store import FeatureStore
     from mlaga_fast.plots.embeddings import plot_raw_vs_aligned
-    from mlaga_fast.train.embed import load_embeddings
+    from mlaga_fast.models.embeddings import load_embeddings
 
     report.mkdir(parents=True, exist_ok=True)
     _, aligned, _ = load_embeddings(runs["align"] / "embed")

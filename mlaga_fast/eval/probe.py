@@ -47,7 +47,8 @@ def aligned_pooled(run_dir: str | os.PathLike, *, emb_dir: str | os.PathLike | N
                    progress: bool = True) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """(aligned pooled float32 [N, d], the run's FeatureStore, run manifest); from EMB if given."""
     from mlaga_fast.models.aligner import load_aligner
-    from mlaga_fast.train.embed import encode_nodes, load_embeddings, open_run_features
+    from mlaga_fast.models.embeddings import load_embeddings, open_run_features
+    from mlaga_fast.models.encode import encode_nodes
 
     model, manifest = load_aligner(run_dir)
     store = open_run_features(manifest, features_dir, device)

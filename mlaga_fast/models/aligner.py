@@ -25,9 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
+from mlaga_fast.models.aligner_mlaga import MLaGAAligner
+from mlaga_fast.models.encode import encode_all
 from mlaga_fast.ops.cross_attention import QueryCrossAttention
+from mlaga_fast.runs.manifest import read_stage_manifest
 
 __all__ = ["Aligner", "load_aligner", "input_stats", "ALIGNER_ARCH_KEYS"]
 
@@ -209,20 +213,6 @@ class Aligner(nn.Module):
         return tokens, tokens.mean(dim=1)  # pooled: [B, d]
 
 
-def encode_all(model: nn.Module, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """tokens [n, nq, d] and pooled [n, d] float32 of ``nodes`` (default all) of a features dir / FeatureStore."""
-    from mlaga_fast.features import FeatureStore
-    from mlaga_fast.train.embed import encode_nodes
-
-    store = features if hasattr(features, "get") else FeatureStore(features)
-    toks, pools = [], []
-    for _, tok, pooled in encode_nodes(model, store, nodes, batch_size=batch_size, device=device, progress=progress):
-        toks.append(tok.numpy())
-        pools.append(pooled.numpy())
-    return np.concatenate(toks), np.concatenate(pools)
-
-
 def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
                  attn_backend: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a finished Stage 1 run's aligner (``arch`` prenorm or mlaga; eval mode) and return it with
@@ -230,10 +220,6 @@ def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
 
     Refuses a run without a manifest or weights, of another stage, or of an incompatible version.
     """
-    from safetensors.torch import load_file
-
-    from mlaga_fast.runs.manifest import read_stage_manifest
-
     run_dir = Path(run_dir)
     manifest = read_stage_manifest(run_dir, "align")
     dims = manifest.get("dims", {})
@@ -243,8 +229,6 @@ def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"{run_dir} has no model.safetensors (training did not finish?)")
-    from mlaga_fast.models.aligner_mlaga import MLaGAAligner
-
     cls = MLaGAAligner if dims.get("arch", "prenorm") == "mlaga" else Aligner
     model = cls(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
     state = load_file(str(weights), device=str(map_location))

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlaga_fast.models.encode import encode_all
 from mlaga_fast.ops.cross_attention import cross_attention
 
 __all__ = ["MLaGAAligner"]
@@ -131,8 +132,6 @@ class MLaGAAligner(nn.Module):
     def encode(self, features, nodes=None, *, batch_size: int = 256, device: str = "auto", progress: bool = False):
         """Aligned tokens [n, nq, d] and pooled vectors [n, d] (float32) of ``nodes`` (default all) of a
         features dir or FeatureStore."""
-        from mlaga_fast.models.aligner import encode_all
-
         return encode_all(self, features, nodes, batch_size=batch_size, device=device, progress=progress)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -184,7 +184,7 @@ def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, imag
 
     from mlaga_fast.prompts.demos import LinkPairs, NCDemos, ppr_demo_table, train_label_pool
     from mlaga_fast.train.instruct_batch import lp_examples, nc_examples
-    from mlaga_fast.train.instruct_data import demo_cache_dir
+    from mlaga_fast.models.node_inputs import demo_cache_dir
 
     warm, instruct = [], []
     for di, ds in enumerate(tqdm(datasets, desc="prompts", disable=not progress)):

@@ -148,7 +148,7 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
     from mlaga_fast.llm.forward import LLMParts
     from mlaga_fast.llm.loading import LLMOptions, load_llm
     from mlaga_fast.models.projector import Projectors, save_projectors
-    from mlaga_fast.train.instruct_data import aligner_identity, load_dataset_inputs
+    from mlaga_fast.models.node_inputs import aligner_identity, load_dataset_inputs
     from mlaga_fast.runs.manifest import write_stage_manifest
     from mlaga_fast.runtime.precision import resolve_precision
 

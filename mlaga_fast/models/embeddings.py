@@ -15,14 +15,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from mlaga_fast.utils.io import atomic_dir, atomic_write_json, fingerprint
+from mlaga_fast._version import __version__
+from mlaga_fast.features.source import open_features
+from mlaga_fast.models.aligner import load_aligner
+from mlaga_fast.models.encode import encode_nodes
+from mlaga_fast.runs.manifest import check_features_match, check_version
+from mlaga_fast.runtime.device import pick_device
 from mlaga_fast.utils.heap import release_free_heap
+from mlaga_fast.utils.io import atomic_dir, atomic_write_json, fingerprint
 
-__all__ = ["encode_nodes", "export_embeddings", "load_embeddings", "open_run_features"]
+__all__ = ["export_embeddings", "load_embeddings", "open_run_features"]
 
 TRIM_EVERY = 8  # batches between returns of freed heap memory to the OS
 
@@ -31,53 +37,19 @@ def open_run_features(run_manifest: dict[str, Any], features_dir: str | os.PathL
                       device: str = "auto") -> Any:
     """The features a run was trained on (or ``features_dir``: a folder or ``online:ENCODER``), checked
     against the run manifest."""
-    from mlaga_fast.features.source import open_features
-    from mlaga_fast.runs.manifest import check_features_match
-
     inputs = run_manifest.get("inputs", {})
     path = features_dir if features_dir is not None else inputs.get("features_dir")
     if path is None:
         raise ValueError("the run manifest does not record its features directory; pass --features")
-    from mlaga_fast.runtime.device import pick_device
-
     store = open_features(path, data_dir=inputs.get("data_dir"), device=str(pick_device(device)))
     check_features_match(run_manifest, store)
     return store
-
-
-def encode_nodes(model: Any, store: Any, nodes: np.ndarray | None = None, *, batch_size: int = 256,
-                 device: str = "auto", progress: bool = True,
-                 desc: str = "embed") -> Iterator[tuple[np.ndarray, Any, Any]]:
-    """Yield (node ids [b], tokens [b, nq, d] float32 tensor, pooled [b, d]) in node order chunks."""
-    import torch
-
-    from mlaga_fast.runtime.device import pick_device
-    from mlaga_fast.utils.progress import progress as bar_of
-
-    dev = pick_device(device)
-    model = model.to(dev).eval()
-    ids = np.arange(store.num_nodes, dtype=np.int64) if nodes is None else np.asarray(nodes, dtype=np.int64)
-    amp = dev.type == "cuda"
-    bar = bar_of(total=len(ids), desc=desc, enabled=progress)
-    with torch.inference_mode():
-        for lo in range(0, len(ids), batch_size):
-            chunk = ids[lo:lo + batch_size]
-            batch = {k: v.to(dev, non_blocking=True) for k, v in store.get(chunk).items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16 if amp and torch.cuda.is_bf16_supported()
-                                else torch.float16, enabled=amp):
-                tokens, pooled = model(batch)  # [b, nq, d], [b, d]
-            bar.update(len(chunk))
-            yield chunk, tokens.float().cpu(), pooled.float().cpu()
-    bar.close()
 
 
 def export_embeddings(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                       features_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
                       progress: bool = True) -> dict[str, Any]:
     """Write EMB/ for every node of the run's feature store; returns the EMB manifest."""
-    from mlaga_fast._version import __version__
-    from mlaga_fast.models.aligner import load_aligner
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, run_manifest = load_aligner(run_dir)
@@ -117,8 +89,6 @@ def load_embeddings(emb_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray,
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
     if manifest.get("stage") != "embed":
         raise ValueError(f"{emb_dir} manifest stage is {manifest.get('stage')!r}, expected 'embed'")
-    from mlaga_fast.runs.manifest import check_version
-
     check_version(manifest, where=str(emb_dir))
     tokens = np.load(emb_dir / "tokens.npy", mmap_mode="r")
     pooled = np.load(emb_dir / "pooled.npy", mmap_mode="r")

@@ -14,6 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from mlaga_fast.data import load
+from mlaga_fast.features.extract import graph_fingerprint
+from mlaga_fast.features.source import is_online, open_features
+from mlaga_fast.models.aligner import load_aligner
+from mlaga_fast.models.encode import encode_nodes
+from mlaga_fast.runs.manifest import check_features_match, features_record, read_stage_manifest
 from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, sha256_file
 
 NODE_SOURCES = ("aligner", "raw")
@@ -31,8 +37,6 @@ def check_aligner_features(align_manifest: dict, store, *, allow_unseen: bool) -
     """Refuse features the aligner cannot read. Features the aligner was trained on always pass;
     other features (transfer to an unseen dataset) pass only with allow_unseen and only when the
     encoder and token dims are the same."""
-    from mlaga_fast.runs.manifest import check_features_match, features_record
-
     recs = _feature_records(align_manifest)
     if any(r.get("fingerprint") == store.fingerprint for r in recs):
         return
@@ -61,7 +65,7 @@ def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None 
     """fp16 [N, nq, d] node tokens (cached under cache_root, by default the features folder), or [N, 1, D]
     pooled features for source='raw'.
 
-    The aligner runs through ``mlaga_fast.train.embed.encode_nodes``, the function ``mlaga-fast embed``
+    The aligner runs through ``mlaga_fast.models.encode.encode_nodes``, the function ``mlaga-fast embed``
     uses, so Stage 2 trains on exactly the tokens that are exported (same precision policy)."""
     if source not in NODE_SOURCES:
         raise ValueError(f"node_source: {source!r} is not one of {list(NODE_SOURCES)}")
@@ -76,9 +80,6 @@ def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None 
         arr = np.load(cache, mmap_mode="r")
         if arr.shape[0] == store.num_nodes:
             return arr
-    from mlaga_fast.models.aligner import load_aligner
-    from mlaga_fast.train.embed import encode_nodes
-
     aligner, _ = load_aligner(align_dir)
     out = np.zeros((store.num_nodes, aligner.num_queries, aligner.d), np.float16)
     for ids, tok, _ in encode_nodes(aligner, store, batch_size=batch_size, device=device, progress=progress,
@@ -112,8 +113,6 @@ class DatasetInputs:
     image: np.ndarray | None = None  # float32 [N, Di] pooled image vectors (modality projectors)
 
     def record(self) -> dict:
-        from mlaga_fast.runs.manifest import features_record
-
         return {"name": self.name, "dir": str(self.dir), "graph_fingerprint": self.graph.fingerprint,
                 "features": features_record(self.store), "class_names": list(self.graph.class_names)}
 
@@ -121,11 +120,6 @@ class DatasetInputs:
 def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *, source: str,
                         align_dir: str | Path | None, allow_unseen: bool, device: str = "cpu",
                         progress: bool = True, images: bool = False) -> DatasetInputs:
-    from mlaga_fast.data import load
-    from mlaga_fast.features.extract import graph_fingerprint
-    from mlaga_fast.features.source import is_online, open_features
-    from mlaga_fast.runs.manifest import read_stage_manifest
-
     data_dir = Path(data_dir)
     graph = load(data_dir)
     store = open_features(features_dir or data_dir / "features", data_dir=data_dir, graph=graph, device=device)
