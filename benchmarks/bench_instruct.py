@@ -1,6 +1,7 @@
 """Stage 2 training throughput on the demo's prompts: the forward + backward path as it was (the HF
 model call with ``logits_to_keep``, prompts padded as they come) against each change of
-mlaga_fast.llm.forward / train.instruct_batch, in one run:
+mlaga_fast.llm.forward / mlaga_fast.prompts.batch (read through mlaga_fast.models.graph_llm.GraphLLM),
+in one run:
 
   A  HF causal-LM forward (lm_head on a 3-D slice), full prompts, random batches   (the old path)
   B  A + the LM head on the answer positions flattened to 2-D
@@ -31,7 +32,7 @@ def build(args):
     from mlaga_fast.models.projector import ProjectorConfig, Projectors
     from mlaga_fast.prompts import PromptBuilder, TruncationPolicy
     from mlaga_fast.prompts.demos import LinkPairs
-    from mlaga_fast.train.instruct_batch import NodeInputs
+    from mlaga_fast.prompts.batch import NodeInputs
 
     g = make_catalogue(None, nodes=2000, classes=8, homophily=0.75, image_mismatch=0.15, text_mismatch=0.05, seed=0)
     model, tok, _ = load_llm(args.llm, LLMOptions(progress=False))
@@ -54,12 +55,13 @@ def build(args):
     return model, tok, proj, inputs, ex
 
 
-def old_loss(model, proj, batch_ex, inputs, pad_id):
+def old_loss(gl, batch_ex, inputs):
     """The path before this change: the whole prompt through the HF model, lm_head via logits_to_keep."""
-    from mlaga_fast.train.instruct_batch import collate, embed_batch
+    from mlaga_fast.prompts.batch import collate
 
-    batch = collate(batch_ex, pad_id, with_answer=True, use_prefix=False)
-    emb = embed_batch(model.get_input_embeddings(), proj, batch, inputs, "cpu")
+    model = gl.model
+    batch = collate(batch_ex, gl.tokenizer.pad_token_id, inputs, with_answer=True, use_prefix=False)
+    emb = gl.embed(batch)
     pos = (batch.mask.cumsum(1) - 1).clamp(min=0)
     out = model(inputs_embeds=emb, attention_mask=batch.mask, position_ids=pos, logits_to_keep=batch.keep,
                 use_cache=False)
@@ -67,27 +69,32 @@ def old_loss(model, proj, batch_ex, inputs, pad_id):
                                              batch.labels.reshape(-1), ignore_index=-100)
 
 
-def run(mode, model, tok, proj, inputs, exs, batch: int, precision=None):
-    from mlaga_fast.llm.forward import LLMParts, PrefixKV
-    from mlaga_fast.train.instruct_batch import answer_loss, collate, plan_batches
+def graph_llm(model, tok, proj, precision=None):
+    from mlaga_fast.models.graph_llm import GraphLLM
+    from mlaga_fast.runtime.precision import Precision
 
-    parts, pkv = LLMParts(model), PrefixKV(LLMParts(model))
+    return GraphLLM(model, tok, proj, precision or Precision("fp32", "float32", None), "cpu")
+
+
+def run(mode, model, tok, proj, inputs, exs, batch: int, precision=None):
+    from mlaga_fast.prompts.batch import collate, plan_batches
+
+    gl = graph_llm(model, tok, proj, precision)
     if mode == "D":
         order = plan_batches(exs, batch, seed=0, epoch=0)
     else:
         idx = np.random.default_rng(1).permutation(len(exs))
         order = [idx[i:i + batch].tolist() for i in range(0, len(exs), batch)]
     tokens = prompts = 0
-    ctx = precision.context("cpu") if precision is not None else torch.autocast("cpu", enabled=False)
     t0 = time.perf_counter()
     for bidx in order:
         bex = [exs[i] for i in bidx]
-        with ctx:
-            if mode == "A":
-                loss = old_loss(model, proj, bex, inputs, tok.pad_token_id)
-            else:
-                batch_ = collate(bex, tok.pad_token_id, with_answer=True, use_prefix=mode in ("C", "D"))
-                loss = answer_loss(parts, proj, batch_, inputs, "cpu", prefix=pkv)
+        if mode == "A":
+            with gl.precision.context("cpu"):
+                loss = old_loss(gl, bex, inputs)
+        else:
+            batch_ = collate(bex, tok.pad_token_id, inputs, with_answer=True, use_prefix=mode in ("C", "D"))
+            loss = gl.loss(batch_)
         loss.backward()
         proj.zero_grad()
         prompts += len(bex)
@@ -97,10 +104,10 @@ def run(mode, model, tok, proj, inputs, exs, batch: int, precision=None):
 
 
 def bf16_agreement(model, tok, proj, inputs, exs) -> dict:
-    from mlaga_fast.train.instruct_batch import collate
-    from mlaga_fast.runtime.precision import bf16_agreement as agreement
+    from mlaga_fast.models.graph_llm import bf16_agreement as agreement
+    from mlaga_fast.prompts.batch import collate
 
-    return agreement(model, proj, collate(exs[:16], tok.pad_token_id, with_answer=True), inputs, "cpu")
+    return agreement(graph_llm(model, tok, proj), collate(exs[:16], tok.pad_token_id, inputs, with_answer=True))
 
 
 def main() -> None:

@@ -55,7 +55,8 @@ def build_examples(data_dir: Path, nq: int, ppr_k: int, progress: bool = False) 
     """
     from mlaga_fast.data import load
     from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
-    from mlaga_fast.train.instruct import InstructConfig, build_phase_examples
+    from mlaga_fast.train.instruct_config import InstructConfig
+    from mlaga_fast.train.instruct_examples import build_phase_examples
     from mlaga_fast.models.node_inputs import DatasetInputs
 
     graph = load(data_dir)

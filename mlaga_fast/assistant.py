@@ -19,6 +19,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+
+from mlaga_fast.features.source import features_arg
+from mlaga_fast.models.graph_llm import GraphLLM
+from mlaga_fast.models.node_inputs import DatasetInputs, demo_cache_dir, load_dataset_inputs
+from mlaga_fast.prompts.answers import answer_text
+from mlaga_fast.prompts.batch import NodeInputs, collate
+from mlaga_fast.prompts.demos import DEMO_MODES, LinkPairs, NCDemos, ppr_demo_table
+from mlaga_fast.prompts.examples import builder_for, lp_examples, nc_examples, templates_fingerprint
+from mlaga_fast.runs.manifest import bundled_aligner, read_stage_manifest
+from mlaga_fast.runtime.device import pick_device
+from mlaga_fast.utils.progress import progress as bar_of
 
 __all__ = ["MLaGA", "Prediction"]
 
@@ -35,19 +47,22 @@ class Prediction:
 
 
 class MLaGA:
-    """A finished Stage-2 run: frozen LLM (+ LoRA), projectors, the prompt settings it was trained with."""
+    """A finished Stage-2 run: its model (``GraphLLM``: the frozen LLM, LoRA, projectors) and the prompt
+    settings it was trained with, applied to any dataset with compatible features."""
 
-    def __init__(self, run_dir: Path, manifest: dict, model: Any, tokenizer: Any, projectors: Any, precision: Any,
-                 device: Any):
-        from mlaga_fast.llm.forward import LLMParts, PrefixKV
-
+    def __init__(self, run_dir: Path, manifest: dict, model: GraphLLM):
         self.run_dir, self.manifest = Path(run_dir), manifest
         self.config: dict = manifest["config"]
-        self.model, self.tokenizer, self.projectors = model, tokenizer, projectors
-        self.precision, self.device = precision, device
-        self.parts = LLMParts(model)
-        self.prefix = PrefixKV(self.parts)
-        self._data: dict[tuple[str, str | None], Any] = {}
+        self.model = model
+        self._data: dict[tuple[str, str | None], DatasetInputs] = {}
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
 
     # --- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -57,61 +72,25 @@ class MLaGA:
 
         llm: an already loaded (model, tokenizer) of the same LLM, to load several runs without loading
         the LLM again; not allowed for LoRA runs (their adapters would change the shared model)."""
-        from mlaga_fast.llm.loading import LLMOptions, load_llm
-        from mlaga_fast.models.projector import load_projectors
-        from mlaga_fast.runtime.device import pick_device
-        from mlaga_fast.train.instruct import templates_fingerprint
-        from mlaga_fast.runs.manifest import read_stage_manifest
-        from mlaga_fast.runtime.precision import Precision
-
         run_dir = Path(run_dir)
         man = read_stage_manifest(run_dir, "instruct")
-        cfg = man["config"]
         tpl = man.get("templates") or {}
         if tpl.get("fingerprint") != templates_fingerprint(tpl.get("set", "compact")):
             raise ValueError(f"{run_dir} was trained with other prompt templates (set {tpl.get('set')!r}, "
                              f"fingerprint {tpl.get('fingerprint')}); retrain Stage 2")
-        dev = pick_device(device)
-        prec = Precision(**man["precision"])
-        if dev.type != "cuda" and prec.weights != "float32":  # a GPU run evaluated on a CPU
-            prec = Precision(prec.name, "float32", prec.weights)
-        if llm is not None and not cfg.get("lora"):
-            model, tok = llm
-        else:
-            model, tok, _ = load_llm(cfg["llm"], LLMOptions(dtype=prec.weights, device=str(dev),
-                                                           flash_attn=cfg["flash_attn"], progress=progress))
-        H = int(model.get_input_embeddings().weight.shape[1])
-        if H != man["dims"]["hidden"]:
-            raise ValueError(f"llm {cfg['llm']}: hidden size {H}, but the run was trained with {man['dims']['hidden']}")
-        if cfg.get("lora"):
-            from peft import PeftModel
+        model = GraphLLM.from_run(run_dir, man, device=pick_device(device), llm=llm, progress=progress)
+        return cls(run_dir, man, model)
 
-            from mlaga_fast.llm.loading import quiet_peft
-
-            with quiet_peft():
-                model = PeftModel.from_pretrained(model, str(run_dir / "lora"))
-            model.eval()
-        proj = load_projectors(run_dir / "projectors.safetensors").to(dev).eval()
-        if proj.cfg.to_dict() != man["projector"]:
-            raise ValueError(f"{run_dir}/projectors.safetensors was saved with projector config {proj.cfg.to_dict()}, "
-                             f"but the manifest records {man['projector']}")
-        return cls(run_dir, man, model, tok, proj, prec, dev)
-
-    def dataset(self, data_dir: str | Path, features: str | Path | None = None, *, progress: bool = False):
+    def dataset(self, data_dir: str | Path, features: str | Path | None = None, *,
+                progress: bool = False) -> DatasetInputs:
         """The checked inputs of a dataset directory (graph, features, node tokens), loaded once."""
-        from mlaga_fast.models.node_inputs import load_dataset_inputs
-
-        from mlaga_fast.runs.manifest import bundled_aligner
-
-        from mlaga_fast.features.source import features_arg
-
         key = (str(Path(data_dir).resolve()), None if features is None else features_arg(features))
         ds = self._data.get(key)
         if ds is None:
             align = bundled_aligner(self.run_dir, self.manifest)
             ds = load_dataset_inputs(data_dir, features, source=self.config["node_source"], align_dir=align,
                                      allow_unseen=True, device=str(self.device), progress=progress,
-                                     images=self.projectors.image_tokens > 0)
+                                     images=self.model.projectors.image_tokens > 0)
             want = (self.manifest["dims"]["nq"], self.manifest["dims"]["d"])
             if tuple(ds.tokens.shape[1:]) != want:
                 raise ValueError(f"{data_dir}: node tokens {tuple(ds.tokens.shape[1:])} do not match the run's "
@@ -122,23 +101,17 @@ class MLaGA:
             self._data[key] = ds
         return ds
 
-    def is_transfer(self, ds) -> bool:
+    def is_transfer(self, ds: DatasetInputs) -> bool:
         """True when the run was not trained on this dataset (zero-shot transfer)."""
         return ds.graph.fingerprint not in [r["graph_fingerprint"] for r in self.manifest["inputs"]["datasets"]]
 
     # --- prompts --------------------------------------------------------------------------------------
-    def builder(self, ds):
-        from mlaga_fast.train.instruct import make_builder
+    def builder(self, ds: DatasetInputs):
+        return builder_for(self.config, self.tokenizer, ds.graph, self.manifest["dims"]["nq"],
+                           self.model.projectors.image_tokens)
 
-        return make_builder(self.config, self.tokenizer, ds.graph, self.manifest["dims"]["nq"],
-                            self.projectors.image_tokens)
-
-    def nc_examples(self, ds, nodes: Sequence[int], demos: str | None = None, seed: int = 0) -> list:
+    def nc_examples(self, ds: DatasetInputs, nodes: Sequence[int], demos: str | None = None, seed: int = 0) -> list:
         """NC prompts for ``nodes`` with demonstrations ``demos`` (ppr | random | none; None = as trained)."""
-        from mlaga_fast.prompts.demos import DEMO_MODES, NCDemos, ppr_demo_table
-        from mlaga_fast.train.instruct_batch import nc_examples
-        from mlaga_fast.models.node_inputs import demo_cache_dir
-
         cfg = self.config
         mode = demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
         if mode not in DEMO_MODES:
@@ -146,33 +119,23 @@ class MLaGA:
         table = (ppr_demo_table(ds.graph, k=max(cfg["ppr_k"], cfg["num_demos"]), alpha=cfg["ppr_alpha"],
                                 eps=cfg["ppr_eps"], cache_dir=demo_cache_dir(ds), progress=False)
                  if mode == "ppr" else None)
-        nodes = self._check_nodes(ds, nodes)
-        labels = np.asarray(ds.graph.labels)
-        nd = NCDemos(ds.graph, mode, cfg["num_demos"], seed, table)
-        out = []
-        b = self.builder(ds)
-        for v in nodes.tolist():
-            d, dy = nd(v)
-            ex = b.nc(v, d, dy, label=-1)
-            ex.target = int(labels[v]) if labels.size else -1
-            out.append(ex)
-        return out
+        nodes = self.check_nodes(ds, nodes)
+        return nc_examples(ds.graph, self.builder(ds), nodes, NCDemos(ds.graph, mode, cfg["num_demos"], seed, table),
+                           with_label=False)
 
-    def lp_examples(self, ds, pairs: Any, demos: str | None = None, seed: int = 0) -> list:
-        from mlaga_fast.prompts.demos import LinkPairs
-        from mlaga_fast.train.instruct_batch import lp_examples
-
+    def lp_examples(self, ds: DatasetInputs, pairs: Any, demos: str | None = None, seed: int = 0) -> list:
         pairs = np.asarray(pairs, dtype=np.int64)
         if pairs.ndim != 2 or 2 not in pairs.shape:
             raise ValueError(f"pairs: expected [n, 2] or [2, n] node ids, got shape {pairs.shape}")
         pairs = pairs.T if pairs.shape[1] == 2 and pairs.shape[0] != 2 else pairs
-        self._check_nodes(ds, pairs.reshape(-1))
+        self.check_nodes(ds, pairs.reshape(-1))
         use_demo = self.config.get("lp_demo", False) and demos != "none"
         links = LinkPairs(ds.graph, seed=seed) if use_demo else None
         return lp_examples(self.builder(ds), pairs, np.full(pairs.shape[1], -1), links, with_label=False)
 
     @staticmethod
-    def _check_nodes(ds, nodes: Any) -> np.ndarray:
+    def check_nodes(ds: DatasetInputs, nodes: Any) -> np.ndarray:
+        """int64 [n] node ids, refused with a one-line error when one is outside the dataset."""
         nodes = np.asarray(nodes, dtype=np.int64).reshape(-1)
         bad = np.flatnonzero((nodes < 0) | (nodes >= ds.graph.num_nodes))
         if bad.size:
@@ -180,16 +143,11 @@ class MLaGA:
         return nodes
 
     # --- reading the LLM ------------------------------------------------------------------------------
-    def score(self, ds, examples: list, *, batch_size: int = 8, generate: bool = False, temperature: float = 0.0,
-              seed: int = 0, max_new_tokens: int | None = None, progress: bool = False, candidates: bool = True):
+    def score(self, ds: DatasetInputs, examples: list, *, batch_size: int = 8, generate: bool = False,
+              temperature: float = 0.0, seed: int = 0, max_new_tokens: int | None = None, progress: bool = False,
+              candidates: bool = True):
         """(scores [n, C] constrained log-likelihoods of the task's answers (None when ``candidates`` is
         False), generated ids per example or None)."""
-        import torch
-        from tqdm.auto import tqdm
-
-        from mlaga_fast.eval.scoring import score_batch
-        from mlaga_fast.train.instruct_batch import NodeInputs
-
         if not examples:
             raise ValueError("no examples to score")
         task = examples[0].task
@@ -198,11 +156,10 @@ class MLaGA:
         inputs = [NodeInputs(ds.tokens, ds.image)]
         gen_rng = torch.Generator().manual_seed(seed)
         scores, gens = [], []
-        for lo in tqdm(range(0, len(examples), batch_size), desc=f"score {task}", disable=not progress):
-            sc, g = score_batch(self.parts, self.projectors, examples[lo:lo + batch_size], inputs, cands,
-                                self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, self.device,
-                                prefix=self.prefix, precision=self.precision, generate=generate,
-                                temperature=temperature, generator=gen_rng, max_new_tokens=max_new_tokens)
+        for lo in bar_of(range(0, len(examples), batch_size), desc=f"score {task}", enabled=progress):
+            batch = collate(examples[lo:lo + batch_size], self.tokenizer.pad_token_id, inputs, with_answer=False)
+            sc, g = self.model.read(batch, cands, generate=generate, temperature=temperature, generator=gen_rng,
+                                    max_new_tokens=max_new_tokens)
             if sc is not None:
                 scores.append(sc.numpy())
             gens += g or []
@@ -227,10 +184,8 @@ class MLaGA:
             demos: str = "none", seed: int = 0, temperature: float = 0.0, max_new_tokens: int = 48) -> str:
         """Free generation about one node (with ``demos`` ppr | random | none) or a pair of nodes: the run's
         task intro, the node(s), then ``question``. Seeded; greedy at temperature 0."""
-        from mlaga_fast.eval.scoring import answer_text
-
         ds = self.dataset(data, features)
-        nodes = self._check_nodes(ds, [node] if np.ndim(node) == 0 else node).tolist()
+        nodes = self.check_nodes(ds, [node] if np.ndim(node) == 0 else node).tolist()
         if len(nodes) not in (1, 2):
             raise ValueError(f"ask: one node or a pair of nodes, got {len(nodes)}")
         if not question.strip():

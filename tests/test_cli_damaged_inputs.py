@@ -43,7 +43,8 @@ def world(tmp_path_factory, one_torch_thread):
     from mlaga_fast.data.synth import make_catalogue
     from mlaga_fast.features.extract import FeatureConfig, extract_features, graph_fingerprint
     from mlaga_fast.train.align import AlignConfig, train_align
-    from mlaga_fast.train.instruct import InstructConfig, train_instruct
+    from mlaga_fast.train.instruct import train_instruct
+    from mlaga_fast.train.instruct_config import InstructConfig
 
     root = tmp_path_factory.mktemp("world")
     ds = root / "ds"

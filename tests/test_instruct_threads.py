@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason
 @pytest.mark.parametrize("precision,rtol", [("fp32", 2e-3), ("bf16", 2e-2)])
 def test_stage2_barely_depends_on_the_thread_count(tmp_path, precision, rtol):
     from helpers.instruct_inputs import build_instruct_inputs
-    from mlaga_fast.train.instruct import InstructConfig, train_instruct
+    from mlaga_fast.train.instruct import train_instruct
+    from mlaga_fast.train.instruct_config import InstructConfig
     from mlaga_fast.train.metrics import read_jsonl
     from mlaga_fast.runtime.precision import cpu_has_native_bf16
 

@@ -161,7 +161,7 @@ def _examples(b, with_label=True):
 
 
 def _inputs(seed=0):
-    from mlaga_fast.train.instruct_batch import NodeInputs
+    from mlaga_fast.prompts.batch import NodeInputs
 
     rng = np.random.default_rng(seed)
     return [NodeInputs(rng.normal(size=(12, 2, 8)).astype(np.float16), rng.normal(size=(12, 6)).astype(np.float32))
@@ -183,6 +183,14 @@ def _full_logp(model, proj, ex, answer, inputs):
     return model(inputs_embeds=emb).logits[0].float().log_softmax(-1)
 
 
+def _graph_llm(model, tok, proj, precision=None):
+    """The Stage-2 model object under test, in fp32 on CPU unless ``precision`` says otherwise."""
+    from mlaga_fast.models.graph_llm import GraphLLM
+    from mlaga_fast.runtime.precision import Precision
+
+    return GraphLLM(model, tok, proj, precision or Precision("fp32", "float32", None), "cpu")
+
+
 def _reference_loss(model, proj, exs, inputs):
     nll, n = 0.0, 0
     for ex in exs:
@@ -195,23 +203,22 @@ def _reference_loss(model, proj, exs, inputs):
 
 @pytest.mark.parametrize("use_prefix", [True, False])
 def test_bucketed_prefix_cached_loss_and_grads_match_unpadded_reference(llm, use_prefix):
-    from mlaga_fast.llm.forward import LLMParts, PrefixKV
-    from mlaga_fast.train.instruct_batch import answer_loss, collate, plan_batches
+    from mlaga_fast.prompts.batch import collate, plan_batches
 
     model, tok, _ = llm
     exs = _examples(_builder(tok))
     inputs = _inputs()
     proj = _projectors("modality")
-    parts, pkv = LLMParts(model), PrefixKV(LLMParts(model))
+    gl = _graph_llm(model, tok, proj)
     plan = plan_batches(exs, batch_size=3, seed=0, epoch=0)
     assert sorted(i for b in plan for i in b) == list(range(len(exs)))  # every example once
     for b in plan:
         batch_ex = [exs[i] for i in b]
         assert len({(e.dataset, e.task) for e in batch_ex}) == 1  # one (dataset, task) per batch
-        batch = collate(batch_ex, tok.pad_token_id, with_answer=True, use_prefix=use_prefix)
+        batch = collate(batch_ex, tok.pad_token_id, inputs, with_answer=True, use_prefix=use_prefix)
         assert (len(batch.prefix) > 0) == use_prefix
         proj.zero_grad()
-        loss = answer_loss(parts, proj, batch, inputs, "cpu", prefix=pkv)
+        loss = gl.loss(batch)
         loss.backward()
         got = [p.grad.clone() if p.grad is not None else None for p in proj.parameters()]
         proj.zero_grad()
@@ -228,8 +235,7 @@ def test_bucketed_prefix_cached_loss_and_grads_match_unpadded_reference(llm, use
 def test_prefix_cache_under_lora_keeps_adapter_gradients(llm):
     """With trainable LoRA weights the prefix is recomputed with its graph: same grads as a full forward."""
     from mlaga_fast.llm import LLMOptions, load_llm
-    from mlaga_fast.llm.forward import LLMParts, PrefixKV
-    from mlaga_fast.train.instruct_batch import answer_loss, collate
+    from mlaga_fast.prompts.batch import collate
 
     _, tok, folder = llm
     torch.manual_seed(5)
@@ -245,17 +251,17 @@ def test_prefix_cache_under_lora_keeps_adapter_gradients(llm):
     for use_prefix in (True, False):
         for p in adapters:
             p.grad = None
-        batch = collate(exs, tok.pad_token_id, with_answer=True, use_prefix=use_prefix)
-        answer_loss(LLMParts(lora), proj, batch, inputs, "cpu", prefix=PrefixKV(LLMParts(lora))).backward()
+        batch = collate(exs, tok.pad_token_id, inputs, with_answer=True, use_prefix=use_prefix)
+        _graph_llm(lora, tok, proj).loss(batch).backward()
         grads.append([p.grad.clone() for p in adapters])
-    assert len(collate(exs, tok.pad_token_id, with_answer=True).prefix) > 0
+    assert len(collate(exs, tok.pad_token_id, inputs, with_answer=True).prefix) > 0
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
 
 
 def test_branch_point_scores_and_greedy_generation_match_reference(llm):
-    from mlaga_fast.eval.scoring import branch_points, match_generation, score_batch
-    from mlaga_fast.llm.forward import LLMParts, PrefixKV
+    from mlaga_fast.prompts.answers import branch_points, match_generation
+    from mlaga_fast.prompts.batch import collate
 
     model, tok, _ = llm
     b = _builder(tok)
@@ -266,10 +272,12 @@ def test_branch_point_scores_and_greedy_generation_match_reference(llm):
     beta, beta_gamma = cands[3], cands[1]
     assert pts[CLASSES.index("Beta")] == [0, 1] and pts[CLASSES.index("Alpha")] == [0]  # "Beta" vs "Beta Gamma"
     assert beta[0] == beta_gamma[0]
-    parts = LLMParts(model)
-    scores, gen = score_batch(parts, proj, exs, inputs, cands, tok.pad_token_id, tok.eos_token_id, torch.device("cpu"),
-                              prefix=PrefixKV(parts), generate=True, max_new_tokens=4)
+    gl = _graph_llm(model, tok, proj)
+    batch = collate(exs, tok.pad_token_id, inputs, with_answer=False)
+    scores, gen = gl.read(batch, cands, generate=True, max_new_tokens=4)
     assert scores.shape == (len(exs), len(CLASSES))
+    torch.testing.assert_close(gl.score(batch, cands), scores)  # the two readings of one forward agree
+    assert gl.generate(batch, max_new_tokens=4) == gen
     with torch.no_grad():
         for i, ex in enumerate(exs):
             P = len(ex.prompt_ids)
@@ -291,8 +299,7 @@ def test_branch_point_scores_and_greedy_generation_match_reference(llm):
 
 def test_train_step_updates_only_projectors_and_checkpointing_gives_same_grads(llm):
     from mlaga_fast.llm import LLMOptions, load_llm
-    from mlaga_fast.llm.forward import LLMParts
-    from mlaga_fast.train.instruct_batch import answer_loss, collate
+    from mlaga_fast.prompts.batch import collate
 
     model, tok, folder = llm
     exs = [e for e in _examples(_builder(tok)) if e.task == "nc"]
@@ -301,8 +308,8 @@ def test_train_step_updates_only_projectors_and_checkpointing_gives_same_grads(l
 
     def grads(m, use_prefix=True):
         proj.zero_grad()
-        batch = collate(exs, tok.pad_token_id, with_answer=True, use_prefix=use_prefix)
-        answer_loss(LLMParts(m), proj, batch, inputs, "cpu").backward()
+        batch = collate(exs, tok.pad_token_id, inputs, with_answer=True, use_prefix=use_prefix)
+        _graph_llm(m, tok, proj).loss(batch).backward()
         return [p.grad.clone() for p in proj.parameters() if p.grad is not None]
 
     g_plain = grads(model)
@@ -324,13 +331,13 @@ def test_bf16_loss_and_input_gradients_within_tolerance_of_fp32(llm):
     """bf16 autocast vs fp32 on the same prompts: the loss within 2% and the gradient reaching the node
     tokens (what trains the projectors) at cosine > 0.99. The same check runs on SmolLM2 and the demo's
     prompts in benchmarks/bench_instruct.py; the tolerance is the one --precision auto relies on."""
-    from mlaga_fast.train.instruct_batch import collate
-    from mlaga_fast.runtime.precision import bf16_agreement
+    from mlaga_fast.models.graph_llm import bf16_agreement
+    from mlaga_fast.prompts.batch import collate
 
     model, tok, _ = llm
     exs = [e for e in _examples(_builder(tok)) if e.task == "nc"]
     inputs, proj = _inputs(3), _projectors("modality", seed=3)
-    agree = bf16_agreement(model, proj, collate(exs, tok.pad_token_id, with_answer=True), inputs, "cpu")
+    agree = bf16_agreement(_graph_llm(model, tok, proj), collate(exs, tok.pad_token_id, inputs, with_answer=True))
     l32, l16 = agree["loss_fp32"], agree["loss_bf16"]
     assert abs(l16 - l32) <= 0.02 * abs(l32)
     cos = agree["grad_cosine"]
@@ -343,10 +350,8 @@ def test_warmup_phase_trains_projectors_only_and_lora_starts_after(llm, tmp_path
     import types
 
     from mlaga_fast.llm import LLMOptions, load_llm
-    from mlaga_fast.llm.forward import LLMParts
-    from mlaga_fast.train.instruct import InstructConfig
+    from mlaga_fast.train.instruct_config import InstructConfig
     from mlaga_fast.train.instruct_stage import InstructStage
-    from mlaga_fast.runtime.precision import Precision
 
     _, tok, folder = llm
     torch.manual_seed(0)
@@ -357,8 +362,7 @@ def test_warmup_phase_trains_projectors_only_and_lora_starts_after(llm, tmp_path
     cfg = InstructConfig(data=["x"], align="y", batch_size=4, warmup_examples=4, tasks=["nc", "lp"], lora=True)
     info = types.SimpleNamespace(rank=0, world_size=1, device=torch.device("cpu"), is_main=True)
     proj = _projectors("modality")
-    stage = InstructStage(cfg, info, LLMParts(lora), proj, _inputs(), warm, instruct, tok.pad_token_id,
-                          Precision("fp32", "float32", None))
+    stage = InstructStage(cfg, info, _graph_llm(lora, tok, proj), _inputs(), warm, instruct)
     assert stage.warm_steps == 1 and stage.total_steps == 1 + stage.per_epoch
     lora_before = {n: p.detach().clone() for n, p in lora.named_parameters() if "lora_" in n}
     stage.step(0)

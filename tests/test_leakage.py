@@ -43,7 +43,7 @@ def _canary_graph(g):
 def test_nc_eval_prompts_show_no_held_out_label(setup, mode, template_set):
     from mlaga_fast.prompts import PromptBuilder
     from mlaga_fast.prompts.demos import NCDemos, ppr_demo_table
-    from mlaga_fast.train.instruct_batch import nc_examples
+    from mlaga_fast.prompts.examples import nc_examples
 
     g0, tok, cache = setup
     g = _canary_graph(g0)
@@ -90,7 +90,7 @@ def test_ppr_demos_are_training_nodes_ranked_by_ppr(setup):
 def test_lp_demos_never_use_held_out_pairs(setup, template_set):
     from mlaga_fast.prompts import PromptBuilder
     from mlaga_fast.prompts.demos import LinkPairs
-    from mlaga_fast.train.instruct_batch import lp_examples
+    from mlaga_fast.prompts.examples import lp_examples
 
     g, tok, _ = setup
     ls = g.link_split

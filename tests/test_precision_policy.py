@@ -1,5 +1,5 @@
 """--precision: what each setting resolves to on CPU (auto is fp32 on every CPU: bf16 autocast measured
-slower there, AMX or not; mlaga_fast/train/precision.py) and the one-line errors."""
+slower there, AMX or not; mlaga_fast/runtime/precision.py) and the one-line errors."""
 import pytest
 import torch
 

@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.gloo import free_port, rank_env  # noqa: E402
-from mlaga_fast.train.instruct import InstructConfig, train_instruct  # noqa: E402
+from mlaga_fast.train.instruct import train_instruct  # noqa: E402
+from mlaga_fast.train.instruct_config import InstructConfig  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -135,8 +136,8 @@ def _rank_token_counts(root: Path) -> list[list[int]]:
     """[step][rank] answer tokens as the trainer splits the prompts (0 for a rank with no prompt):
     shows that the ranks' token counts differ, so a mean of per-rank means would not match."""
     from mlaga_fast.llm.loading import load_tokenizer, resolve_llm
-    from mlaga_fast.train.instruct import build_phase_examples
-    from mlaga_fast.train.instruct_batch import plan_batches
+    from mlaga_fast.train.instruct_examples import build_phase_examples
+    from mlaga_fast.prompts.batch import plan_batches
     from mlaga_fast.models.node_inputs import load_dataset_inputs
 
     cfg = _cfg(root, B)

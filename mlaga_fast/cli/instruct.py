@@ -7,7 +7,7 @@ import json
 import click
 
 from mlaga_fast.config import config_options
-from mlaga_fast.train.instruct import PRESETS, InstructConfig
+from mlaga_fast.train.instruct_config import PRESETS, InstructConfig
 
 
 @click.command("instruct")
@@ -25,7 +25,8 @@ def instruct_cmd(out_dir: str, resume: bool, config_file: str | None, preset: st
                  **kw) -> None:
     """Train the projectors (and LoRA adapters) into a frozen LLM on NC and LP prompts (torchrun-ready)."""
     from mlaga_fast.config import saved_run_config
-    from mlaga_fast.train.instruct import build_config, train_instruct
+    from mlaga_fast.train.instruct import train_instruct
+    from mlaga_fast.train.instruct_config import build_config
     from mlaga_fast.utils.lock import exclusive_output
 
     # `--resume` starts from the run's own resolved config; options given with it override fields

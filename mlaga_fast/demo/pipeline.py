@@ -59,7 +59,8 @@ def _train_align(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path) -> 
 
 def _train_instruct(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: Path | None, out: Path, *,
                     progress: bool = True) -> dict:
-    from mlaga_fast.train.instruct import build_config, train_instruct
+    from mlaga_fast.train.instruct import train_instruct
+    from mlaga_fast.train.instruct_config import build_config
 
     icfg = build_config({
         "data": [str(data_dir)], "features": [str(feat_dir)], "align": str(align_run) if align_run else "",

@@ -25,6 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mlaga_fast.assistant import MLaGA
+from mlaga_fast.data import load
+from mlaga_fast.eval.report import make_result, plot_confusion, results_table_markdown, write_result_json
+from mlaga_fast.features.extract import graph_fingerprint
+from mlaga_fast.features.source import is_online
+from mlaga_fast.features.store import read_manifest
+from mlaga_fast.prompts.answers import answer_text, match_generation, match_paper_protocol
+from mlaga_fast.prompts.demos import DEMO_MODES, LinkPairs
+from mlaga_fast.runs.card import write_model_card
+from mlaga_fast.utils.io import atomic_write_text
+
 PROTOCOLS = ("constrained", "paper")
 PAPER_TEMPERATURE = 0.2
 
@@ -44,8 +55,6 @@ class EvalOptions:
     method: str | None = None  # name in tables; default mlaga-<llm>[+ablation]
 
     def validate(self) -> None:
-        from mlaga_fast.prompts.demos import DEMO_MODES
-
         if self.task not in ("nc", "lp"):
             raise ValueError(f"task: {self.task!r} is not one of ['nc', 'lp']")
         if self.split not in ("val", "test", "train"):
@@ -68,8 +77,6 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
 
 def eval_examples(m, ds, opts: EvalOptions) -> list:
     """The labelled prompts of the split (a seeded, class-balanced-for-LP subsample when asked)."""
-    from mlaga_fast.prompts.demos import LinkPairs
-
     g = ds.graph
     if opts.task == "nc":
         nodes = np.asarray(getattr(g, opts.split), dtype=np.int64)
@@ -89,10 +96,6 @@ def eval_examples(m, ds, opts: EvalOptions) -> list:
 def check_inputs(data_dir, features) -> None:
     """Fail fast, with the loaders' one-line errors, on a dataset or features folder that cannot be read
     (online features are checked when the encoder is loaded)."""
-    from mlaga_fast.data import load
-    from mlaga_fast.features.source import is_online
-    from mlaga_fast.features.store import read_manifest
-
     load(data_dir)
     if not is_online(features):
         read_manifest(Path(features) if features else Path(data_dir) / "features")
@@ -101,11 +104,6 @@ def check_inputs(data_dir, features) -> None:
 def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None, *, progress: bool = True,
              loaded=None) -> dict:
     """Returns the result dict (constrained scoring, or the paper protocol; generation under extra)."""
-    from mlaga_fast.assistant import MLaGA
-    from mlaga_fast.eval.report import make_result
-    from mlaga_fast.eval.scoring import answer_text, match_generation, match_paper_protocol
-    from mlaga_fast.features.extract import graph_fingerprint
-
     opts.validate()
     t0 = time.time()
     if loaded is None:  # the dataset and its features are checked before the LLM is loaded
@@ -158,9 +156,6 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
 def _record(run_dir: Path, res: dict, opts: EvalOptions) -> None:
     """Append the result's summary to RUN2/evaluations.jsonl and refresh the model card (best effort: a
     read-only run folder only loses this record)."""
-    from mlaga_fast.runs.card import write_model_card
-    from mlaga_fast.utils.io import atomic_write_text
-
     rec = {"dataset": res["dataset"], "task": res["task"], "split": res["split"], "protocol": opts.protocol,
            "demos": res["extra"]["demos"], "method": res["method"], "accuracy": res["accuracy"],
            "num_examples": res["num_examples"], "transfer": res["extra"]["transfer"]}
@@ -188,9 +183,6 @@ def _method_name(cfg: dict, demos_mode: str) -> str:
 
 
 def write_outputs(res: dict, out: str | Path, answers: list[dict] | None = None) -> None:
-    from mlaga_fast.eval.report import plot_confusion, results_table_markdown, write_result_json
-    from mlaga_fast.utils.io import atomic_write_text
-
     out = Path(out)
     # FILE.json -> FILE.json, FILE.png, FILE.gen.png, FILE.gen.jsonl, FILE.md; only a final ".json" is
     # replaced, so dotted names such as "run.lp.json" keep every part.

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mlaga_fast.assistant import MLaGA
+from mlaga_fast.eval.instruct_eval import check_inputs
+from mlaga_fast.prompts.demos import LinkPairs
 from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, fingerprint
+from mlaga_fast.utils.progress import progress as bar_of
 
 CHUNK = 256
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -61,12 +65,6 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
                 seed: int = 0, features=None, device: str = "auto", batch_size: int = 32, progress: bool = True,
                 model=None) -> int:
     """Write the predictions; returns the number of rows. ``model``: an already loaded MLaGA."""
-    from tqdm.auto import tqdm
-
-    from mlaga_fast.assistant import MLaGA
-    from mlaga_fast.eval.instruct_eval import check_inputs
-    from mlaga_fast.prompts.demos import LinkPairs
-
     out = Path(out_file)
     if out.suffix not in FORMATS:
         raise ValueError(f"--out: {out.name} must end in one of {list(FORMATS)}")
@@ -85,7 +83,7 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
         ids = select_nodes(ds.graph, nodes)
     else:
         ids = _read_ids(Path(pairs_file), 2) if pairs_file else LinkPairs(ds.graph).eval_pairs("test")[0].T
-    m._check_nodes(ds, ids.reshape(-1))
+    m.check_nodes(ds, ids.reshape(-1))
     job = {"run": m.manifest.get("created"), "run_dir": str(Path(m.run_dir).resolve()),
            "dataset": ds.graph.fingerprint, "task": task, "ids": fingerprint(ids.tolist()), "demos": demos,
            "seed": seed}
@@ -98,7 +96,7 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
 
     names = list(ds.graph.class_names)
     chunks = range(0, len(ids), CHUNK)
-    for ci in tqdm(chunks, desc=f"predict {task}", unit="chunk", disable=not progress):
+    for ci in bar_of(chunks, desc=f"predict {task}", unit="chunk", enabled=progress):
         path = part / f"chunk_{ci // CHUNK:06d}.jsonl"
         if path.is_file():
             continue  # done before an interruption

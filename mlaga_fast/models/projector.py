@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from torch import nn
 
+from mlaga_fast.utils.io import atomic_write_bytes
+
 __all__ = ["ProjectorConfig", "Projectors", "CrossTaskAttention", "save_projectors", "load_projectors",
-           "PROJECTOR_KINDS", "TASKS"]
+           "projector_config", "PROJECTOR_KINDS", "TASKS"]
 
 PROJECTOR_KINDS = ("single", "modality")
 TASKS = ("nc", "lp")
@@ -59,6 +64,16 @@ class ProjectorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def projector_config(settings: Mapping[str, Any] | Any, graph_dim: int, hidden: int, image_dim: int) -> ProjectorConfig:
+    """The projector config of a Stage-2 run's settings (an InstructConfig or its saved config dict), for node
+    tokens of width ``graph_dim``, an LLM of hidden size ``hidden`` and pooled image vectors of ``image_dim``."""
+    c = settings if isinstance(settings, Mapping) else asdict(settings)
+    modality = c["projector"] == "modality"
+    return ProjectorConfig(graph_dim=graph_dim, out_dim=hidden, kind=c["projector"], hidden_dim=c["projector_hidden"],
+                           image_dim=image_dim if modality else 0, shared_graph=c["shared_graph_projector"],
+                           cross_task=c["cross_task_attention"])
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -138,18 +153,11 @@ class Projectors(nn.Module):
 
 def save_projectors(proj: Projectors, path) -> None:
     """Atomically write the weights (safetensors) with the config in the file's metadata."""
-    from safetensors.torch import save
-
-    from mlaga_fast.utils.io import atomic_write_bytes
-
     state = {k: v.detach().cpu().contiguous().float() for k, v in proj.state_dict().items()}
     atomic_write_bytes(path, save(state, metadata={"projector_config": json.dumps(proj.cfg.to_dict())}))
 
 
 def load_projectors(path) -> Projectors:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "projector_config" not in meta:

@@ -6,7 +6,8 @@ training step ran 17x slower; on one with AVX512-BF16 and AMX (2 cores) the demo
 bf16 against 58 s in fp32, its Stage 2 317 s against 249 s (the GGUF cached in both), and
 benchmarks/bench_instruct.py ran the warm-up prompts at 0.84x (not profiled; autocast casting the frozen
 fp32 weights again at every call is one likely cost). ``--precision bf16`` stays available on CPU; it is
-checked against fp32 on real prompts (tests/test_instruct_units.py, benchmarks/bench_instruct.py).
+checked against fp32 on real prompts (``mlaga_fast.models.graph_llm.bf16_agreement``, used by
+tests/test_instruct_units.py and benchmarks/bench_instruct.py).
 """
 from __future__ import annotations
 
@@ -60,23 +61,3 @@ def resolve_precision(precision: str, device_type: str, *, frozen_weights: bool)
     if cuda and frozen_weights:
         return Precision(precision, dtype, None)  # frozen weights stored in half precision: no autocast needed
     return Precision(precision, "float32", dtype)
-
-
-def bf16_agreement(model, proj, batch, inputs, device: str = "cpu") -> dict:
-    """Stage 2's answer loss and projector gradients on one batch in fp32 and under bf16 autocast:
-    {"loss_fp32", "loss_bf16", "loss_rel_diff", "grad_cosine"} (the check --precision auto relies on)."""
-    import torch
-
-    from mlaga_fast.llm.forward import LLMParts
-    from mlaga_fast.train.instruct_batch import answer_loss
-
-    out = {}
-    for name, prec in (("fp32", Precision("fp32", "float32", None)), ("bf16", Precision("bf16", "float32", "bfloat16"))):
-        proj.zero_grad()
-        with prec.context(device):
-            loss = answer_loss(LLMParts(model), proj, batch, inputs, device)
-        loss.backward()
-        out[name] = (loss.item(), torch.cat([p.grad.flatten() for p in proj.parameters() if p.grad is not None]))
-    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
-    return {"loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32),
-            "grad_cosine": torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()}

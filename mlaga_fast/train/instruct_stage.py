@@ -1,7 +1,7 @@
 """Stage 2's part of the training loop: the warm-up and instruct phases' steps, and the final artifacts.
 
 See mlaga_fast/train/instruct.py for the phases and the run layout; mlaga_fast/train/loop.py runs the
-steps this module defines.
+steps this module defines; the model they train is ``mlaga_fast.models.graph_llm.GraphLLM``.
 """
 from __future__ import annotations
 
@@ -12,37 +12,30 @@ import numpy as np
 import torch
 
 from mlaga_fast.config import config_to_dict, save_config
+from mlaga_fast.llm.loading import LLMOptions
+from mlaga_fast.models.graph_llm import GraphLLM
+from mlaga_fast.models.node_inputs import aligner_identity, load_dataset_inputs
+from mlaga_fast.prompts.batch import NodeInputs, answer_token_count, collate, plan_batches
+from mlaga_fast.prompts.examples import templates_fingerprint
+from mlaga_fast.runs.card import write_model_card
+from mlaga_fast.runs.manifest import write_stage_manifest
+from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as dist
-from mlaga_fast.train.instruct import InstructConfig, build_phase_examples, templates_fingerprint
-from mlaga_fast.train.instruct_batch import NodeInputs, answer_loss, answer_token_count, collate, plan_batches
+from mlaga_fast.train.instruct_config import InstructConfig
+from mlaga_fast.train.instruct_examples import build_phase_examples
 from mlaga_fast.train.loop import run_loop, warmup_steps_for
 from mlaga_fast.train.schedule import cosine_warmup_factor
 
-__all__ = ["InstructStage", "run_instruct", "projector_config_for"]
-
-TASK_IDS = {"nc": 0, "lp": 1}
-
-
-def projector_config_for(cfg: InstructConfig | dict, graph_dim: int, hidden: int, image_dim: int):
-    from mlaga_fast.models.projector import ProjectorConfig
-
-    c = cfg if isinstance(cfg, dict) else config_to_dict(cfg)
-    modality = c["projector"] == "modality"
-    return ProjectorConfig(graph_dim=graph_dim, out_dim=hidden, kind=c["projector"], hidden_dim=c["projector_hidden"],
-                           image_dim=image_dim if modality else 0, shared_graph=c["shared_graph_projector"],
-                           cross_task=c["cross_task_attention"])
+__all__ = ["InstructStage", "run_instruct"]
 
 
 class InstructStage:
     """Warm-up steps [0, W) then instruct steps [W, total); see ``mlaga_fast.train.loop.Stage``."""
 
-    def __init__(self, cfg: InstructConfig, info, parts, projectors, inputs: list[NodeInputs], warm: list,
-                 instruct: list, pad_id: int, precision):
-        from mlaga_fast.llm.forward import PrefixKV
-
-        self.cfg, self.info, self.parts, self.projectors = cfg, info, parts, projectors
-        self.inputs, self.warm, self.instruct, self.pad_id = inputs, warm, instruct, pad_id
-        self.precision = precision
+    def __init__(self, cfg: InstructConfig, info, model: GraphLLM, inputs: list[NodeInputs], warm: list,
+                 instruct: list):
+        self.cfg, self.info, self.model = cfg, info, model
+        self.inputs, self.warm, self.instruct = inputs, warm, instruct
         self.world = info.world_size
         self.global_batch = cfg.batch_size * self.world
         self.warm_plan = plan_batches(warm, self.global_batch, cfg.seed, 0) if warm else []
@@ -52,33 +45,22 @@ class InstructStage:
         self.total_steps = self.warm_steps + self.instruct_steps
         if self.total_steps < 1:
             raise ValueError("no training prompts were built (empty train split?)")
-        self.lora = [p for p in parts.model.parameters() if p.requires_grad]  # [] without LoRA
-        self._set_lora_trainable(False)
-        self.prefix = PrefixKV(parts)
+        self.lora = model.lora
+        model.set_lora_trainable(False)
         self._plan_epoch, self._plan = -1, None
 
     # --- the loop's interface ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {f"projectors.{k}": v for k, v in self.projectors.state_dict().items()}
-        lora = {id(p) for p in self.lora}
-        state.update({f"lora.{k}": p.detach() for k, p in self.parts.model.named_parameters() if id(p) in lora})
-        return state
+        return self.model.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.projectors.load_state_dict({k[len("projectors."):]: v for k, v in state.items()
-                                         if k.startswith("projectors.")})
-        named = dict(self.parts.model.named_parameters())
-        with torch.no_grad():
-            for k, v in state.items():
-                if k.startswith("lora."):
-                    named[k[len("lora."):]].copy_(v)
-        self.prefix.clear()
+        self.model.load_state_dict(state)
 
     def trainable(self) -> list:
-        return list(self.projectors.parameters()) + self.lora
+        return self.model.trainable()
 
     def param_groups(self) -> list[dict]:
-        groups = [{"params": list(self.projectors.parameters()), "lr": 1.0}]
+        groups = [{"params": list(self.model.projectors.parameters()), "lr": 1.0}]
         return groups + ([{"params": self.lora, "lr": 1.0}] if self.lora else [])
 
     def lr_lambdas(self) -> list:
@@ -102,19 +84,17 @@ class InstructStage:
     def step(self, step: int) -> dict:
         warm = step < self.warm_steps
         if step == self.warm_steps and self.warm_steps and "lp" in self.cfg.tasks:
-            self.projectors.copy_task("nc", "lp")  # the LP projector starts where the warm-up left NC
-        self._set_lora_trainable(not warm)
+            self.model.projectors.copy_task("nc", "lp")  # the LP projector starts where the warm-up left NC
+        self.model.set_lora_trainable(not warm)
         examples, plan = (self.warm, self.warm_plan[step]) if warm else (self.instruct, self._instruct_batch(step))
         mine = plan[self.info.rank * self.cfg.batch_size:(self.info.rank + 1) * self.cfg.batch_size]
         real = bool(mine)
         # A rank whose slice of the last global batch is empty runs the batch's first prompt with weight 0,
         # so that the collectives line up and the step's gradient is the other ranks' alone.
         # HF drops KV caches under activation checkpointing, so such runs go without the shared prefix.
-        batch = collate([examples[i] for i in (mine or plan[:1])], self.pad_id, with_answer=True,
-                        use_prefix=not self.cfg.gradient_checkpointing)
-        with self.precision.context(self.info.device.type):
-            loss_sum = answer_loss(self.parts, self.projectors, batch, self.inputs, self.info.device,
-                                   prefix=self.prefix, reduction="sum")  # []: summed over this rank's answer tokens
+        batch = collate([examples[i] for i in (mine or plan[:1])], self.model.tokenizer.pad_token_id, self.inputs,
+                        with_answer=True, use_prefix=not self.cfg.gradient_checkpointing)
+        loss_sum = self.model.loss(batch, reduction="sum")  # []: summed over this rank's answer tokens
         n_tok = answer_token_count(batch) if real else 0
         if not real:
             loss_sum = loss_sum * 0.0
@@ -138,20 +118,8 @@ class InstructStage:
                                                                epoch + 1)
         return self._plan[pos]
 
-    def _set_lora_trainable(self, on: bool) -> None:
-        for p in self.lora:
-            p.requires_grad_(on)
-        self.parts.trainable = on and bool(self.lora)
-
 
 def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> dict:
-    from mlaga_fast.llm.forward import LLMParts
-    from mlaga_fast.llm.loading import LLMOptions, load_llm
-    from mlaga_fast.models.projector import Projectors, save_projectors
-    from mlaga_fast.models.node_inputs import aligner_identity, load_dataset_inputs
-    from mlaga_fast.runs.manifest import write_stage_manifest
-    from mlaga_fast.runtime.precision import resolve_precision
-
     main = info.is_main
     modality = cfg.projector == "modality"
     with dist.main_first():  # rank 0 fills the node-token caches; the other ranks then read them
@@ -177,16 +145,13 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
     opts = LLMOptions(dtype=precision.weights, device=str(info.device), lora=cfg.lora, lora_r=cfg.lora_r,
                       lora_alpha=cfg.lora_alpha, gradient_checkpointing=cfg.gradient_checkpointing,
                       flash_attn=cfg.flash_attn, progress=progress and main)
-    model, tok, spec = load_llm(cfg.llm, opts)
-    if cfg.gradient_checkpointing:
-        model.train()  # HF only checkpoints in training mode; Llama-family dropouts are 0
-    parts = LLMParts(model)
-    projectors = Projectors(projector_config_for(cfg, d, parts.hidden, image_dim)).to(info.device)
+    model, spec = GraphLLM.build(cfg.llm, opts, precision, config_to_dict(cfg), graph_dim=d, image_dim=image_dim)
+    projectors, parts = model.projectors, model.parts
     with dist.main_first():  # rank 0 fills the PPR demonstration caches
-        warm, instruct = build_phase_examples(cfg, datasets, tok, nq, projectors.image_tokens,
+        warm, instruct = build_phase_examples(cfg, datasets, model.tokenizer, nq, projectors.image_tokens,
                                               progress=progress and main)
     inputs = [NodeInputs(ds.tokens, ds.image) for ds in datasets]
-    stage = InstructStage(cfg, info, parts, projectors, inputs, warm, instruct, tok.pad_token_id, precision)
+    stage = InstructStage(cfg, info, model, inputs, warm, instruct)
     dist.broadcast_params(stage.trainable())  # every rank starts from rank 0's initial weights
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -196,9 +161,7 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
     projectors.eval()
 
     if main:
-        save_projectors(projectors, out / "projectors.safetensors")
-        if cfg.lora:
-            model.save_pretrained(out / "lora")
+        model.save(out)
         write_stage_manifest(
             out, "instruct", config=config_to_dict(cfg),
             inputs={"align": ({"run": str(Path(cfg.align).resolve()), "identity": aligner_identity(cfg.align)}
@@ -218,8 +181,6 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
                              "warmup_steps": stage.warm_steps, "world_size": info.world_size,
                              "global_batch_size": stage.global_batch, "final": last}})
-        from mlaga_fast.runs.card import write_model_card
-
         write_model_card(out)
     dist.barrier()
     return {"steps": stage.total_steps, "warmup_steps": stage.warm_steps, "final": last}

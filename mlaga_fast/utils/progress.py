@@ -9,7 +9,7 @@ __all__ = ["progress"]
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True,
-             initial: int = 0):
+             initial: int = 0, unit: str = "it"):
     """A tqdm bar (disabled on non-main ranks). Call ``bar.set_postfix(loss=...)`` to show the loss."""
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True,
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, initial=initial, unit=unit, dynamic_ncols=True,
                 mininterval=0.5)

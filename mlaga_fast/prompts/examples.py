@@ -1,0 +1,64 @@
+"""Stage 2 examples: the prompt builder of a run's settings, and NC / LP prompts built with it.
+
+Training (``mlaga_fast.train.instruct_examples``), evaluation and the assistant all build their prompts
+here, so a run is read with exactly the prompts it was trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import is_dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from mlaga_fast.config import config_to_dict
+from mlaga_fast.prompts.builder import Example, PromptBuilder, TruncationPolicy, load_templates
+from mlaga_fast.prompts.demos import LinkPairs, NCDemos
+from mlaga_fast.utils.io import fingerprint
+
+__all__ = ["builder_for", "templates_fingerprint", "nc_examples", "lp_examples"]
+
+
+def templates_fingerprint(template_set: str = "compact") -> str:
+    """What a run records of its prompt templates; loading refuses a run whose templates changed since."""
+    return fingerprint(load_templates()[template_set])
+
+
+def builder_for(settings: Mapping[str, Any] | Any, tokenizer, graph, nq: int, image_tokens: int, *,
+                warmup: bool = False) -> PromptBuilder:
+    """The prompt builder of a run's settings (an InstructConfig or a run's saved config dict). The
+    warm-up builder keeps the node's tokens and the question only (no node texts)."""
+    c = config_to_dict(settings) if is_dataclass(settings) else settings
+    policy = (TruncationPolicy(c["max_length"], 0, 0) if warmup
+              else TruncationPolicy(c["max_length"], c["target_text_tokens"], c["demo_text_tokens"]))
+    meta = getattr(graph, "meta", None) or {}
+    return PromptBuilder(tokenizer, nq, graph.texts, graph.class_names, policy, template_set=c["template_set"],
+                         image_tokens=image_tokens, chat=c["chat_template"] == "auto",
+                         domain=str(meta.get("domain") or graph.name))
+
+
+def nc_examples(graph, builder: PromptBuilder, targets: np.ndarray, demos: NCDemos, *,
+                with_label: bool, dataset: int = 0, drop_demos: np.ndarray | None = None) -> list[Example]:
+    """NC prompts for ``targets``; ``drop_demos`` [len(targets)] bool shows those prompts no demonstrations.
+    Each example keeps its node's label as ``target`` (-1 when unlabelled); with_label puts it after the
+    prompt as the answer to train on."""
+    labels = np.asarray(graph.labels)
+    out = []
+    for j, v in enumerate(np.asarray(targets, dtype=np.int64).tolist()):
+        d, dy = ([], []) if drop_demos is not None and drop_demos[j] else demos(v)
+        y = int(labels[v]) if labels.size else -1
+        if with_label and y < 0:
+            raise ValueError(f"nc target node {v} has no label (-1)")
+        out.append(builder.nc(v, d, dy, label=y if with_label else -1, dataset=dataset))
+        out[-1].target = y  # eval keeps the truth for scoring; it is never in the prompt ids
+    return out
+
+
+def lp_examples(builder: PromptBuilder, pairs: np.ndarray, labels: np.ndarray, links: LinkPairs | None, *,
+                with_label: bool, dataset: int = 0, demo_key: int = 0) -> list[Example]:
+    out = []
+    for j in range(pairs.shape[1]):
+        a, b, y = int(pairs[0, j]), int(pairs[1, j]), int(labels[j])
+        demo = links.demo(a, b, demo_key) if links is not None else None
+        out.append(builder.lp(a, b, demo, label=y if with_label else -1, dataset=dataset))
+        out[-1].target = y
+    return out

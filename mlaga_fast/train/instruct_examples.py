@@ -1,0 +1,49 @@
+"""Stage 2's training prompts: the warm-up and instruct examples of every dataset, seeded by the run."""
+from __future__ import annotations
+
+import numpy as np
+
+from mlaga_fast.models.node_inputs import demo_cache_dir
+from mlaga_fast.prompts.demos import LinkPairs, NCDemos, ppr_demo_table, train_label_pool
+from mlaga_fast.prompts.examples import builder_for, lp_examples, nc_examples
+from mlaga_fast.train.instruct_config import InstructConfig
+from mlaga_fast.utils.progress import progress as bar_of
+
+__all__ = ["build_phase_examples"]
+
+
+def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, image_tokens: int,
+                         progress: bool = True) -> tuple[list, list]:
+    """(warm-up examples, instruct examples) of all datasets, seeded by cfg.seed."""
+    warm, instruct = [], []
+    for di, ds in enumerate(bar_of(datasets, desc="prompts", enabled=progress)):
+        rng = np.random.default_rng([cfg.seed, di, 7])
+        builder = builder_for(cfg, tokenizer, ds.graph, nq, image_tokens)
+        pool = train_label_pool(ds.graph)
+        n_nc = 0
+        if "nc" in cfg.tasks:
+            if pool.size == 0:
+                raise ValueError(f"dataset {ds.name}: no labelled training nodes for task nc")
+            if cfg.warmup_examples:
+                wb = builder_for(cfg, tokenizer, ds.graph, nq, image_tokens, warmup=True)
+                share = -(-cfg.warmup_examples // len(datasets))
+                reps = -(-share // pool.size)  # every pool node once per round, each round reshuffled
+                wt = np.concatenate([rng.permutation(pool) for _ in range(reps)])[:share]
+                warm += nc_examples(ds.graph, wb, wt, NCDemos(ds.graph, "none"), with_label=True, dataset=di)
+            targets = pool if cfg.nc_per_dataset <= 0 else rng.choice(pool, min(cfg.nc_per_dataset, pool.size),
+                                                                       replace=False)
+            mode = cfg.demos if cfg.num_demos > 0 else "none"
+            table = (ppr_demo_table(ds.graph, k=max(cfg.ppr_k, cfg.num_demos), alpha=cfg.ppr_alpha, eps=cfg.ppr_eps,
+                                    cache_dir=demo_cache_dir(ds), progress=progress) if mode == "ppr" else None)
+            drop = rng.random(len(targets)) < cfg.nc_demo_dropout
+            instruct += nc_examples(ds.graph, builder, targets, NCDemos(ds.graph, mode, cfg.num_demos, cfg.seed, table),
+                                    with_label=True, dataset=di, drop_demos=drop)
+            n_nc = len(targets)
+        if "lp" in cfg.tasks:
+            links = LinkPairs(ds.graph, seed=cfg.seed)
+            # Default: as many LP prompts as NC prompts would be, so the two tasks weigh the same.
+            n_default = pool.size if cfg.nc_per_dataset <= 0 else cfg.nc_per_dataset
+            count = cfg.lp_per_dataset if cfg.lp_per_dataset > 0 else max(n_nc, n_default, 2)
+            pairs, y = links.train_pairs(count, rng)
+            instruct += lp_examples(builder, pairs, y, links if cfg.lp_demo else None, with_label=True, dataset=di)
+    return warm, instruct
