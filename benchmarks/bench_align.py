@@ -21,7 +21,6 @@ Configs
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

@@ -40,7 +40,9 @@ def _align_step_s(tmp: Path, features: str, steps: int) -> float:
     """Mean seconds per Stage-1 step after the first, the demo's aligner settings, on ``features``."""
     import shutil
 
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+
+    from mlaga_fast.train.align_config import AlignConfig
     from mlaga_fast.train.metrics import read_jsonl
 
     run = tmp / "align_run"

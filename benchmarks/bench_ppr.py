@@ -17,7 +17,6 @@ degree, rcm) alone, and a PPR table for all training nodes (60%) with its wall t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

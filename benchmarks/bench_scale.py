@@ -136,7 +136,9 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     elif stage == "align":
         import shutil
 
-        from mlaga_fast.train.align import AlignConfig, train_align
+        from mlaga_fast.train.align import train_align
+
+        from mlaga_fast.train.align_config import AlignConfig
         from mlaga_fast.train.metrics import read_jsonl
 
         shutil.rmtree(run, ignore_errors=True)

@@ -11,6 +11,12 @@ fields, and the commands say so), and ``--dim`` on the command line replaces bot
 config is saved as JSON in the run directory so the run can be reproduced, and ``load_config`` reads
 it back with the same type checks.
 
+A field whose type is itself a config dataclass nests it: its fields are options spelt
+``--outer.inner-name`` (``--instruct.lr``), a file gives them as a table (``[instruct]`` / ``instruct:``),
+and every layer above updates the nested fields it names, keeping the rest (the field's default
+instance, then base, preset, file, CLI). So a composite config (the demo's) holds each stage's own
+config under the stage's own field names, with nothing to translate.
+
 Usage::
 
     @dataclass
@@ -36,6 +42,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from mlaga_fast.utils.io import atomic_write_json
 
 T = TypeVar("T")
+NESTED_SEP = "__"  # the click parameter of the option --outer.inner is named outer__inner
 
 __all__ = [
     "config_options",
@@ -201,6 +208,35 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def _nested_fields(cls: type) -> dict[str, type]:
+    """{field name: its dataclass type} for the fields of ``cls`` that nest a config dataclass."""
+    hints = _resolved_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        base, _ = _strip_optional(hints[f.name])
+        if f.init and dataclasses.is_dataclass(base):
+            out[f.name] = base
+    return out
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _merge(merged: dict[str, Any], layer: Mapping[str, Any], nested: Mapping[str, type]) -> None:
+    """Update ``merged`` with ``layer``; a nested config's table updates the fields it names only."""
+    for k, v in layer.items():
+        key = str(k).replace("-", "_")
+        if key in nested and isinstance(v, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **{str(a).replace("-", "_"): b for a, b in v.items()}}
+        else:
+            merged[key] = v
+
+
 def resolve_config(
     cls: type[T],
     cli_values: Mapping[str, Any] | None = None,
@@ -216,17 +252,25 @@ def resolve_config(
     Keys in ``cli_values`` that are not fields of ``cls`` are ignored, so a command can pass its whole
     ``**kwargs`` (including --data/--out style arguments handled elsewhere).
     """
-    merged: dict[str, Any] = dict(base or {})
+    nested = _nested_fields(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    merged: dict[str, Any] = {name: config_to_dict(_field_default(fields[name])) for name in nested
+                              if _field_default(fields[name]) is not dataclasses.MISSING}
+    _merge(merged, base or {}, nested)
     if preset is not None:
         presets = presets or {}
         if preset not in presets:
             raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(presets)}")
-        merged.update({k.replace("-", "_"): v for k, v in presets[preset].items()})
+        _merge(merged, presets[preset], nested)
     if config_file is not None:
-        merged.update({str(k).replace("-", "_"): v for k, v in load_config_file(config_file).items()})
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+        _merge(merged, load_config_file(config_file), nested)
     for k, v in (cli_values or {}).items():
-        if k in names and v is not None:
+        outer, _, inner = k.partition(NESTED_SEP)
+        if v is None:
+            continue
+        if inner and outer in nested:
+            _merge(merged, {outer: {inner: v}}, nested)
+        elif k in fields:
             merged[k] = v
     return config_from_dict(cls, merged)
 
@@ -313,23 +357,32 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
 
     hints = _resolved_hints(cls)
 
+    nested = _nested_fields(cls)
+
+    def add(fn: Callable, f: dataclasses.Field, tp: Any, default: Any, prefix: str = "") -> Callable:
+        ctype, is_flag, suffix = _click_type(tp, f)
+        default_repr = "required" if default is dataclasses.MISSING else _as_typed(default, f.name)
+        if is_flag and default is not dataclasses.MISSING:
+            default_repr = "--" + prefix + default_repr[2:]
+        help_text = f"{f.metadata.get('help', '')}{suffix} [default: {default_repr}]".strip()
+        opt = "--" + prefix + f.name.replace("_", "-")
+        param = prefix.replace(".", NESTED_SEP) + f.name
+        if is_flag:
+            return click.option(f"{opt}/--{prefix}no-{f.name.replace('_', '-')}", param, default=None,
+                                help=help_text)(fn)
+        return click.option(opt, param, type=ctype, default=None, help=help_text)(fn)
+
     def decorator(fn: Callable) -> Callable:
         for f in reversed([f for f in dataclasses.fields(cls) if f.init]):
-            ctype, is_flag, suffix = _click_type(hints[f.name], f)
-            if f.default is not dataclasses.MISSING:
-                default_repr = _as_typed(f.default, f.name)
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default_repr = _as_typed(f.default_factory(), f.name)  # type: ignore[misc]
-            else:
-                default_repr = "required"
-            help_text = f"{f.metadata.get('help', '')}{suffix} [default: {default_repr}]".strip()
-            opt = field_option_name(f.name)
-            if is_flag:
-                fn = click.option(
-                    f"{opt}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text
-                )(fn)
-            else:
-                fn = click.option(opt, f.name, type=ctype, default=None, help=help_text)(fn)
+            if f.name in nested:  # --outer.inner for every field of the nested config, its defaults shown
+                inner_default = _field_default(f)
+                inner_hints = _resolved_hints(nested[f.name])
+                for g in reversed([g for g in dataclasses.fields(nested[f.name]) if g.init]):
+                    d = (getattr(inner_default, g.name) if inner_default is not dataclasses.MISSING
+                         else _field_default(g))
+                    fn = add(fn, g, inner_hints[g.name], d, prefix=f"{f.name}.")
+                continue
+            fn = add(fn, f, hints[f.name], _field_default(f))
         return fn
 
     return decorator

@@ -42,7 +42,8 @@ def world(tmp_path_factory, one_torch_thread):
     from mlaga_fast.config import resolve_config
     from mlaga_fast.data.synth import make_catalogue
     from mlaga_fast.features.extract import FeatureConfig, extract_features, graph_fingerprint
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+    from mlaga_fast.train.align_config import AlignConfig
     from mlaga_fast.train.instruct import train_instruct
     from mlaga_fast.train.instruct_config import InstructConfig
 

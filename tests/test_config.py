@@ -148,3 +148,34 @@ def test_click_options(tmp_path):
     assert "--cross" not in r.output and "--num-layers" in r.output and "peak LR" in r.output
     r = CliRunner().invoke(cmd, ["--device", "tpu"])
     assert r.exit_code != 0
+
+
+@dataclass
+class Outer:
+    seed: int = 0
+    stage: Cfg = field(default_factory=lambda: Cfg(lr=0.5, num_layers=4))  # the composite's own defaults
+
+
+def test_nested_configs_keep_their_own_field_names_at_every_layer(tmp_path):
+    """A nested config is one more table: each layer (its default instance, preset, file, CLI) updates only the
+    fields it names, and the CLI spells them --outer.inner."""
+    seen = {}
+
+    @click.command()
+    @click.option("--config", type=click.Path())
+    @config_options(Outer)
+    def cmd(config, **kw):
+        seen["cfg"] = resolve_config(Outer, kw, config_file=config, preset="p",
+                                     presets={"p": {"stage": {"name": "preset", "dims": [7]}}})
+
+    p = tmp_path / "c.toml"
+    p.write_text("seed = 3\n[stage]\nnum-layers = 9\nuse_amp = false\n")
+    r = CliRunner().invoke(cmd, ["--config", str(p), "--stage.lr", "0.25", "--stage.use-amp"])
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"] == Outer(seed=3, stage=Cfg(lr=0.25, num_layers=9, name="preset", use_amp=True, dims=[7]))
+    assert resolve_config(Outer, {}) == Outer()  # the nested default instance, not Cfg()'s defaults
+    assert config_from_dict(Outer, config_to_dict(Outer())) == Outer()
+    help_text = CliRunner().invoke(cmd, ["--help"]).output
+    assert "--stage.lr" in help_text and "[default: 0.5]" in help_text and "--stage.no-use-amp" in help_text
+    with pytest.raises(ValueError, match="unknown config field 'stage.banana'"):
+        resolve_config(Outer, {}, base={"stage": {"banana": 1}})

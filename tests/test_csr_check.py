@@ -99,3 +99,17 @@ def test_large_graph_first_bad_index_found_in_parallel():
 def test_negative_num_nodes():
     with pytest.raises(ValueError, match="num_nodes must be >= 0"):
         _C.check_csr(np.zeros(1, np.int64), np.zeros(0, np.int64), -1)
+
+
+@pytest.mark.parametrize("indptr, indices, bad", [(np.int64(0), np.array([], np.int32), "indptr"),
+                                                  (np.zeros(2, np.int64), np.int32(0), "indices"),
+                                                  (np.zeros((2, 1), np.int64), np.array([], np.int32), "indptr")])
+def test_arrays_that_are_not_1d_are_refused_as_ppr_refuses_them(indptr, indices, bad):
+    """One check, one answer: a 0-d or 2-d array is refused here with the message ppr_topk gives it."""
+    from mlaga_fast.ppr import ppr_topk
+
+    with pytest.raises(ValueError, match=f"{bad} must be 1-D") as here:
+        check_csr(indptr, indices, 1)
+    with pytest.raises(ValueError, match=f"{bad} must be 1-D") as there:
+        ppr_topk(indptr, indices, np.zeros(1, np.int64), k=1)
+    assert str(here.value) == str(there.value)

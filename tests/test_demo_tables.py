@@ -37,7 +37,7 @@ def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
     import pytest
     import torch
 
-    import mlaga_fast.data.synth as synth
+    import mlaga_fast.demo.compare as compare
     from mlaga_fast.demo.compare import run_compare
     from mlaga_fast.demo.config import DemoConfig
 
@@ -47,7 +47,7 @@ def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
         seen.append(torch.get_num_threads())
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(synth, "make_catalogue", stop)
+    monkeypatch.setattr(compare, "make_catalogue", stop)
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2
     try:

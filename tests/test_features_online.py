@@ -48,15 +48,19 @@ def test_online_get_equals_the_stored_store(graph_and_store):
     assert empty["image"].shape == (0, store.image_len, store.image_dim)
 
 
-def test_online_refuses_bad_ids(graph_and_store):
-    graph, _ = graph_and_store
+def test_online_and_stored_features_refuse_bad_ids_alike(graph_and_store):
+    graph, store = graph_and_store
     online = OnlineFeatures(graph, "tiny", device="cpu")
-    with pytest.raises(ValueError, match="node id 200 at position 1"):
-        online.get([0, 200])
-    with pytest.raises(ValueError, match="integer node ids"):
-        online.get(np.array([0.5]))
-    with pytest.raises(ValueError, match="1-D"):
-        online.get(np.zeros((2, 2), np.int64))
+    for source in (online, store):  # one check (FeatureReader._check_idx), one answer
+        with pytest.raises(ValueError, match="node id 200 at position 1"):
+            source.get([0, 200])
+        with pytest.raises(ValueError, match="integer node ids"):
+            source.get(np.array([0.5]))
+        with pytest.raises(ValueError, match="1-D"):
+            source.get(np.zeros((2, 2), np.int64))
+        assert {k: v.shape for k, v in source.get_numpy(np.zeros(0, np.int64)).items()} == {
+            "image": (0, store.image_len, store.image_dim), "image_mask": (0, store.image_len),
+            "text": (0, store.text_len, store.text_dim), "text_mask": (0, store.text_len)}
 
 
 def test_online_pooled_equals_the_stored_pooled(graph_and_store):
@@ -75,7 +79,8 @@ def test_stage1_and_embed_run_on_online_features_as_on_stored(graph_and_store, t
     from click.testing import CliRunner
 
     from mlaga_fast.cli.main import cli
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+    from mlaga_fast.train.align_config import AlignConfig
     from mlaga_fast.models.embeddings import export_embeddings, load_embeddings
     from mlaga_fast.train.metrics import read_jsonl
 

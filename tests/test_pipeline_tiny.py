@@ -54,7 +54,8 @@ def pipeline(tmp_path_factory):
 
     from helpers.tiny_llm import build_tiny_llm
     from mlaga_fast.data import load
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+    from mlaga_fast.train.align_config import AlignConfig
 
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
     root = tmp_path_factory.mktemp("pipe")

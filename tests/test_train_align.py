@@ -10,7 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mlaga_fast.train.align import AlignConfig, build_config, train_align
+from mlaga_fast.train.align import train_align
+from mlaga_fast.train.align_config import AlignConfig, build_config
 
 TINY = dict(dim=16, num_layers=2, num_heads=2, num_queries=2, cross_attention_every=2, num_positives=3,
             batch_size=16, max_steps=6, warmup_steps=2, checkpoint_every=3, log_every=1, dropout=0.1,
@@ -93,7 +94,7 @@ def test_resume_after_crash_is_exact(inputs, tmp_path, monkeypatch):
 def test_manifest_load_embed_probe(inputs, tmp_path):
     from mlaga_fast.features import FeatureStore
     from mlaga_fast.models.aligner import load_aligner
-    from mlaga_fast.train.align import check_features_match
+    from mlaga_fast.runs.manifest import check_features_match
     from mlaga_fast.models.embeddings import export_embeddings, load_embeddings
 
     data, feat = inputs

@@ -12,7 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.gloo import free_port, rank_env  # noqa: E402
-from mlaga_fast.train.align import AlignConfig, train_align  # noqa: E402
+from mlaga_fast.train.align import train_align  # noqa: E402
+from mlaga_fast.train.align_config import AlignConfig  # noqa: E402
 
 # fp32 (what --precision auto is on CPU, pinned here): the ranks' half batches must add up to the whole
 # batch's arithmetic; under bf16 autocast the half and whole batches round differently

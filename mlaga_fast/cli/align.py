@@ -1,7 +1,7 @@
 """Stage 1 commands: `train align`, `embed`, `probe`, `plot embeddings`.
 
 Registered in mlaga_fast/cli/main.py. Heavy imports (torch, sklearn, matplotlib) happen inside the
-command bodies; ``mlaga_fast.train.align`` is import-light (AlignConfig only needs dataclasses).
+command bodies; ``mlaga_fast.train.align_config`` is import-light (AlignConfig only needs dataclasses).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 
 from mlaga_fast.cli.params import FEATURES
 from mlaga_fast.config import config_options, preset_overrides
-from mlaga_fast.train.align import PRESETS, AlignConfig
+from mlaga_fast.train.align_config import PRESETS, AlignConfig
 
 
 INPUTS_RECORD = "inputs.json"  # --data/--features of a Stage-1 run, recorded at its start for --resume
@@ -71,7 +71,8 @@ def _record_inputs(out_dir: str, data_dir: str, features_dir: str) -> None:
 def align_cmd(data_dir, features_dir, out_dir, config_file, preset, resume, no_progress, **fields):
     """Stage 1: train the structure-aware aligner with the graph-contrastive loss."""
     from mlaga_fast.config import saved_run_config
-    from mlaga_fast.train.align import build_config, train_align
+    from mlaga_fast.train.align import train_align
+    from mlaga_fast.train.align_config import build_config
     from mlaga_fast.utils.lock import exclusive_output
 
     data_dir, features_dir = _run_inputs(out_dir, data_dir, features_dir, resume)

@@ -84,7 +84,6 @@ def split_links(graph: MultimodalGraph, val: float = 0.05, test: float = 0.1, se
     _check_fractions(val=val, test=test)
     if min_train_degree < 0:
         raise ValueError(f"min_train_degree must be >= 0, got {min_train_degree}")
-    n = graph.num_nodes
     pairs = graph.edge_pairs()  # [2, P], u < v
     p = pairs.shape[1]
     n_val, n_test = int(round(val * p)), int(round(test * p))

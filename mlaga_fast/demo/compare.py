@@ -12,6 +12,8 @@ variant gets the same budget.
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +22,13 @@ from typing import Callable
 import click
 import numpy as np
 
+from mlaga_fast.assistant import MLaGA
+from mlaga_fast.data.synth import make_catalogue
 from mlaga_fast.demo.config import DemoConfig
+from mlaga_fast.demo.pipeline import demo_features, train_stage1, train_stage2
+from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
+from mlaga_fast.eval.probe import probe_run
+from mlaga_fast.utils.io import atomic_write_json, atomic_write_text
 
 ARCHS = ("mlaga", "prenorm")
 OBJECTIVES = ("mlaga", "infonce")
@@ -29,24 +37,12 @@ PROJECTORS = ("modality", "single")
 ARCH_FIELDS = {"mlaga": {"arch": "mlaga", "num_layers": 2, "cross_attention_every": 2, "dropout": 0.1},
                "prenorm": {"arch": "prenorm"}}
 OBJECTIVE_FIELDS = {"mlaga": {"objective": "mlaga", "tau": 0.5}, "infonce": {"objective": "infonce", "tau": 0.1}}
-COMPARE_DEFAULTS = {"warmup_train": 500, "nc_train": 300, "lp_train": 500, "align_epochs": 2, "align_positives": 5}
-
-
-def _align(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path, arch: str, objective: str) -> None:
-    from mlaga_fast.train.align import build_config, train_align
-
-    acfg = build_config({"dim": cfg.align_d, "num_queries": cfg.num_queries, "epochs": cfg.align_epochs,
-                         "num_positives": cfg.align_positives, "seed": cfg.seed, "device": "cpu", "warmup_steps": 10,
-                         "checkpoint_every": 10_000, **ARCH_FIELDS[arch], **OBJECTIVE_FIELDS[objective]})
-    train_align(acfg, data_dir, feat_dir, run, show_progress=False)
+COMPARE_DEFAULTS = {"instruct": {"warmup_examples": 500, "nc_per_dataset": 300, "lp_per_dataset": 500},
+                    "align": {"epochs": 2, "num_positives": 5}}
 
 
 def _stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align: Path, out: Path, projector: str) -> dict:
-    from mlaga_fast.assistant import MLaGA
-    from mlaga_fast.demo.pipeline import _train_instruct
-    from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
-
-    _train_instruct(replace(cfg, projector=projector), data_dir, feat_dir, align, out)
+    train_stage2(cfg, data_dir, feat_dir, align, out, projector=projector)
     m = MLaGA.from_pretrained(out, device="cpu", progress=False)
     acc = {}
     for task, n in (("nc", cfg.eval_nc), ("lp", cfg.eval_lp)):
@@ -60,11 +56,6 @@ def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
                 echo: Callable[[str], None] = click.echo) -> dict:
     """Run every variant for every seed into OUT; returns {"rows": [...], "table": markdown}."""
     import torch
-
-    from mlaga_fast.data.synth import make_catalogue
-    from mlaga_fast.demo.pipeline import _features
-    from mlaga_fast.eval.probe import probe_run
-    from mlaga_fast.utils.io import atomic_write_json, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,22 +71,19 @@ def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
             g = make_catalogue(data_dir, nodes=cfg.nodes, classes=cfg.classes, homophily=cfg.homophily,
                                image_mismatch=cfg.image_mismatch, text_mismatch=cfg.text_mismatch, seed=seed,
                                progress=False)
-            _features(scfg, g, feat_dir, [])
+            demo_features(scfg, g, feat_dir, [])
         for arch, objective in itertools.product(ARCHS, OBJECTIVES):
             align = root / f"align_{arch}_{objective}"
             if not (align / "manifest.json").is_file():
-                _align(scfg, data_dir, feat_dir, align, arch, objective)
+                train_stage1(scfg, data_dir, feat_dir, align, progress=False, **ARCH_FIELDS[arch],
+                             **OBJECTIVE_FIELDS[objective])
             probe = probe_run(align, data_dir=data_dir, device="cpu", progress=False)["aligned"]["test"]
             for projector in PROJECTORS:
                 run = root / f"instruct_{arch}_{objective}_{projector}"
                 done = root / f"{run.name}.json"
                 if done.is_file():
-                    import json
-
                     rec = json.loads(done.read_text())
                 else:
-                    import shutil
-
                     shutil.rmtree(run, ignore_errors=True)
                     acc = _stage2(scfg, data_dir, feat_dir, align, run, projector)
                     rec = {"seed": seed, "arch": arch, "objective": objective, "projector": projector,

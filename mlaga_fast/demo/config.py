@@ -1,9 +1,33 @@
-"""The demo's settings: one typed config, two presets (full and --fast)."""
+"""The demo's settings: one typed config holding each stage's own config, and two presets (full and --fast).
+
+``align`` is Stage 1's ``AlignConfig`` and ``instruct`` Stage 2's ``InstructConfig``, with the demo's
+defaults and under their own field names: ``--align.dim``, ``--instruct.lr``, a ``[instruct]`` table in
+a config file. The demo fills in what it decides itself for every run: the datasets, features and
+Stage-1 run, the node source and tasks (the raw-feature ablation trains NC on raw pooled features), the
+device (cpu) and the seed (``seed`` below, one for every stage).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DemoConfig", "PRESETS"]
+from mlaga_fast.train.align_config import AlignConfig
+from mlaga_fast.train.instruct_config import InstructConfig
+
+__all__ = ["DemoConfig", "PRESETS", "demo_align_config", "demo_instruct_config"]
+
+
+def demo_align_config() -> AlignConfig:
+    """Stage 1 as the demo trains it: 3 epochs of a 128-wide aligner with 4 tokens per node."""
+    return AlignConfig(dim=128, num_queries=4, epochs=3, num_positives=5, warmup_steps=10, checkpoint_every=10_000,
+                       device="cpu")
+
+
+def demo_instruct_config() -> InstructConfig:
+    """Stage 2 as the demo trains it: SmolLM2 with modality-aware projectors, 800 warm-up prompts, then 600 NC
+    prompts (PPR demonstrations) and 1,600 LP prompts with LoRA adapters."""
+    return InstructConfig(llm="smollm2", projector="modality", warmup_examples=800, nc_per_dataset=600,
+                          lp_per_dataset=1600, batch_size=16, warmup_lr=3e-3, lr=3e-3, projector_lr_scale=0.1,
+                          lora=True, checkpoint_every=10_000, device="cpu")
 
 
 @dataclass
@@ -17,29 +41,17 @@ class DemoConfig:
     encoder: str = field(default="offline@128", metadata={
         "help": "feature encoder spec; 'offline@128' = MiniLM text + EfficientNet-Lite0 image at 128 px (real "
                 "weights; the 64 px synthetic pictures lose nothing at 128 px)"})
-    # --- Stage 1 ---
-    align_epochs: int = field(default=3, metadata={"help": "aligner epochs"})
-    align_positives: int = field(default=5, metadata={"help": "1-hop positives sampled per aligner anchor"})
-    align_d: int = field(default=128, metadata={"help": "aligner width"})
-    num_queries: int = field(default=4, metadata={"help": "aligned tokens per node (nq)"})
-    # --- Stage 2 ---
-    llm: str = field(default="smollm2", metadata={"help": "frozen LLM (hub id, folder, *.gguf or alias)"})
-    projector: str = field(default="modality", metadata={"help": "Stage 2 projectors: modality or single",
-                                                        "choices": ["modality", "single"]})
-    warmup_train: int = field(default=800, metadata={"help": "warm-up prompts (node tokens + question; projectors only)"})
-    nc_train: int = field(default=600, metadata={"help": "NC instruction prompts (PPR demonstrations)"})
-    lp_train: int = field(default=1600, metadata={"help": "LP instruction prompts (MLaGA only; the raw ablation trains NC)"})
-    instruct_batch: int = field(default=16, metadata={"help": "Stage 2 prompts per step"})
-    warmup_lr: float = field(default=3e-3, metadata={"help": "Stage 2 warm-up learning rate"})
-    instruct_lr: float = field(default=3e-3, metadata={"help": "Stage 2 instruct-phase learning rate (LoRA)"})
-    projector_lr_scale: float = field(default=0.1, metadata={"help": "instruct phase: projector LR / instruct_lr"})
-    lora: bool = field(default=True, metadata={"help": "LoRA adapters in the instruct phase"})
+    # --- the two stages, each in its own config ---
+    align: AlignConfig = field(default_factory=demo_align_config)
+    instruct: InstructConfig = field(default_factory=demo_instruct_config)
+    # --- evaluation and baselines ---
     eval_nc: int = field(default=200, metadata={"help": "test nodes scored per NC variant"})
     eval_lp: int = field(default=200, metadata={"help": "test pairs scored per LP variant"})
     generate: bool = field(default=False, metadata={"help": "also score free generation (slower)"})
     baseline_epochs: int = field(default=100, metadata={"help": "full-batch epochs of the GNN/MLP baselines"})
     # --- runtime ---
-    seed: int = field(default=0, metadata={"help": "one seed for every stage"})
+    seed: int = field(default=0, metadata={"help": "one seed for every stage (the stages' own seed fields are set "
+                                                   "from it)"})
     threads: int = field(default=0, metadata={
         "help": "torch CPU threads in all (0 = all cores); from 2 on, half of them run the raw-feature ablation, "
                 "the baselines and the t-SNE map in a second process beside Stage 2"})
@@ -48,6 +60,7 @@ class DemoConfig:
 PRESETS: dict[str, dict] = {
     "full": {},
     # A sanity run for CI: every stage runs and writes its outputs, at a size that fits in ~3 minutes.
-    "fast": {"nodes": 400, "align_epochs": 2, "warmup_train": 32, "nc_train": 16, "lp_train": 16, "eval_nc": 16,
-             "eval_lp": 16, "baseline_epochs": 30},
+    "fast": {"nodes": 400, "align": {"epochs": 2},
+             "instruct": {"warmup_examples": 32, "nc_per_dataset": 16, "lp_per_dataset": 16},
+             "eval_nc": 16, "eval_lp": 16, "baseline_epochs": 30},
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +15,7 @@ import click
 from mlaga_fast.demo.config import DemoConfig
 from mlaga_fast.demo.lanes import SideLane, split_threads
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
 
 
 class _Steps:
@@ -34,7 +34,9 @@ class _Steps:
         return out
 
 
-def _features(cfg: DemoConfig, graph, feat_dir: Path, notes: list[str]):
+def demo_features(cfg: DemoConfig, graph, feat_dir: Path, notes: list[str]):
+    """The catalogue's features with ``cfg.encoder`` (the random tiny CLIP when its weights are missing, noted
+    in ``notes``): (FeatureStore, the encoder used)."""
     from mlaga_fast.features.encoders import EncoderUnavailable
     from mlaga_fast.features.extract import FeatureConfig, extract_features
 
@@ -48,29 +50,29 @@ def _features(cfg: DemoConfig, graph, feat_dir: Path, notes: list[str]):
                                 progress=True), "tiny"
 
 
-def _train_align(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path) -> dict:
-    from mlaga_fast.train.align import build_config, train_align
+def train_stage1(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path, *, progress: bool = True,
+                 **fields: Any) -> dict:
+    """Stage 1 with ``cfg.align`` (``fields`` replace some of it), seeded by ``cfg.seed``."""
+    from mlaga_fast.train.align import train_align
 
-    acfg = build_config({"dim": cfg.align_d, "num_queries": cfg.num_queries, "epochs": cfg.align_epochs,
-                         "num_positives": cfg.align_positives, "seed": cfg.seed, "device": "cpu", "warmup_steps": 10,
-                         "checkpoint_every": 10_000})
-    return train_align(acfg, data_dir, feat_dir, run, show_progress=True)
+    acfg = replace(cfg.align, **{**fields, "seed": cfg.seed})
+    acfg.validate()
+    return train_align(acfg, data_dir, feat_dir, run, show_progress=progress)
 
 
-def _train_instruct(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: Path | None, out: Path, *,
-                    progress: bool = True) -> dict:
+def train_stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: Path | None, out: Path, *,
+                 progress: bool = True, **fields: Any) -> dict:
+    """Stage 2 with ``cfg.instruct`` (``fields`` replace some of it) on the catalogue, seeded by ``cfg.seed``:
+    on the aligner's tokens with NC and LP, or without ``align_run`` the raw-feature ablation, which is an
+    NC comparison (the same NC schedule, no LP)."""
     from mlaga_fast.train.instruct import train_instruct
-    from mlaga_fast.train.instruct_config import build_config
+    from mlaga_fast.train.instruct_config import check_config
 
-    icfg = build_config({
-        "data": [str(data_dir)], "features": [str(feat_dir)], "align": str(align_run) if align_run else "",
-        "node_source": "aligner" if align_run else "raw", "llm": cfg.llm,
-        # the raw-feature ablation is an NC comparison: it trains the same NC schedule, without LP
-        "tasks": ["nc", "lp"] if align_run else ["nc"], "projector": cfg.projector,
-        "warmup_examples": cfg.warmup_train, "nc_per_dataset": cfg.nc_train, "lp_per_dataset": cfg.lp_train,
-        "batch_size": cfg.instruct_batch, "warmup_lr": cfg.warmup_lr, "lr": cfg.instruct_lr,
-        "projector_lr_scale": cfg.projector_lr_scale, "lora": cfg.lora, "seed": cfg.seed, "device": "cpu",
-        "checkpoint_every": 10_000})
+    icfg = replace(cfg.instruct, **{
+        **fields, "data": [str(data_dir)], "features": [str(feat_dir)], "align": str(align_run) if align_run else "",
+        "node_source": "aligner" if align_run else "raw", "tasks": ["nc", "lp"] if align_run else ["nc"],
+        "seed": cfg.seed})
+    check_config(icfg)
     return train_instruct(icfg, out, progress=progress)
 
 
@@ -111,7 +113,7 @@ def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, 
     from mlaga_fast.demo.report import draw_embedding_map
 
     def raw_stage2() -> list:
-        _train_instruct(cfg, data_dir, feat_dir, None, runs["raw"], progress=progress)
+        train_stage2(cfg, data_dir, feat_dir, None, runs["raw"], progress=progress)
         return []
 
     def embedding_map() -> list:
@@ -207,8 +209,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     graph = steps.run(f"synthesise the catalogue ({cfg.nodes} nodes, {cfg.classes} classes)", lambda: make_catalogue(
         data_dir, nodes=cfg.nodes, classes=cfg.classes, homophily=cfg.homophily, image_mismatch=cfg.image_mismatch,
         text_mismatch=cfg.text_mismatch, seed=cfg.seed, progress=True))
-    _, encoder = steps.run(f"extract features ({cfg.encoder})", lambda: _features(cfg, graph, feat_dir, notes))
-    steps.run("Stage 1: train the aligner", lambda: _train_align(cfg, data_dir, feat_dir, runs["align"]))
+    _, encoder = steps.run(f"extract features ({cfg.encoder})", lambda: demo_features(cfg, graph, feat_dir, notes))
+    steps.run("Stage 1: train the aligner", lambda: train_stage1(cfg, data_dir, feat_dir, runs["align"]))
     probe = steps.run("embed all nodes + linear probes", lambda: (
         export_embeddings(runs["align"], runs["align"] / "embed", device="cpu"),
         probe_run(runs["align"], emb_dir=runs["align"] / "embed", data_dir=data_dir, device="cpu", progress=False),
@@ -226,8 +228,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, probe, threads=split[1])
         torch.set_num_threads(split[0])
     try:
-        steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.llm}; PPR demonstrations)",
-                  lambda: _train_instruct(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"]))
+        steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.instruct.llm}; PPR demonstrations)",
+                  lambda: train_stage2(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"]))
         side_results, side_times = steps.run(
             "Stage 2 ablation on raw pooled features, its evaluation, the baselines and the t-SNE map"
             + (" (waiting for the second process)" if side else ""),

@@ -1,14 +1,15 @@
 """The demo's report folder: metrics.json, results.md, figures and every stage's resolved config."""
 from __future__ import annotations
 
-import io
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mlaga_fast.plots.png import save_png
+from mlaga_fast.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["draw_figures", "draw_embedding_map", "write_summary", "plot_loss_curves", "seeds_table"]
 
@@ -55,10 +56,7 @@ def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> 
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=110)
 
 
 def _loss_points(run: Path) -> list[tuple[int, float]]:
@@ -86,7 +84,9 @@ def draw_figures(report: Path, metrics: dict[str, Any], runs: dict[str, Path]) -
     if feat_manifest.exists():
         shutil.copyfile(feat_manifest, configs / "features.json")
 
-    plot_loss_curves({"Stage 1 aligner (InfoNCE)": _loss_points(runs["align"]),
+    objective = {"mlaga": "MLaGA contrastive loss", "infonce": "InfoNCE"}
+    align_cfg = json.loads((Path(runs["align"]) / "config.json").read_text(encoding="utf-8"))
+    plot_loss_curves({f"Stage 1 aligner ({objective[align_cfg['objective']]})": _loss_points(runs["align"]),
                       "Stage 2 MLaGA (answer NLL)": _loss_points(runs["mlaga"]),
                       "Stage 2 raw-feature ablation": _loss_points(runs["raw"])}, report / "loss_curves.png")
 

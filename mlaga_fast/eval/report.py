@@ -31,13 +31,13 @@ import json
 import math
 import os
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from mlaga_fast._version import __version__
-from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_json
+from mlaga_fast.plots.png import save_png
+from mlaga_fast.utils.io import atomic_write_json
 
 FORMAT = "mlaga_fast.result/1"
 TASKS = ("nc", "lp")
@@ -236,8 +236,6 @@ def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True
 
     normalize=True colours each row by its share of the true class (recall), annotating counts.
     """
-    import io
-
     # A bare Figure renders with the Agg canvas and never touches pyplot's global state, so
     # this works headless and in loops without leaking figures.
     from matplotlib.figure import Figure
@@ -274,6 +272,4 @@ def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True
                     ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=6,
                             color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_png(fig, path, dpi=120)

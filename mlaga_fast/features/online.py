@@ -18,10 +18,10 @@ from typing import Any, Optional
 import numpy as np
 
 from mlaga_fast.features.extract import _check_graph, _Collate, _finite, _NodeInputs, _resolve_device, graph_fingerprint
-from mlaga_fast.features.store import FORMAT, FeatureIdentity, features_fingerprint, pool_tokens
+from mlaga_fast.features.store import FORMAT, FeatureReader, features_fingerprint, pool_tokens
 
 
-class OnlineFeatures(FeatureIdentity):
+class OnlineFeatures(FeatureReader):
     """Encoder features of ``graph``'s nodes, computed on demand.
 
     graph: a MultimodalGraph (or anything extract_features accepts: num_nodes, texts, images,
@@ -63,32 +63,11 @@ class OnlineFeatures(FeatureIdentity):
                 f"{self.image_dim}], text=[{self.text_len}, {self.text_dim}], device={self.device!r})")
 
     # --- reading ------------------------------------------------------------------------------
-    def _check_idx(self, idx: Any) -> np.ndarray:
-        from mlaga_fast.utils.arrays import to_numpy
-
-        arr = to_numpy(idx, "idx")
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1:
-            raise ValueError(f"idx: expected a 1-D array of node ids, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"idx: expected integer node ids, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64, copy=False)
-        bad = np.flatnonzero((arr < 0) | (arr >= self.num_nodes))
-        if bad.size:
-            raise ValueError(f"idx: node id {int(arr[bad[0]])} at position {int(bad[0])} is outside [0, {self.num_nodes})")
-        return arr
-
     def get_numpy(self, idx: Any) -> dict:
         """Like ``get`` but returns NumPy arrays (fp16 features, bool masks)."""
         ids = self._check_idx(idx)
         n = ids.size
-        out = {
-            "image": np.zeros((n, self.image_len, self.image_dim), np.float16),
-            "image_mask": np.ones((n, self.image_len), bool),
-            "text": np.zeros((n, self.text_len, self.text_dim), np.float16),
-            "text_mask": np.zeros((n, self.text_len), bool),
-        }
+        out = self._empty_batch(n)
         if n == 0:
             return out
         node_ids, pix, tok = self._collate([self._inputs[int(i)] for i in ids])
@@ -113,13 +92,3 @@ class OnlineFeatures(FeatureIdentity):
                                        f["text_mask"] if self.text_len else None)
             self._pooled = out
         return self._pooled
-
-    def get(self, idx: Any) -> dict:
-        """Features of nodes ``idx`` (any order, repeats allowed), encoded now.
-
-        Returns dict(image=[n, Li, Di] fp16, image_mask=[n, Li] bool, text=[n, Lt, Dt] fp16,
-        text_mask=[n, Lt] bool) as torch CPU tensors; an absent modality has zero tokens.
-        """
-        import torch
-
-        return {k: torch.from_numpy(v) for k, v in self.get_numpy(idx).items()}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mlaga_fast.utils.arrays import to_numpy
 from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, npy_header
 
 FORMAT = "mlaga_fast.features/1"
@@ -124,11 +125,57 @@ def pool_tokens(image: np.ndarray | None, text: np.ndarray | None, text_mask: np
     return np.concatenate(parts, axis=1)
 
 
-class FeatureIdentity:
-    """What a features source is, read from its manifest: shared by FeatureStore and OnlineFeatures."""
+class FeatureReader:
+    """What every features source shares (FeatureStore, OnlineFeatures): its identity from its manifest, the
+    check of the node ids asked for, the layout of a batch, and the torch view of it. A source sets
+    manifest, num_nodes, image_len/image_dim, text_len/text_dim and implements get_numpy."""
 
     manifest: dict
     num_nodes: int
+    image_len: int
+    image_dim: int
+    text_len: int
+    text_dim: int
+
+    def _check_idx(self, idx: Any) -> np.ndarray:
+        """int64 [n] node ids (a scalar is one id), refused with a one-line error when not 1-D integers in
+        [0, num_nodes)."""
+        arr = to_numpy(idx, "idx")
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1:
+            raise ValueError(f"idx: expected a 1-D array of node ids, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"idx: expected integer node ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64, copy=False)
+        bad = np.flatnonzero((arr < 0) | (arr >= self.num_nodes))
+        if bad.size:
+            raise ValueError(
+                f"idx: node id {int(arr[bad[0]])} at position {int(bad[0])} is outside [0, {self.num_nodes})")
+        return arr
+
+    def _empty_batch(self, n: int) -> dict[str, np.ndarray]:
+        """The batch layout every source fills: image [n, Li, Di] fp16 (every image token real), text
+        [n, Lt, Dt] fp16 with its mask [n, Lt] (False = padding); an absent modality has zero tokens."""
+        return {
+            "image": np.zeros((n, self.image_len, self.image_dim), np.float16),
+            "image_mask": np.ones((n, self.image_len), bool),
+            "text": np.zeros((n, self.text_len, self.text_dim), np.float16),
+            "text_mask": np.zeros((n, self.text_len), bool),
+        }
+
+    def get_numpy(self, idx: Any) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def get(self, idx: Any) -> dict:
+        """Features of nodes ``idx`` (int array/tensor, any order, repeats allowed).
+
+        Returns dict(image=[n, Li, Di] fp16, image_mask=[n, Li] bool, text=[n, Lt, Dt] fp16,
+        text_mask=[n, Lt] bool) as torch CPU tensors; an absent modality has zero tokens.
+        """
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.get_numpy(idx).items()}
 
     @property
     def fingerprint(self) -> str:
@@ -142,7 +189,7 @@ class FeatureIdentity:
         return self.num_nodes
 
 
-class FeatureStore(FeatureIdentity):
+class FeatureStore(FeatureReader):
     """Read-only view of a finished features directory; rows are read lazily from memory maps."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -222,38 +269,11 @@ class FeatureStore(FeatureIdentity):
         return arr
 
     # --- reading ------------------------------------------------------------------------------
-    def _check_idx(self, idx: Any) -> np.ndarray:
-        try:
-            import torch
-
-            if isinstance(idx, torch.Tensor):
-                idx = idx.detach().cpu().numpy()
-        except ImportError:  # pragma: no cover
-            pass
-        arr = np.asarray(idx)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1:
-            raise ValueError(f"idx: expected a 1-D array of node ids, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"idx: expected integer node ids, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64, copy=False)
-        bad = np.flatnonzero((arr < 0) | (arr >= self.num_nodes))
-        if bad.size:
-            raise ValueError(
-                f"idx: node id {int(arr[bad[0]])} at position {int(bad[0])} is outside [0, {self.num_nodes})")
-        return arr
-
     def get_numpy(self, idx: Any) -> dict:
         """Like ``get`` but returns NumPy arrays (fp16 features, bool masks)."""
         ids = self._check_idx(idx)
         n = ids.size
-        out = {
-            "image": np.zeros((n, self.image_len, self.image_dim), np.float16),
-            "image_mask": np.ones((n, self.image_len), bool),
-            "text": np.zeros((n, self.text_len, self.text_dim), np.float16),
-            "text_mask": np.zeros((n, self.text_len), bool),
-        }
+        out = self._empty_batch(n)
         shard = ids // self.shard_size
         order = np.argsort(shard, kind="stable")
         bounds = np.flatnonzero(np.diff(shard[order])) + 1
@@ -266,16 +286,6 @@ class FeatureStore(FeatureIdentity):
             for part in self._parts:
                 out[part][pos[srt]] = self._map(i, part)[rows[srt]]
         return out
-
-    def get(self, idx: Any) -> dict:
-        """Features of nodes ``idx`` (int array/tensor, any order, repeats allowed).
-
-        Returns dict(image=[n, Li, Di] fp16, image_mask=[n, Li] bool, text=[n, Lt, Dt] fp16,
-        text_mask=[n, Lt] bool) as torch CPU tensors; an absent modality has zero tokens.
-        """
-        import torch
-
-        return {k: torch.from_numpy(v) for k, v in self.get_numpy(idx).items()}
 
     # --- pooled features for baselines ----------------------------------------------------------
     def pooled(self, progress: bool = False) -> np.ndarray:

@@ -38,7 +38,7 @@ def encode_nodes(model: Any, store: Any, nodes: np.ndarray | None = None, *, bat
     bar.close()
 
 
-def encode_all(model: nn.Module, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
+def encode_all(model: torch.nn.Module, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """tokens [n, nq, d] and pooled [n, d] float32 of ``nodes`` (default all) of a features dir / FeatureStore."""
     store = features if hasattr(features, "get") else FeatureStore(features)

@@ -4,13 +4,12 @@
 """
 from __future__ import annotations
 
-import io
 import os
 from typing import Sequence
 
 import numpy as np
 
-from mlaga_fast.utils.io import atomic_write_bytes
+from mlaga_fast.plots.png import save_png
 
 __all__ = ["tsne_2d", "plot_raw_vs_aligned"]
 
@@ -63,8 +62,5 @@ def plot_raw_vs_aligned(raw: np.ndarray, aligned: np.ndarray, labels: np.ndarray
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(out_png, buf.getvalue())
+    save_png(fig, out_png, dpi=120)
     return int(nodes.size)

@@ -1,4 +1,5 @@
-"""Stage 1 trainer: the aligner on cached features with the graph-contrastive InfoNCE.
+"""Stage 1 trainer: the aligner on cached features with a graph-contrastive objective (the released
+MLaGA loss by default, or our InfoNCE; ``mlaga_fast.models.contrastive``).
 
     mlaga-fast train align --data DIR --features FEATDIR --out RUN [--preset paper] [--config FILE] [--resume]
     torchrun --nproc-per-node P -m mlaga_fast train align ...      (DDP: NCCL on GPUs, gloo on CPU)
@@ -14,7 +15,7 @@ seeded by (seed, epoch, batch). This is what makes ``--resume`` exact and a P-pr
 same global batches as a 1-process run. Negatives are gathered from all ranks with gradient
 (``all_gather_with_grad``), so the loss equals the single-process loss over the global batch.
 
-torch is imported inside functions: the CLI imports this module for ``AlignConfig`` and must stay fast.
+The settings are in ``align_config`` (import-light, for the CLI); this module is the trainer.
 """
 from __future__ import annotations
 
@@ -22,114 +23,32 @@ import contextlib
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save as st_save
 
-from mlaga_fast.config import check_resume_config, config_to_dict, resolve_config, save_config
-from mlaga_fast.train.loop import LOOP_RUNTIME_FIELDS, LoopConfig, validate_loop
+from mlaga_fast._version import __version__
+from mlaga_fast.config import check_resume_config, config_to_dict, save_config
+from mlaga_fast.data import load
+from mlaga_fast.features.source import features_arg, open_features
+from mlaga_fast.models.aligner import Aligner, input_stats
+from mlaga_fast.models.aligner_mlaga import MLaGAAligner
+from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlaga_objective, sample_positives
+from mlaga_fast.runs.manifest import features_record, write_stage_manifest
+from mlaga_fast.runtime.precision import resolve_precision
+from mlaga_fast.train import distributed as D
+from mlaga_fast.train.align_config import RESUMABLE_CHANGES, AlignConfig
+from mlaga_fast.train.checkpoint import find_latest
+from mlaga_fast.train.loop import finished_run, run_loop, warmup_steps_for
+from mlaga_fast.train.schedule import cosine_warmup_factor
 from mlaga_fast.utils.arrays import used_columns
+from mlaga_fast.utils.io import atomic_write_bytes
 
-__all__ = ["AlignConfig", "PRESETS", "train_align", "check_features_match", "StepBatches"]
-
-
-@dataclass
-class AlignConfig(LoopConfig):
-    # --- model (every size is a field; the paper's sizes are the "paper" preset) ---
-    arch: Literal["prenorm", "mlaga"] = field(default="prenorm", metadata={
-        "help": "aligner structure: prenorm (ours: joint pre-norm residual layers) or mlaga (the released "
-                "model's: shared per-modality self-attention, post-norm, no residuals)"})
-    # named `dim`, not `d`: torchrun's argument parser would take `--d` for an abbreviation of its own options
-    dim: int = field(default=128, metadata={"help": "aligner width d"})
-    num_layers: int = field(default=2, metadata={"help": "self-attention layers"})
-    num_heads: int = field(default=4, metadata={"help": "attention heads (d must be divisible by it)"})
-    num_queries: int = field(default=8, metadata={"help": "learnable queries nq = aligned tokens per node"})
-    cross_attention_every: int = field(default=1, metadata={
-        "help": "prenorm: queries cross-attend at layers 0, k, 2k, ...; mlaga: at layers i with (i + 1) % k == 0"})
-    mlp_ratio: float = field(default=4.0, metadata={"help": "FFN hidden width / d"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout in attention outputs and FFNs"})
-    # --- loss ---
-    # The default is the released loss: in the 3-seed comparison (README, `mlaga-fast compare`) it was ahead
-    # of our InfoNCE (tau 0.1) in 11 of 12 paired runs on both NC (+4.8 points) and LP (+13.4).
-    objective: Literal["infonce", "mlaga"] = field(default="mlaga", metadata={
-        "help": "mlaga (the released loss: positives summed in one log, negatives at tau) or infonce (ours; "
-                "use it with tau 0.1)"})
-    num_positives: int = field(default=5, metadata={"help": "1-hop positives sampled per anchor"})
-    tau: float = field(default=0.5, metadata={"help": "temperature (0.5 is the released value for mlaga)"})
-    tau_mode: Literal["both", "negatives_only"] = field(
-        default="both", metadata={"help": "infonce: apply tau to positives and negatives (both) or to negatives only"})
-    # --- optimisation (the shared loop fields are in LoopConfig) ---
-    batch_size: int = field(default=64, metadata={"help": "global anchors per micro-batch (split over ranks)"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    # --- runtime (may change on --resume) ---
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
-    collapse_threshold: float = field(default=0.05, metadata={"help": "warn when the embedding spread falls below"})
-    attn_backend: Literal["auto", "triton", "sdpa", "reference"] = field(
-        default="auto", metadata={"help": "cross-attention backend (auto dispatches)"})
-    # LoopConfig defaults that differ for Stage 1
-    epochs: int = field(default=10, metadata={"help": "passes over all nodes (max_steps overrides)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases/norms)"})
-    warmup_steps: int = field(default=50, metadata={"help": "linear LR warmup steps (0 = warmup_ratio decides)"})
-    log_every: int = field(default=10, metadata={"help": "steps between metrics.jsonl records"})
-
-    def validate(self) -> None:
-        validate_loop(self)
-        positive = ("dim", "num_layers", "num_heads", "num_queries", "cross_attention_every", "num_positives",
-                    "batch_size", "grad_accum")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)}")
-        if self.dim % self.num_heads:
-            raise ValueError(f"config field 'dim' ({self.dim}) must be divisible by num_heads ({self.num_heads})")
-        for name in ("tau", "mlp_ratio"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)}")
-        for name in ("num_workers", "collapse_threshold"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("config field 'dropout' must be in [0, 1)")
-        if self.arch == "mlaga" and self.num_layers % self.cross_attention_every:
-            raise ValueError(f"config field 'num_layers' ({self.num_layers}) must be a multiple of "
-                             f"cross_attention_every ({self.cross_attention_every}) for arch mlaga")
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return {"d": self.dim, "num_layers": self.num_layers, "num_heads": self.num_heads,
-                "num_queries": self.num_queries, "cross_attention_every": self.cross_attention_every,
-                "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
-                "attn_backend": None if self.attn_backend == "auto" else self.attn_backend}
-
-
-# The released model's aligner and its training (docs/paper_model.md): its structure and loss, d 1024,
-# 6 layers, 8 heads, 32 queries, cross-attention at layers 1, 3, 5, dropout 0.1; batch 16, 1 epoch,
-# lr 1e-5, 100 warmup steps, cosine to 0, no weight decay, tau 0.5.
-PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {},
-    "paper": {"arch": "mlaga", "objective": "mlaga", "dim": 1024, "num_layers": 6, "num_heads": 8, "num_queries": 32,
-              "cross_attention_every": 2, "dropout": 0.1, "tau": 0.5, "batch_size": 16, "epochs": 1, "lr": 1e-5,
-              "warmup_steps": 100, "min_lr_ratio": 0.0, "weight_decay": 0.0},
-}
-
-# Fields that may differ between a run and its resumption without changing the maths.
-RESUMABLE_CHANGES = LOOP_RUNTIME_FIELDS + ("num_workers", "collapse_threshold", "attn_backend")
-
-
-def build_config(cli_values: dict[str, Any] | None = None, *, config_file: str | None = None,
-                 preset: str | None = None, base: dict[str, Any] | None = None) -> AlignConfig:
-    """defaults < base (a resumed run's saved config) < preset < file < CLI."""
-    cfg = resolve_config(AlignConfig, cli_values or {}, config_file=config_file, preset=preset, presets=PRESETS,
-                         base=base)
-    cfg.validate()
-    return cfg
-
-
-def check_features_match(run_manifest: dict[str, Any], feature_store: Any) -> None:
-    """Stage 2 calls this: ValueError unless ``feature_store`` holds the features the run was trained on."""
-    from mlaga_fast.runs.manifest import check_features_match as _check
-
-    _check(run_manifest, feature_store)
+__all__ = ["train_align", "StepBatches", "build_aligner"]
 
 
 class StepBatches:
@@ -160,15 +79,11 @@ class StepBatches:
             self._perm = np.random.default_rng([self.seed, 0, epoch]).permutation(self.n)
             self._perm_epoch = epoch
         anchors = self._perm[b * self.B:(b + 1) * self.B]
-        from mlaga_fast.models.contrastive import sample_positives
-
         pos = sample_positives(self.indptr, self.indices, anchors, self.k,
                                np.random.default_rng([self.seed, 1, epoch, b]))
         return anchors, pos
 
     def __getitem__(self, j: int) -> dict[str, Any]:
-        import torch
-
         micro = self.start + j
         anchors, pos = self.global_batch(micro)
         sl = slice(self.rank * self.local, (self.rank + 1) * self.local)
@@ -211,9 +126,6 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def _load_inputs(data_dir: Path, features_dir: str, device: str) -> tuple[Any, Any, str | None]:
-    from mlaga_fast.data import load
-    from mlaga_fast.features.source import open_features
-
     graph = load(data_dir)
     store = open_features(features_dir, data_dir=data_dir, graph=graph, device=device)
     if store.num_nodes != graph.num_nodes:
@@ -235,10 +147,6 @@ class AlignStage:
     micro-batches of the contrastive objective, negatives gathered from every rank."""
 
     def __init__(self, cfg: AlignConfig, info, model, store, indptr, indices, total_steps: int):
-        import torch
-
-        from mlaga_fast.runtime.precision import resolve_precision
-
         self.cfg, self.info, self.model, self.store = cfg, info, model, store
         self.indptr, self.indices = indptr, indices
         self.total_steps = total_steps
@@ -265,17 +173,12 @@ class AlignStage:
         return list(self.model.parameters())
 
     def lr_at(self, step: int) -> float:
-        from mlaga_fast.train.loop import warmup_steps_for
-        from mlaga_fast.train.schedule import cosine_warmup_factor
-
         cfg = self.cfg
         return cfg.lr * cosine_warmup_factor(step, warmup_steps_for(cfg, self.total_steps), self.total_steps,
                                              cfg.min_lr_ratio)
 
     def _batches(self, step: int):
         """This rank's micro-batches from optimizer step ``step`` on (a loader started where a resume starts)."""
-        import torch
-
         cfg, info = self.cfg, self.info
         data = StepBatches(self.store, self.indptr, self.indices, batch_size=cfg.batch_size,
                            num_positives=cfg.num_positives, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
@@ -287,11 +190,6 @@ class AlignStage:
             generator=torch.Generator().manual_seed(cfg.seed)))
 
     def step(self, step: int) -> dict[str, float]:
-        import torch
-
-        from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlaga_objective
-        from mlaga_fast.train import distributed as D
-
         cfg, info = self.cfg, self.info
         if self._it is None:
             self._it = self._batches(step)
@@ -335,9 +233,6 @@ class AlignStage:
 
 def build_aligner(cfg: AlignConfig, store: Any):
     """The aligner of ``cfg.arch`` for the store's modalities."""
-    from mlaga_fast.models.aligner import Aligner
-    from mlaga_fast.models.aligner_mlaga import MLaGAAligner
-
     cls = MLaGAAligner if cfg.arch == "mlaga" else Aligner
     return cls(image_dim=store.image_dim, text_dim=store.text_dim, **cfg.model_kwargs())
 
@@ -345,16 +240,6 @@ def build_aligner(cfg: AlignConfig, store: Any):
 def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str | os.PathLike,
                 out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a Stage 1 run; returns a summary dict. Works alone or under torchrun."""
-    import torch
-    import torch.distributed as dist
-
-    from mlaga_fast.features.source import features_arg
-    from mlaga_fast.models.aligner import input_stats
-    from mlaga_fast.train import distributed as D
-    from mlaga_fast.train.checkpoint import find_latest
-    from mlaga_fast.train.loop import finished_run, run_loop
-    from mlaga_fast.runs.manifest import features_record, write_stage_manifest
-
     cfg.validate()
     data_dir, features_dir, run = Path(data_dir).resolve(), features_arg(features_dir), Path(out_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
@@ -399,11 +284,6 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
         # --- final artifacts: weights, then the manifest (its presence marks a finished run) ---
         manifest: dict[str, Any] = {}
         if info.is_main:
-            from safetensors.torch import save as st_save
-
-            from mlaga_fast._version import __version__
-            from mlaga_fast.utils.io import atomic_write_bytes
-
             tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             atomic_write_bytes(run / "model.safetensors",
                                st_save(tensors, metadata={"stage": "align", "mlaga_fast_version": __version__}))

@@ -11,7 +11,8 @@ def build_instruct_inputs(root: Path, **llm_kw) -> Path:
     from mlaga_fast.data.synth import make_catalogue
     from mlaga_fast.features import FeatureConfig, extract_features
     from mlaga_fast.features.extract import graph_fingerprint
-    from mlaga_fast.train.align import AlignConfig, train_align
+    from mlaga_fast.train.align import train_align
+    from mlaga_fast.train.align_config import AlignConfig
 
     g = make_catalogue(root / "data", nodes=120, classes=3, mean_degree=4, seed=0, image_size=32)
     extract_features(g, root / "data" / "features", FeatureConfig(encoder="tiny", device="cpu", batch_size=64),
