@@ -227,12 +227,12 @@ def test_killed_before_the_manifest_resumes_with_its_final_metrics(inputs, tmp_p
 
 
 def test_non_finite_loss_is_a_one_line_error(inputs, tmp_path, monkeypatch):
-    import mlaga_fast.models.contrastive as C
+    import mlaga_fast.train.align as trainer  # the objectives as the trainer calls them
 
     data, feat = inputs
     for name, objective in (("graph_infonce", "infonce"), ("mlaga_objective", "mlaga")):
-        real = getattr(C, name)
-        monkeypatch.setattr(C, name, lambda *a, _real=real, **k: _real(*a, **k) * float("nan"))
+        real = getattr(trainer, name)
+        monkeypatch.setattr(trainer, name, lambda *a, _real=real, **k: _real(*a, **k) * float("nan"))
         with pytest.raises(ValueError, match="loss is nan at step 1"):
             train_align(AlignConfig(**dict(TINY, objective=objective)), data, feat, tmp_path / objective,
                         show_progress=False)
