@@ -1,8 +1,8 @@
 """_C's OpenMP runtime next to torch's, in both import orders.
 
 torch loads its own libgomp into the global symbol scope; a release wheel of mlaga_fast carries
-another (vendored by auditwheel). Which runtime serves _C depends on the import order (README,
-"Building wheels and releasing"), so each order runs in a fresh process: 2-thread PPR interleaved
+another (vendored by auditwheel). Which runtime serves _C depends on the import order (docs/releasing.md,
+"OpenMP beside torch"), so each order runs in a fresh process: 2-thread PPR interleaved
 with 2-thread torch work, checked against exact PPR (sparse LU) and a float64 NumPy matmul.
 """
 from __future__ import annotations
