@@ -56,3 +56,15 @@ def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [want]
+
+
+def test_compare_names_an_unknown_projector_variant_before_any_work(tmp_path):
+    from mlaga_fast.demo.compare import PROJECTOR_FIELDS, run_compare
+    from mlaga_fast.demo.config import DemoConfig
+
+    with pytest.raises(ValueError, match="'banana' is not one of"):
+        run_compare(DemoConfig(), [0], tmp_path / "cmp", projectors=("modality", "banana"))
+    assert not (tmp_path / "cmp").exists()
+    # the release's LP grouping is one of the variants, with cross-task attention (where grouping matters)
+    assert PROJECTOR_FIELDS["cross-paired"] == {"projector": "modality", "cross_task_attention": True,
+                                               "lp_grouping": "paired"}

@@ -105,7 +105,8 @@ class CrossTaskAttention(nn.Module):
 
 
 class Projectors(nn.Module):
-    """graph(tokens [K, nq, d], task) -> [K, nq, H]; image(vectors [M, Dp]) -> [M, 1, H]."""
+    """graph(tokens [K, n, d], task) -> [K, n, H] (n = nq, or 2 * nq for a paired LP slot, over which the
+    cross-task attention runs as one sequence); image(vectors [M, Dp]) -> [M, 1, H]."""
 
     def __init__(self, cfg: ProjectorConfig) -> None:
         super().__init__()
@@ -138,11 +139,13 @@ class Projectors(nn.Module):
         return out
 
     def image(self, vectors: torch.Tensor) -> torch.Tensor:
+        """vectors [M, Dp] -> [M, 1, H] (one image token per slot), or [M, p, Dp] -> [M, p, H] (a paired slot)."""
         if self.image_mlp is None:
             raise ValueError("this run has no image projector (projector 'single')")
         if vectors.shape[-1] != self.cfg.image_dim:
             raise ValueError(f"image projector input: last dim is {vectors.shape[-1]}, expected {self.cfg.image_dim}")
-        return self.image_mlp(vectors.to(next(self.parameters()).dtype)).unsqueeze(1)  # [M, 1, H]
+        out = self.image_mlp(vectors.to(next(self.parameters()).dtype))
+        return out.unsqueeze(1) if vectors.dim() == 2 else out  # [M, 1, H] or [M, p, H]
 
     @torch.no_grad()
     def copy_task(self, src: str, dst: str) -> None:

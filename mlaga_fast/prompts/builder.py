@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, IGNORE_INDEX, IMAGE_TOKEN_ID
 from mlaga_fast.utils.toml import loads as toml_loads
 
 TEMPLATE_SETS = ("compact", "paper")
+# How an LP prompt holds its pair: "separate" slots per node, or "paired": one graph slot of the pair's
+# 2*nq tokens (node a's, then b's) and one image slot of both pictures, at node a's place (the release's).
+LP_GROUPINGS = ("separate", "paired")
 _REQUIRED = {
     "nc": ["intro", "demos_header", "demo", "question", "answer", "class_sep"],
     "lp": ["intro", "demos_header", "demo", "question", "answer", "yes", "no"],
@@ -70,7 +73,7 @@ class TruncationPolicy:
 class Example:
     task: str  # "nc" | "lp"
     prompt_ids: list[int]  # GRAPH_TOKEN_ID / IMAGE_TOKEN_ID at node slots
-    slots: list[tuple[int, int]]  # (IMAGE_SLOT | GRAPH_SLOT, node id) per placeholder group, in order
+    slots: list[tuple[int, Any]]  # (IMAGE_SLOT | GRAPH_SLOT, node id, or (a, b) for a paired LP slot), in order
     target: int  # NC: class index; LP: 1 = Yes (edge), 0 = No
     answer_ids: list[int] = field(default_factory=list)  # answer + end token; empty for unlabelled eval
     query: tuple = ()  # (v,) for NC, (u, v) for LP
@@ -79,7 +82,7 @@ class Example:
 
     @property
     def nodes(self) -> list[int]:
-        """Node of every graph-token group, in order of appearance."""
+        """Node (or paired LP pair) of every graph-token group, in order of appearance."""
         return [v for kind, v in self.slots if kind == GRAPH_SLOT]
 
     def train_arrays(self) -> tuple[list[int], list[int]]:
@@ -105,13 +108,17 @@ class PromptBuilder:
 
     def __init__(self, tokenizer, nq: int, texts: Sequence[str] | None, class_names: Sequence[str],
                  policy: TruncationPolicy | None = None, templates: dict | None = None, *,
-                 template_set: str = "compact", image_tokens: int = 0, chat: bool = False, domain: str = "") -> None:
+                 template_set: str = "compact", image_tokens: int = 0, chat: bool = False, domain: str = "",
+                 lp_grouping: str = "separate") -> None:
         if nq < 1:
             raise ValueError(f"nq: must be >= 1, got {nq}")
         if template_set not in TEMPLATE_SETS:
             raise ValueError(f"template_set: {template_set!r} is not one of {list(TEMPLATE_SETS)}")
         if image_tokens not in (0, 1):
             raise ValueError(f"image_tokens: must be 0 or 1, got {image_tokens}")
+        if lp_grouping not in LP_GROUPINGS:
+            raise ValueError(f"lp_grouping: {lp_grouping!r} is not one of {list(LP_GROUPINGS)}")
+        self.lp_grouping = lp_grouping
         self.tok = tokenizer
         self.nq, self.image_tokens = nq, image_tokens
         self.texts = texts
@@ -165,12 +172,16 @@ class PromptBuilder:
                 continue
             kind, _, which = name.partition("_")
             if kind in ("node", "image", "graph") and name.replace(kind, "node", 1) in nodes:
-                v = nodes[name.replace(kind, "node", 1)]
+                v, width = nodes[name.replace(kind, "node", 1)], 1
+                if self.lp_grouping == "paired" and which in ("a", "b") and {"node_a", "node_b"} <= set(nodes):
+                    if which == "b":
+                        continue  # the pair's tokens all sit at its first node's slots
+                    v, width = (nodes["node_a"], nodes["node_b"]), 2
                 if kind in ("node", "image") and self.image_tokens:
-                    out.extend([IMAGE_TOKEN_ID] * self.image_tokens)
+                    out.extend([IMAGE_TOKEN_ID] * (self.image_tokens * width))
                     slots.append((IMAGE_SLOT, v))
                 if kind in ("node", "graph"):
-                    out.extend([GRAPH_TOKEN_ID] * self.nq)
+                    out.extend([GRAPH_TOKEN_ID] * (self.nq * width))
                     slots.append((GRAPH_SLOT, v))
             elif name in texts:
                 out.extend(texts[name])

@@ -33,7 +33,8 @@ def builder_for(settings: Mapping[str, Any] | Any, tokenizer, graph, nq: int, im
     meta = getattr(graph, "meta", None) or {}
     return PromptBuilder(tokenizer, nq, graph.texts, graph.class_names, policy, template_set=c["template_set"],
                          image_tokens=image_tokens, chat=c["chat_template"] == "auto",
-                         domain=str(meta.get("domain") or graph.name))
+                         domain=str(meta.get("domain") or graph.name),
+                         lp_grouping=c.get("lp_grouping", "separate"))  # runs made before the option: separate
 
 
 def nc_examples(graph, builder: PromptBuilder, targets: np.ndarray, demos: NCDemos, *,

@@ -49,6 +49,10 @@ class InstructConfig(LoopConfig):
     shared_graph_projector: bool = field(default=False, metadata={"help": "modality: one graph projector for NC and LP"})
     cross_task_attention: bool = field(default=False, metadata={
         "help": "modality: cross-task attention between the NC and LP projections"})
+    lp_grouping: str = field(default="separate", metadata={
+        "help": "LP prompts: each node of the pair in its own slots (separate, ours), or the pair's tokens as one "
+                "2*nq sequence in one graph slot, and both pictures in one image slot, so that cross-task "
+                "attention sees both nodes (paired, the release's)", "choices": ["separate", "paired"]})
     projector_hidden: int = field(default=0, metadata={"help": "projector hidden width (0 = LLM hidden)"})
     # --- phases and optimisation (the shared loop fields are in LoopConfig) ---
     warmup_examples: int = field(default=0, metadata={
@@ -77,7 +81,7 @@ class InstructConfig(LoopConfig):
 PRESETS: dict[str, dict] = {
     "cpu": {},
     "paper": {"llm": "vicuna", "template_set": "paper", "chat_template": "auto", "projector": "modality",
-              "cross_task_attention": True, "lr": 2e-5, "weight_decay": 0.0, "warmup_ratio": 0.03,
+              "cross_task_attention": True, "lp_grouping": "paired", "lr": 2e-5, "weight_decay": 0.0, "warmup_ratio": 0.03,
               "min_lr_ratio": 0.0, "batch_size": 8, "epochs": 4, "warmup_examples": 0, "lora": False,
               "num_demos": 3, "nc_demo_dropout": 0.0, "lp_demo": True, "max_length": 4096,
               "target_text_tokens": 256, "demo_text_tokens": 128},
