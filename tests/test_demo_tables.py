@@ -1,6 +1,8 @@
 """The demo's seed table and the paper-vs-ours comparison table: mean ± sample std, computed by hand."""
 from __future__ import annotations
 
+import pytest
+
 
 def _res(method, task, acc):
     return {"method": method, "task": task, "accuracy": acc}
@@ -34,7 +36,6 @@ def test_comparison_table_groups_variants_over_seeds():
 
 def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
     """`mlaga-fast compare --threads N` sets torch's CPU threads before any work (it used to ignore it)."""
-    import pytest
     import torch
 
     import mlaga_fast.demo.compare as compare
