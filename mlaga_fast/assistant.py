@@ -183,7 +183,11 @@ class MLaGA:
     def ask(self, data: str | Path, node: int | Sequence[int], question: str, *, features: str | Path | None = None,
             demos: str = "none", seed: int = 0, temperature: float = 0.0, max_new_tokens: int = 48) -> str:
         """Free generation about one node (with ``demos`` ppr | random | none) or a pair of nodes: the run's
-        task intro, the node(s), then ``question``. Seeded; greedy at temperature 0."""
+        task intro, the node(s), then ``question``. Seeded; greedy at temperature 0.
+
+        Never an empty string: when the LLM ends its answer at once (a run tuned on its task prompts can do
+        that on a wording it never saw), the answer is the run's constrained reading of the node, the class
+        it scores highest (or, for a pair, Yes/No with P(Yes)), marked as such in brackets."""
         ds = self.dataset(data, features)
         nodes = self.check_nodes(ds, [node] if np.ndim(node) == 0 else node).tolist()
         if len(nodes) not in (1, 2):
@@ -197,4 +201,13 @@ class MLaGA:
         ex = self.builder(ds).ask(nodes, question, shown, shown_y)
         _, gens = self.score(ds, [ex], generate=True, temperature=temperature, seed=seed,
                              max_new_tokens=max_new_tokens, candidates=False)
-        return answer_text(self.tokenizer, gens[0], self.tokenizer.eos_token_id)
+        text = answer_text(self.tokenizer, gens[0], self.tokenizer.eos_token_id)
+        if text:
+            return text
+        why = "no free answer to this wording"
+        if len(nodes) == 1:
+            pred = self.predict_nc(data, nodes, features=features, demos=demos, seed=seed)
+            return f"{pred.class_names[int(pred.labels[0])]} [{why}; the category this run scores highest]"
+        pred = self.predict_lp(data, [nodes], features=features, demos=demos, seed=seed)
+        return (f"{'Yes' if pred.labels[0] == 1 else 'No'} [{why}; this run's link score, "
+                f"P(Yes) = {float(pred.p_yes[0]):.2f}]")
