@@ -57,9 +57,13 @@ def _common_eval_options(fn):
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Stage-2 run")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset dir (seen or unseen: transfer needs no tuning)")
-@click.option("--task", type=click.Choice(["nc", "lp"]), required=True, help="node classification or link prediction")
+@click.option("--task", type=click.Choice(["nc", "lp", "describe"]), required=True,
+              help="node classification, link prediction, or node descriptions (generated; correct when they name "
+                   "the node's category)")
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True,
               help="which split's nodes (NC) or pairs (LP)")
+@click.option("--wording", type=click.Choice(["trained", "held-out"]), default="trained", show_default=True,
+              help="the task's own prompt, or ask's layout with the templates' held-out wordings (never trained on)")
 @click.option("--demos", type=click.Choice(["ppr", "random", "none"]), default=None,
               help="ablation: override the run's demonstrations [default: as trained]")
 @click.option("--max-examples", type=click.IntRange(min=0), default=0, show_default=True,
@@ -73,18 +77,19 @@ def _common_eval_options(fn):
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
               help="FILE.json (+ FILE.png, FILE.gen.png, FILE.gen.jsonl, FILE.md)")
 @_common_eval_options
-def eval_cmd(run_dir, data_dir, task, split, demos, max_examples, generate, protocol, seed, method, out_file,
+def eval_cmd(run_dir, data_dir, task, split, wording, demos, max_examples, generate, protocol, seed, method, out_file,
              features, device, batch_size, no_progress) -> None:
     """Accuracy of a Stage-2 run: NC or LP, constrained scoring (default) or the paper's protocol."""
     from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
 
     opts = EvalOptions(task=task, split=split, features=features, demos=demos, max_examples=max_examples,
                        batch_size=batch_size, generate=generate, protocol=protocol, device=device, seed=seed,
-                       method=method)
+                       method=method, wording=wording)
     res = evaluate(run_dir, data_dir, opts, out=out_file, progress=not no_progress)
     gen = res["extra"].get("generation")
     click.echo(json.dumps({
-        "method": res["method"], "dataset": res["dataset"], "task": task, "split": split, "protocol": protocol,
+        "method": res["method"], "dataset": res["dataset"], "task": task, "split": split, "wording": wording,
+        "protocol": protocol,
         "accuracy": round(res["accuracy"], 4),
         "generation_accuracy": round(gen["accuracy"], 4) if gen else None,
         "generation_invalid": gen["num_invalid"] if gen else None,

@@ -37,6 +37,9 @@ from mlaga_fast.runs.card import write_model_card
 from mlaga_fast.utils.io import atomic_write_text
 
 PROTOCOLS = ("constrained", "paper")
+TASKS = ("nc", "lp", "describe")  # describe: generated node descriptions, scored by whether they name the category
+WORDINGS = ("trained", "held-out")
+DESCRIPTION_TOKENS = 24  # longest generated description
 PAPER_TEMPERATURE = 0.2
 
 
@@ -53,10 +56,15 @@ class EvalOptions:
     device: str = "auto"
     seed: int = 0
     method: str | None = None  # name in tables; default mlaga-<llm>[+ablation]
+    wording: str = "trained"  # the task's own prompt, or ask's layout with the held-out wordings (never trained on)
 
     def validate(self) -> None:
-        if self.task not in ("nc", "lp"):
-            raise ValueError(f"task: {self.task!r} is not one of ['nc', 'lp']")
+        if self.task not in TASKS:
+            raise ValueError(f"task: {self.task!r} is not one of {list(TASKS)}")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"wording: {self.wording!r} is not one of {list(WORDINGS)}")
+        if self.task == "describe" and self.protocol != "constrained":
+            raise ValueError("protocol: descriptions are free generation already; use the default protocol")
         if self.split not in ("val", "test", "train"):
             raise ValueError(f"split: {self.split!r} is not one of ['train', 'val', 'test']")
         if self.task == "lp" and self.split == "train":
@@ -78,16 +86,21 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
 def eval_examples(m, ds, opts: EvalOptions) -> list:
     """The labelled prompts of the split (a seeded, class-balanced-for-LP subsample when asked)."""
     g = ds.graph
-    if opts.task == "nc":
+    if opts.task in ("nc", "describe"):
         nodes = np.asarray(getattr(g, opts.split), dtype=np.int64)
         nodes = nodes[np.asarray(g.labels)[nodes] >= 0]
-        return m.nc_examples(ds, nodes[_subsample(nodes.size, opts.max_examples, opts.seed)], opts.demos, opts.seed)
+        nodes = nodes[_subsample(nodes.size, opts.max_examples, opts.seed)]
+        if opts.task == "describe":
+            return m.description_examples(ds, nodes, m.questions("describe", opts.wording, len(nodes)))
+        questions = m.questions("nc", opts.wording, len(nodes)) if opts.wording == "held-out" else None
+        return m.nc_examples(ds, nodes, opts.demos, opts.seed, questions=questions)
     pairs, y = LinkPairs(g, seed=opts.seed).eval_pairs(opts.split)
     # Subsample positives and negatives separately so the pairs stay balanced.
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     half = opts.max_examples // 2 if opts.max_examples > 0 else 0
     keep = np.concatenate([pos[_subsample(pos.size, half, opts.seed)], neg[_subsample(neg.size, half, opts.seed + 1)]])
-    examples = m.lp_examples(ds, pairs[:, keep], opts.demos, opts.seed)
+    questions = m.questions("lp", opts.wording, keep.size) if opts.wording == "held-out" else None
+    examples = m.lp_examples(ds, pairs[:, keep], opts.demos, opts.seed, questions=questions)
     for ex, t in zip(examples, y[keep]):
         ex.target = int(t)
     return examples
@@ -115,6 +128,8 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
         raise ValueError(f"{data_dir}: no {opts.task} examples in split {opts.split!r}")
     cfg = m.config
     demos_mode = opts.demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
+    if opts.task == "describe":
+        return _evaluate_descriptions(m, ds, examples, opts, t0)
     names = list(ds.graph.class_names) if opts.task == "nc" else ["No", "Yes"]
     paper = opts.protocol == "paper"
     gen_on = opts.generate or paper
@@ -128,7 +143,7 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
                  else (lambda g: match_generation(m.tokenizer, g, names, eos)))
         y_gen = np.array([match(g) for g in gens], dtype=np.int64)
 
-    method = opts.method or _method_name(cfg, demos_mode)
+    method = opts.method or _method_name(cfg, demos_mode) + (" (unseen wordings)" if opts.wording == "held-out" else "")
     info = {"run": str(Path(m.run_dir).resolve()), "demos": demos_mode, "node_source": cfg["node_source"],
             "num_demos": cfg["num_demos"], "llm": cfg["llm"], "transfer": m.is_transfer(ds),
             "graph_fingerprint": graph_fingerprint(ds.graph, ds.dir),
@@ -150,6 +165,28 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
                      "prediction": names[int(p)] if p >= 0 else None}
                     for ex, t, g, p in zip(examples, y_true, gens, y_gen)] if gen_on else None)
         write_outputs(res, out, answers)
+    return res
+
+
+def _evaluate_descriptions(m, ds, examples: list, opts: EvalOptions, t0: float) -> dict:
+    """Generated node descriptions, greedy: correct when the answer names the node's category (case-insensitive),
+    reported in the NC column (its classes) with the descriptions under extra.answers."""
+    names = list(ds.graph.class_names)
+    _, gens = m.score(ds, examples, batch_size=opts.batch_size, generate=True, seed=opts.seed,
+                      max_new_tokens=DESCRIPTION_TOKENS, candidates=False)
+    texts = [answer_text(m.tokenizer, g, m.tokenizer.eos_token_id) for g in gens]
+    y_true = np.array([ex.target for ex in examples], dtype=np.int64)
+    y_pred = np.array([t if names[t].lower() in text.lower() else -1 for t, text in zip(y_true, texts)], np.int64)
+    method = opts.method or _method_name(m.config, "none") + " description names the category"
+    info = {"run": str(Path(m.run_dir).resolve()), "kind": "describe", "wording": opts.wording,
+            "transfer": m.is_transfer(ds), "graph_fingerprint": graph_fingerprint(ds.graph, ds.dir),
+            "protocol": "generation", "trained_on": [r["name"] for r in m.manifest["inputs"]["datasets"]],
+            "options": asdict(opts), "chance": 0.0, "demos": "none",
+            "answers": [{"node": ex.query[0], "category": names[t], "answer": a}
+                        for ex, t, a in zip(examples, y_true, texts)], "wall_s": round(time.time() - t0, 2)}
+    res = make_result(task="nc", method=method, dataset=ds.graph.name, y_true=y_true, y_pred=y_pred,
+                      class_names=names, split=opts.split, extra=info)
+    _record(m.run_dir, res, opts)
     return res
 
 
