@@ -67,26 +67,10 @@ def table_kind(path: Path) -> str:
 # ----------------------------------------------------------------------------------- reading
 
 
-def _header(path: Path, kind: str) -> list[str]:
-    """Column names of a table file, read without reading its rows."""
+def _first_line(path: Path) -> str:
+    """The file's first line (decompressed), without its line end or a UTF-8 byte-order mark."""
     import pyarrow as pa
 
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    if kind == "jsonl":
-        import json
-
-        with pa.input_stream(str(path), compression="detect") as f:
-            line = f.readline()
-        try:
-            first = json.loads(line)
-        except ValueError:
-            raise ValueError(f"{path.name}, row 1: not a JSON object: {line[:80]!r}") from None
-        if not isinstance(first, dict):
-            raise ValueError(f"{path.name}, row 1: not a JSON object: {line[:80]!r}")
-        return list(first)
     with pa.input_stream(str(path), compression="detect") as f:
         head = b""
         while b"\n" not in head:
@@ -94,8 +78,27 @@ def _header(path: Path, kind: str) -> list[str]:
             if not block:
                 break
             head += block
-    text = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r")
-    return next(csv.reader(io.StringIO(text), delimiter="\t" if kind == "tsv" else ","), [])
+    return head.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r")
+
+
+def _header(path: Path, kind: str) -> list[str]:
+    """Column names of a table file, read without reading its rows (JSONL: the keys of its first object)."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    line = _first_line(path)
+    if kind == "jsonl":
+        import json
+
+        try:
+            first = json.loads(line)
+        except ValueError:
+            first = None
+        if not isinstance(first, dict):
+            raise ValueError(f"{path.name}, row 1: not a JSON object: {_q(line)}")
+        return list(first)
+    return next(csv.reader(io.StringIO(line), delimiter="\t" if kind == "tsv" else ","), [])
 
 
 def _chunks(path: Path, kind: str, columns: list[str]) -> Iterator[dict]:
@@ -129,9 +132,10 @@ def _chunks(path: Path, kind: str, columns: list[str]) -> Iterator[dict]:
     else:
         import pandas as pd
 
+        # dtype=False keeps values as written; before pandas 3 it did not stop date parsing by column name
+        old = {"convert_dates": False} if int(pd.__version__.split(".")[0]) < 3 else {}
         try:
-            for df in pd.read_json(path, lines=True, chunksize=CHUNK_ROWS, dtype=False, convert_dates=False,
-                                   compression="infer"):
+            for df in pd.read_json(path, lines=True, chunksize=CHUNK_ROWS, dtype=False, compression="infer", **old):
                 yield {c: pa.array([_cell(v) for v in df[c].tolist()] if c in df else [None] * len(df), pa.string())
                        for c in columns}
         except ValueError as e:
@@ -148,7 +152,7 @@ def _cell(v) -> str | None:
 
 
 def _read(path: Path, columns: list[str], progress: bool, what: str) -> Iterator[tuple[int, dict]]:
-    """(first row number, chunk) pairs; parse errors become ValueError naming the file."""
+    """(first row number, chunk) pairs; parse errors become ValueError naming the file and the row."""
     import pyarrow as pa
     from tqdm import tqdm
 
@@ -162,10 +166,33 @@ def _read(path: Path, columns: list[str], progress: bool, what: str) -> Iterator
             row += k
             bar.update(k)
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise ValueError(f"{path.name} ({what}) cannot be parsed after row {row - 1}: "
-                         f"{' '.join(str(e).split())[:300]}") from None
+        found = _ragged_row(path, kind) if kind in ("csv", "tsv") else None
+        if found:
+            r, width, cells = found
+            raise ValueError(f"{path.name}, row {r}: {len(cells)} cells where the header has {width}: "
+                             f"{_q(cells)}") from None
+        raise ValueError(f"{path.name} ({what}) cannot be parsed" + (f" after row {row - 1}" if row > 1 else "")
+                         + f": {' '.join(str(e).split())[:300]}") from None
     finally:
         bar.close()
+
+
+def _ragged_row(path: Path, kind: str) -> tuple[int, int, list[str]] | None:
+    """(row, header width, cells) of the first CSV row whose cell count differs from the header's; None if
+    none does. Only called once pyarrow has refused the file, which reports no row number."""
+    import sys
+
+    import pyarrow as pa
+
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with pa.input_stream(str(path), compression="detect") as raw, \
+            io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
+        rows = csv.reader(f, delimiter="\t" if kind == "tsv" else ",")
+        width = len(next(rows, []))
+        for r, cells in enumerate(rows, 1):
+            if cells and len(cells) != width:
+                return r, width, cells
+    return None
 
 
 _OPTION = {"id": "--id-col", "text": "--text-cols", "image": "--image-col", "label": "--label-col",
