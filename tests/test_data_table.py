@@ -147,6 +147,7 @@ def test_small_chunks_give_the_same_graph_and_row_numbers(catalogue, tmp_path, m
     ref = load_table(tab / "nodes.csv", tab / "edges.csv", **kw)
     monkeypatch.setattr(T, "CSV_BLOCK_BYTES", 1024)
     monkeypatch.setattr(T, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(T, "LOOKUP_ROWS", 50)  # edge ends looked up in several rounds
     assert load_table(tab / "nodes.csv", tab / "edges.csv", **kw).fingerprint == ref.fingerprint
     pd.read_csv(tab / "nodes.csv", dtype=str, keep_default_na=False).to_parquet(tmp_path / "nodes.parquet")
     assert load_table(tmp_path / "nodes.parquet", tab / "edges.csv", **kw).fingerprint == ref.fingerprint
@@ -155,6 +156,20 @@ def test_small_chunks_give_the_same_graph_and_row_numbers(catalogue, tmp_path, m
     (tmp_path / "edges.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"edges\.csv, row 150: dst 'sku-nope' is not an id of nodes\.csv"):
         load_table(tab / "nodes.csv", tmp_path / "edges.csv", **kw)
+
+
+def test_a_row_longer_than_a_block_is_read(tmp_path, monkeypatch):
+    """pyarrow cannot split a row across blocks: the file is reopened with larger blocks past the rows read."""
+    from mlaga_fast.data import load_table
+    from mlaga_fast.data import table as T
+
+    monkeypatch.setattr(T, "CSV_BLOCK_BYTES", 256)
+    texts = [f"item {i}, short" for i in range(60)]
+    texts[41] = "a long description, " * 300  # 6,000 bytes, "quoted, with commas"
+    write(tmp_path / "n.csv", [["id", "text"]] + [[f"n{i}", t] for i, t in enumerate(texts)])
+    write(tmp_path / "e.csv", [["src", "dst"]] + [[f"n{i}", f"n{i + 1}"] for i in range(59)])
+    g = load_table(tmp_path / "n.csv", tmp_path / "e.csv", name="x", progress=False)
+    assert g.texts == texts and list(g.node_ids) == [f"n{i}" for i in range(60)] and g.num_edges == 59
 
 
 def test_text_dir_streams_texts_and_ids_to_files(catalogue, tmp_path):

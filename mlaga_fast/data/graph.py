@@ -243,6 +243,11 @@ def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(pairs[0], pairs[1]) * np.int64(n) + np.maximum(pairs[0], pairs[1])
 
 
+def _utf8(strings) -> Iterable[bytes]:
+    """The UTF-8 bytes of each string; a TextBlob's are sliced from its file without decoding."""
+    return strings.encoded() if isinstance(strings, TextBlob) else (t.encode("utf-8") for t in strings)
+
+
 # ----------------------------------------------------------------------------------- the graph
 
 
@@ -445,8 +450,7 @@ class MultimodalGraph:
         h.update(json.dumps(self.class_names).encode())
         if self.texts is not None:
             h.update(b"texts|")
-            for t in self.texts:
-                b = t.encode("utf-8")
+            for b in _utf8(self.texts):
                 h.update(len(b).to_bytes(8, "little"))
                 h.update(b)
         if self.link_split is not None:
@@ -456,8 +460,7 @@ class MultimodalGraph:
             put("node_ids", self.node_ids)
         elif self.node_ids is not None:
             h.update(b"node_ids|")
-            for t in self.node_ids:
-                b = t.encode("utf-8")
+            for b in _utf8(self.node_ids):
                 h.update(len(b).to_bytes(8, "little"))
                 h.update(b)
         for key in sorted(self.features):

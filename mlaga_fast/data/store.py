@@ -83,6 +83,15 @@ def _get(d: Path, spec, field: str) -> np.ndarray:
 def _write_strings(d: Path, strings, blob: str, offsets_file: str) -> dict:
     # One UTF-8 blob plus offsets: compact, and loads with one read instead of a JSON parse of N strings.
     # Streamed, encoded _STRING_CHUNK strings at a time: a million texts never sit in memory twice.
+    if isinstance(strings, TextBlob):  # already a blob (a loaded dataset's, or one written while reading tables)
+        import shutil
+
+        def copy(f) -> None:
+            with open(strings.path, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        _atomic_write(d / blob, copy)
+        return {"blob": blob, "offsets": _put(d, offsets_file, np.asarray(strings.offsets))}
     offsets = np.zeros(len(strings) + 1, dtype=np.int64)
 
     def write(f) -> None:

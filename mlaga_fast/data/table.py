@@ -44,7 +44,11 @@ from mlaga_fast.data.graph import LinkSplit, MultimodalGraph
 from mlaga_fast.data.texts import TextBlob
 
 CHUNK_ROWS = 1 << 16  # rows per Parquet batch / JSONL chunk; a CSV block is CSV_BLOCK_BYTES
-CSV_BLOCK_BYTES = 1 << 24
+# pyarrow's streaming CSV reader parses ahead of its consumer: with 16 MiB blocks it held 165 MiB at once
+# on a 163 MiB file, with 1 MiB blocks 38 MiB, as fast. A row longer than a block is read by reopening the
+# file with blocks 16x larger, past the rows already read.
+CSV_BLOCK_BYTES = 1 << 20
+LOOKUP_ROWS = 1 << 20  # edge rows whose ends are looked up in the ids at once
 _KINDS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
           ".ndjson": "jsonl"}
 _COMPRESSED = (".gz", ".bz2", ".zst")
@@ -109,13 +113,24 @@ def _chunks(path: Path, kind: str, columns: list[str]) -> Iterator[dict]:
     if kind in ("csv", "tsv"):
         import pyarrow.csv as pa_csv
 
-        reader = pa_csv.open_csv(
-            str(path), read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            parse_options=pa_csv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(include_columns=columns,
-                                                  column_types={c: pa.string() for c in columns}))
-        for batch in reader:
-            yield {c: batch.column(c) for c in columns}
+        block, done = CSV_BLOCK_BYTES, 0
+        while True:
+            reader = pa_csv.open_csv(
+                str(path), read_options=pa_csv.ReadOptions(block_size=block, skip_rows_after_names=done),
+                parse_options=pa_csv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(include_columns=columns,
+                                                      column_types={c: pa.string() for c in columns}))
+            try:
+                for batch in reader:
+                    done += batch.num_rows
+                    yield {c: batch.column(c) for c in columns}
+                break
+            except pa.ArrowInvalid as e:
+                if "straddl" not in str(e) or block >= 1 << 30:
+                    raise
+                block *= 16  # a row longer than a block
+            finally:
+                pa.default_memory_pool().release_unused()  # return the parser's freed buffers to the system
     elif kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -435,33 +450,52 @@ def _image_source(names: list[str | None], root: Path, path: Path, column: str, 
 
 def _read_edges(path: Path, cols: dict, ids, nodes_name: str, progress: bool) -> tuple[np.ndarray, np.ndarray,
                                                                                        np.ndarray | None]:
-    """int64 [E] src, int64 [E] dst (node rows), int8 [E] split codes or None."""
+    """int64 [E] src, int64 [E] dst (node rows), int8 [E] split codes or None. Ends are looked up in the ids
+    LOOKUP_ROWS rows at a time: each lookup hashes all N ids (0.5 s for a million), so not once per block."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    src, dst = [], []
+    found: list[np.ndarray] = []  # int64 [2, k] per lookup
+    pending: list[tuple] = []  # (src, dst) string arrays of consecutive rows
+    first_pending, count = 1, 0
+
+    def lookup() -> None:
+        nonlocal first_pending, count
+        both = pa.concat_arrays([a for pair in pending for a in pair[:1]] + [a for pair in pending for a in pair[1:]])
+        pos = pc.index_in(both, value_set=ids)
+        unknown = np.flatnonzero(pc.is_null(pos).to_numpy(zero_copy_only=False))
+        if unknown.size:
+            first = int(unknown[0])
+            role = "src" if first < count else "dst"
+            bad = unknown[unknown < count] if role == "src" else unknown[unknown >= count]
+            raise ValueError(f"{path.name}, row {first_pending + first % count}: {cols[role]} {_q(both[first].as_py())} "
+                             f"is not an id of {nodes_name} ({bad.size:,} unknown {cols[role]} in rows "
+                             f"{first_pending}-{first_pending + count - 1})")
+        found.append(pos.to_numpy(zero_copy_only=False).astype(np.int64).reshape(2, count))
+        first_pending += count
+        pending.clear()
+        count = 0
+
     split = _Codes() if cols["split"] else None
     for row0, ch in _read(path, [c for c in (cols["src"], cols["dst"], cols["split"]) if c], progress, "edges"):
-        for role, out in (("src", src), ("dst", dst)):
-            arr = ch[cols[role]]
-            blank = _blank_rows(arr)
+        for role in ("src", "dst"):
+            blank = _blank_rows(ch[cols[role]])
             if blank.size:
                 raise ValueError(f"{path.name}, row {row0 + int(blank[0])}: the {cols[role]!r} cell is empty")
-            pos = pc.index_in(arr, value_set=ids)
-            unknown = np.flatnonzero(pc.is_null(pos).to_numpy(zero_copy_only=False))
-            if unknown.size:
-                r = int(unknown[0])
-                raise ValueError(f"{path.name}, row {row0 + r}: {cols[role]} {_q(arr[r].as_py())} is not an id of "
-                                 f"{nodes_name} ({unknown.size:,} unknown {cols[role]} in rows {row0}-{row0 + len(arr) - 1})")
-            out.append(pos.to_numpy(zero_copy_only=False).astype(np.int64))
+        pending.append((ch[cols["src"]], ch[cols["dst"]]))
+        count += len(ch[cols["src"]])
         if split is not None:
             split.add(ch[cols["split"]], row0)
-    s = np.concatenate(src) if src else np.zeros(0, np.int64)
-    d = np.concatenate(dst) if dst else np.zeros(0, np.int64)
+        if count >= LOOKUP_ROWS:
+            lookup()
+    if count:
+        lookup()
+    ends = np.concatenate(found, axis=1) if found else np.zeros((2, 0), np.int64)  # [2, E]
     codes = None
     if split is not None:
         codes = _splits(split, split.column(), path, cols["split"])
         codes = np.where(codes < 0, 0, codes).astype(np.int8)  # an empty cell: a training edge
-    return s, d, codes
+    return ends[0], ends[1], codes
 
 
 def _given_link_split(graph: MultimodalGraph, src: np.ndarray, dst: np.ndarray, part: np.ndarray, path: Path,
