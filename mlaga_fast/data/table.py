@@ -71,6 +71,14 @@ def table_kind(path: Path) -> str:
 # ----------------------------------------------------------------------------------- reading
 
 
+def _require(package: str, path: Path) -> None:
+    import importlib.util
+
+    for name in dict.fromkeys(["pyarrow", package]):
+        if importlib.util.find_spec(name) is None:
+            raise ValueError(f"reading {path.name} needs {name}: pip install \"mlaga-fast[table]\"")
+
+
 def _first_line(path: Path) -> str:
     """The file's first line (decompressed), without its line end or a UTF-8 byte-order mark."""
     import pyarrow as pa
@@ -415,6 +423,7 @@ def _read_nodes(path: Path, cols: dict, text_cols: list[str], images_root: Path 
     ids = pa.chunked_array(ids, pa.string()).combine_chunks()
     if len(ids.unique()) != n:
         raise _duplicate_error(ids, path, cols["id"])
+    pa.default_memory_pool().release_unused()  # the hash table of unique() (about 60 MiB for a million ids)
     if empty_text:
         warn(f"{path.name}: {empty_text:,} node(s) have an empty text ({' + '.join(repr(c) for c in text_cols)}); "
              f"first at row {first_empty[0]}, id {_q(first_empty[1])}")
@@ -472,6 +481,8 @@ def _read_edges(path: Path, cols: dict, ids, nodes_name: str, progress: bool) ->
                              f"is not an id of {nodes_name} ({bad.size:,} unknown {cols[role]} in rows "
                              f"{first_pending}-{first_pending + count - 1})")
         found.append(pos.to_numpy(zero_copy_only=False).astype(np.int64).reshape(2, count))
+        del both, pos
+        pa.default_memory_pool().release_unused()  # the lookup's hash table of all N ids
         first_pending += count
         pending.clear()
         count = 0
@@ -553,6 +564,7 @@ def load_table(nodes: str | Path, edges: str | Path, *, name: str, images: str |
     for p, what in ((nodes, "nodes"), (edges, "edges")):
         if not p.is_file():
             raise ValueError(f"{what} file {p} does not exist")
+        _require("pandas" if table_kind(p) == "jsonl" else "pyarrow", p)
     if isinstance(text_cols, str):
         text_cols = [c.strip() for c in text_cols.split(",") if c.strip()]
     ncols = _columns(nodes, "nodes", [("id", id_col), *(("text", c) for c in text_cols or ())],
