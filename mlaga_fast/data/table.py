@@ -663,7 +663,7 @@ def write_tables(graph: MultimodalGraph, folder: str | Path, ids: list[str] | No
         with open(d / "nodes.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["id", "text", "image", "label", "split"] if has_img else ["id", "text", "label", "split"])
-            for i in tqdm(range(n), desc="writing nodes.csv", unit=" nodes", disable=not progress, leave=False):
+            for i in tqdm(range(n), desc=f"writing {folder.name}", unit=" nodes", disable=not progress, leave=False):
                 y = int(graph.labels[i])
                 label = graph.class_names[y] if y >= 0 else ""
                 text = graph.texts[i] if graph.texts is not None else ""
