@@ -1,5 +1,7 @@
 """`mlaga-fast predict`: per-node NC predictions (the class and every class's score) or per-pair LP P(Yes),
-written as CSV, JSONL or Parquet (by the output's suffix), resumable.
+written as CSV, JSONL or Parquet (by the output's suffix), resumable. Rows name nodes twice: ``node`` (``a``,
+``b``) is the dataset's node index 0..N-1, ``id`` (``a_id``, ``b_id``) the user's own id of that node when the
+dataset keeps one (`data prepare --format table`), else the index again.
 
 Work goes in chunks of ``CHUNK`` rows. Each finished chunk is written atomically to OUT.partial/, next
 to a job record (run, dataset, task, the ids, demonstrations, seed); rerunning the same command skips
@@ -103,12 +105,13 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
         sel = ids[ci:ci + CHUNK]
         if task == "nc":
             p = m.predict_nc(data_dir, sel, features=features, demos=demos, batch_size=batch_size, seed=seed)
-            rows = [{"node": int(v), "prediction": names[int(y)], "class_index": int(y),
+            rows = [{"node": int(v), "id": ds.graph.node_id(v), "prediction": names[int(y)], "class_index": int(y),
                      **{f"score_{n}": float(s) for n, s in zip(names, sc)}}
                     for v, y, sc in zip(sel.tolist(), p.labels, p.scores)]
         else:
             p = m.predict_lp(data_dir, sel, features=features, demos=demos, batch_size=batch_size, seed=seed)
-            rows = [{"a": int(a), "b": int(b), "p_yes": float(q), "prediction": "Yes" if y == 1 else "No"}
+            rows = [{"a": int(a), "b": int(b), "a_id": ds.graph.node_id(a), "b_id": ds.graph.node_id(b),
+                     "p_yes": float(q), "prediction": "Yes" if y == 1 else "No"}
                     for (a, b), q, y in zip(sel.tolist(), p.p_yes, p.labels)]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
