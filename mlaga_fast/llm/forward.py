@@ -84,8 +84,9 @@ class Decoder:
 
     def __call__(self, *, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                  **kw) -> Any:
-        if (self.window is not None and attention_mask is not None and attention_mask.dim() == 2
-                and attention_mask.shape[1] > self.window and not bool(attention_mask.all())
+        if (self.window is not None and self.kv_layers_only and attention_mask is not None
+                and attention_mask.dim() == 2 and attention_mask.shape[1] > self.window
+                and not bool(attention_mask.all())
                 and self.config._attn_implementation != "flash_attention_2"):
             # flash-attention removes padding before it applies its window: exact already
             attention_mask = self._exact_masks(attention_mask, position_ids, kw)
@@ -217,17 +218,19 @@ def forward_hidden(parts: LLMParts, embeds: torch.Tensor, mask: torch.Tensor, pr
         try:
             cache = kv.cache_for(prefix_ids, B, embeds.device)
         except CannotPrefill:
-            parts.prefix_cache = False  # learnt once per model: run prefixes as input from now on
+            # learnt once per model: run prefixes as input, in the model's own kind of cache, from now on
+            parts.prefix_cache = parts.decoder.kv_layers_only = False
     if P and not parts.prefix_cache:
         # The prefix runs with each row: [prefix | padding | row], positions 0..P-1 then as above.
         ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=embeds.device)
         pre = parts.embed(ids).to(embeds.dtype).expand(B, -1, -1)  # [B, P, H]
         pos = torch.cat([torch.arange(P, device=pos.device).expand(B, -1), pos], dim=1)  # [B, P + T]
-        # No cache of ours: the model makes the kind its layers need.
+        # Our full-length cache where the model's layers hold keys and values, else the model's own kind.
+        own = {parts.cache_kw: new_cache()} if use_cache and parts.decoder.kv_layers_only else {}
         out = parts.decoder(inputs_embeds=torch.cat([pre, embeds], dim=1), attention_mask=att, position_ids=pos,
-                            use_cache=use_cache)
+                            use_cache=use_cache, **own)
         return out.last_hidden_state[:, P:], _out_cache(out)
-    if cache is None and use_cache and parts.prefix_cache:
+    if cache is None and use_cache and parts.decoder.kv_layers_only:
         cache = new_cache()  # full-length layers, also for sliding ones: later calls extend it (scoring)
     out = parts.decoder(inputs_embeds=embeds, attention_mask=att, position_ids=pos, use_cache=use_cache or bool(P),
                         **({parts.cache_kw: cache} if cache is not None else {}))
