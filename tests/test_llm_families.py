@@ -1,4 +1,5 @@
-"""Stage 2 with the LLM families people run today: Llama 3, Qwen2, Mistral, Gemma 2, Phi-3 and SmolLM2.
+"""Stage 2 with the LLM families people run today: Llama 3, Qwen2, Qwen3, Mistral, Gemma 2, Gemma 3, Phi-3
+and SmolLM2.
 
 Each family is a tiny random model with the family's own architecture, special tokens and chat template
 (tests/helpers/llm_families.py). For each one:
@@ -63,7 +64,8 @@ def test_answer_follows_the_families_assistant_header(llm_dirs, family):
 
     for ex, answer in ((b.nc(0, [1, 2], [0, 1], label=2), "Puzzles"), (b.lp(3, 4, None, label=1), "Yes")):
         msg = "Which one?"  # any user message: the reference is the template's own rendering around it
-        ask = tok.apply_chat_template([{"role": "user", "content": msg}], tokenize=False, add_generation_prompt=True)
+        ask = tok.apply_chat_template([{"role": "user", "content": msg}], tokenize=False, add_generation_prompt=True,
+                                      enable_thinking=False)
         full = tok.apply_chat_template([{"role": "user", "content": msg}, {"role": "assistant", "content": answer}],
                                        tokenize=False)
         assert full.startswith(ask), (ask, full)
@@ -253,5 +255,4 @@ def test_stage2_eval_predict_and_ask_run_through_the_cli(llm_dirs, stage2_inputs
     assert json.loads(r.output.strip().splitlines()[-1])["rows"] > 0
     r = _cli(["ask", "--run", run, "--data", data, "--node", 3, "--device", "cpu", "--max-new-tokens", 4,
               "What is this item?"])
-    assert r.exit_code == 0, r.output
-    assert r.output.strip()
+    assert r.exit_code == 0, r.output  # the answer itself is a random model's: possibly empty

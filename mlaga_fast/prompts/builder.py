@@ -95,8 +95,10 @@ def chat_wrapper(tokenizer) -> tuple[str, str] | None:
     """(text before, text after) the user's message in the tokenizer's chat template, or None."""
     if not getattr(tokenizer, "chat_template", None):
         return None
+    # enable_thinking=False: reasoning models (Qwen3) answer at once, after an empty reasoning block, as
+    # their template renders a finished assistant turn; templates without the switch ignore it.
     full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=True, enable_thinking=False)
     if full.count(_SENTINEL) != 1:
         raise ValueError("llm: the tokenizer's chat template does not place the user's message once")
     before, after = full.split(_SENTINEL)

