@@ -89,6 +89,16 @@ def test_without_chat_template_the_tokenizers_bos_opens_the_prompt(llm_dirs, fam
     assert ex.answer_ids == tok(" Board Games", add_special_tokens=False).input_ids + [tok.eos_token_id]
 
 
+def test_a_chat_template_that_refuses_a_lone_user_turn_is_a_one_line_error(llm_dirs):
+    tok = _tokenizer(llm_dirs["llama3"])
+    tok.chat_template = ("{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system turn must come first') }}"
+                         "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(ValueError, match=r"^llm: the tokenizer's chat template refuses a conversation of one user "
+                                         r"turn \(a system turn must come first\); use --chat-template none"):
+        _builder(tok)
+    _builder(tok, chat=False)  # without the chat template the same tokenizer works
+
+
 # -- labels -------------------------------------------------------------------------------------------
 def _examples(b):
     return [b.nc(0, [1, 2], [0, 1], label=2), b.nc(4, [], [], label=0), b.nc(5, [3], [2], label=1),

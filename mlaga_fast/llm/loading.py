@@ -262,7 +262,8 @@ def lora_targets(model, wanted: list[str]) -> list[str]:
     the attention projections (Phi-3's ``qkv_proj``) get the fused layer for the default q/v targets."""
     import torch
 
-    have = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    have = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"}  # GPT-2's Conv1D is a linear layer
     if any(t in have for t in wanted):
         return list(wanted)
     if set(wanted) <= {"q_proj", "k_proj", "v_proj"} and "qkv_proj" in have:
