@@ -91,8 +91,9 @@ def test_without_chat_template_the_tokenizers_bos_opens_the_prompt(llm_dirs, fam
 
 def test_a_chat_template_that_refuses_a_lone_user_turn_is_a_one_line_error(llm_dirs):
     tok = _tokenizer(llm_dirs["llama3"])
-    tok.chat_template = ("{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system turn must come first') }}"
-                         "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    tok.chat_template = ("{% if messages[0]['role'] != 'system' %}"
+                         "{{ raise_exception('a system turn must come first') }}{% endif %}"
+                         "{% for m in messages %}{{ m['content'] }}{% endfor %}")
     with pytest.raises(ValueError, match=r"^llm: the tokenizer's chat template refuses a conversation of one user "
                                          r"turn \(a system turn must come first\); use --chat-template none"):
         _builder(tok)
@@ -143,8 +144,13 @@ def loaded(llm_dirs):
     return get
 
 
-@pytest.mark.parametrize("prefill", [True, False], ids=["prefix-cache", "prefix-as-input"])
-@pytest.mark.parametrize("family", NAMES)
+# The prefix-as-input path (models whose cache cannot be prefilled) is forced on one plain and one
+# hybrid sliding-window family.
+PREFILL_CASES = [(f, True) for f in NAMES] + [("llama3", False), ("gemma2", False)]
+
+
+@pytest.mark.parametrize("family,prefill", PREFILL_CASES,
+                         ids=[f"{f}-prefix-{'cache' if p else 'as-input'}" for f, p in PREFILL_CASES])
 def test_prefix_cache_equals_a_full_forward(loaded, family, prefill):
     import torch
 
