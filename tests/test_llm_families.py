@@ -109,7 +109,7 @@ def _examples(b):
 @pytest.mark.parametrize("family", NAMES)
 def test_labels_cover_only_the_answer(llm_dirs, family):
     from mlaga_fast.llm.splice import IGNORE_INDEX
-    from mlaga_fast.train.instruct_batch import collate
+    from mlaga_fast.prompts.batch import collate
 
     tok = _tokenizer(llm_dirs[family])
     exs = _examples(_builder(tok))
@@ -156,7 +156,7 @@ def test_prefix_cache_equals_a_full_forward(loaded, family, prefill):
 
     from mlaga_fast.llm.forward import LLMParts, PrefixKV, forward_hidden, logits_at_end
     from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, splice_node_embeds
-    from mlaga_fast.train.instruct_batch import collate
+    from mlaga_fast.prompts.batch import collate
 
     model, tok = loaded(family)
     parts = LLMParts(model)
