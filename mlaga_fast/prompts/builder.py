@@ -108,8 +108,16 @@ def chat_wrapper(tokenizer) -> tuple[str, str] | None:
     """(text before, text after) the user's message in the tokenizer's chat template, or None."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
-                                         add_generation_prompt=True)
+    # enable_thinking=False: reasoning models (Qwen3) answer at once, after an empty reasoning block, as
+    # their template renders a finished assistant turn; templates without the switch ignore it.
+    from jinja2 import TemplateError
+
+    try:
+        full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=False)
+    except TemplateError as e:  # the template's raise_exception(...), or a broken template
+        raise ValueError(f"llm: the tokenizer's chat template refuses a conversation of one user turn ({e}); "
+                         f"use --chat-template none or give the tokenizer another template") from None
     if full.count(_SENTINEL) != 1:
         raise ValueError("llm: the tokenizer's chat template does not place the user's message once")
     before, after = full.split(_SENTINEL)
