@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from mlaga_fast.demo.config import DemoConfig
+from mlaga_fast.demo.config import DemoConfig, check_demo_config
 from mlaga_fast.demo.lanes import SideLane, split_threads
 
 __all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
@@ -188,6 +188,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     from mlaga_fast.models.embeddings import export_embeddings
     from mlaga_fast.utils.io import atomic_write_json
 
+    check_demo_config(cfg)
     out = Path(out)
     if out.exists():
         if not (out / "demo.json").exists():
