@@ -144,7 +144,8 @@ def _st_meta(path: Path):
 
 # name -> (where: "run2" | "export" | "align", damage(folder), file the error names, problem it states,
 #          problem stated under --no-verify (None: the command succeeds, the damage is invisible to structure))
-P, A, LC, LW = "projectors.safetensors", "model.safetensors", "lora/adapter_config.json", "lora/adapter_model.safetensors"
+P, A = "projectors.safetensors", "model.safetensors"
+LC, LW = "lora/adapter_config.json", "lora/adapter_model.safetensors"
 DAMAGE = {
     "projectors truncated to 64 bytes": ("run2", lambda d: _truncate(d / P, 64), P, "checksum", "truncated"),
     "projectors garbage header": ("run2", lambda d: _garbage_header(d / P), P, "checksum", "not valid JSON"),

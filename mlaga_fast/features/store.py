@@ -16,8 +16,9 @@ for every encoder we ship (fixed patch grid), so the image mask is not stored; `
 Opening a store checks, for every shard, its done record, each file's size and .npy header, and the text
 masks (a damaged header or a truncated file is refused). The sha256 of every file (recorded at extraction)
 is compared only with ``FeatureStore(path, verify=True)`` (``mlaga-fast features --verify``): hashing
-streams every byte, ~1.5 GB/s on one core here, i.e. minutes for the hundreds of GB of 1M nodes with a
-ViT-L encoder, too slow for every open; a flipped byte inside the data needs this full check.
+streams every byte, 0.35-0.65 GB/s measured here (benchmarks/bench_verify_features.py: 1M nodes of
+tiny-encoder features, 2.1 GB, open 0.6 s, verify 6 s; ViT-L-sized tokens ~16 min per 1M nodes), too slow
+for every open; a flipped byte inside the data needs this full check.
 """
 from __future__ import annotations
 
@@ -273,8 +274,9 @@ class FeatureStore(FeatureReader):
                     f = self.path / shard_name(i, f"{part}.npy")
                     have = f.stat().st_size if f.is_file() else None
                     if have != size:
-                        problem = (f"records {f.name} as {size} bytes, but it is "
-                                   + ("missing" if have is None else f"{have} bytes ({'truncated' if have < size else 'grown'})"))
+                        state = ("missing" if have is None
+                                 else f"{have} bytes ({'truncated' if have < size else 'grown'})")
+                        problem = f"records {f.name} as {size} bytes, but it is {state}"
                         break
                 raise ValueError(f"features: {self.path}: {done.name} {problem}, so shard {i} cannot be trusted; "
                                  f"the folder was modified: rebuild it with `mlaga-fast features --overwrite`")

@@ -62,8 +62,8 @@ def write_model_card(run_dir: str | Path) -> Path:
         lines += [f"| {e['dataset']} | {e['task']} | {e['split']} | {e['protocol']} | {100 * e['accuracy']:.2f} | "
                   f"{e['num_examples']} | {e['transfer']} | {e.get('integrity', 'n/a')} |" for e in evals]
         if any(e.get("integrity") == "unverified" for e in evals):
-            lines += ["", "Rows with run files \"unverified\" were evaluated with `--no-verify`: the run's files were "
-                          "not checked against their checksums, so they may differ from what was trained."]
+            lines += ["", "Rows with run files \"unverified\" were evaluated with `--no-verify`: the run's files "
+                          "were not checked against their checksums, so they may differ from what was trained."]
     else:
         lines += ["None recorded (`mlaga-fast eval --run` adds them here)."]
     lines += ["", "## Intended use",
