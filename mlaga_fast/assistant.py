@@ -30,7 +30,8 @@ from mlaga_fast.prompts.demos import DEMO_MODES, LinkPairs, NCDemos, ppr_demo_ta
 from mlaga_fast.prompts.builder import load_templates
 from mlaga_fast.prompts.examples import (asked_lp_examples, asked_nc_examples, builder_for, cycle_wordings,
                                          description_examples, lp_examples, nc_examples, templates_fingerprint)
-from mlaga_fast.runs.manifest import bundled_aligner, read_stage_manifest
+from mlaga_fast.runs.manifest import bundled_aligner
+from mlaga_fast.runs.open import open_run
 from mlaga_fast.runtime.device import pick_device
 from mlaga_fast.utils.progress import progress as bar_of
 
@@ -56,6 +57,7 @@ class MLaGA:
         self.run_dir, self.manifest = Path(run_dir), manifest
         self.config: dict = manifest["config"]
         self.model = model
+        self.integrity = "verified"  # how the run's files were checked (runs.open.OpenedRun.integrity)
         self._data: dict[tuple[str, str | None], DatasetInputs] = {}
 
     @property
@@ -69,19 +71,24 @@ class MLaGA:
     # --- loading ------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, *, device: str = "auto", llm: tuple | None = None,
-                        progress: bool = True) -> "MLaGA":
+                        progress: bool = True, verify: bool = True) -> "MLaGA":
         """Load RUN2 (a finished ``train instruct`` run or an ``export`` of one).
 
+        Every file is checked before use (``mlaga_fast.runs.open``), the run's sha256 checksums included;
+        ``verify=False`` skips the checksums, for runs edited on purpose (``integrity`` then says
+        "unverified", and evaluations record it).
         llm: an already loaded (model, tokenizer) of the same LLM, to load several runs without loading
         the LLM again; not allowed for LoRA runs (their adapters would change the shared model)."""
-        run_dir = Path(run_dir)
-        man = read_stage_manifest(run_dir, "instruct")
+        run = open_run(run_dir, "instruct", verify=verify)
+        man = run.manifest
         tpl = man.get("templates") or {}
         if tpl.get("fingerprint") != templates_fingerprint(tpl.get("set", "compact")):
             raise ValueError(f"{run_dir} was trained with other prompt templates (set {tpl.get('set')!r}, "
                              f"fingerprint {tpl.get('fingerprint')}); retrain Stage 2")
-        model = GraphLLM.from_run(run_dir, man, device=pick_device(device), llm=llm, progress=progress)
-        return cls(run_dir, man, model)
+        model = GraphLLM.from_run(run, device=pick_device(device), llm=llm, progress=progress)
+        m = cls(run.path, man, model)
+        m.integrity = run.integrity
+        return m
 
     def dataset(self, data_dir: str | Path, features: str | Path | None = None, *,
                 progress: bool = False) -> DatasetInputs:
@@ -92,7 +99,8 @@ class MLaGA:
             align = bundled_aligner(self.run_dir, self.manifest)
             ds = load_dataset_inputs(data_dir, features, source=self.config["node_source"], align_dir=align,
                                      allow_unseen=True, device=str(self.device), progress=progress,
-                                     images=self.model.projectors.image_tokens > 0)
+                                     images=self.model.projectors.image_tokens > 0,
+                                     verify=self.integrity != "unverified")
             want = (self.manifest["dims"]["nq"], self.manifest["dims"]["d"])
             if tuple(ds.tokens.shape[1:]) != want:
                 raise ValueError(f"{data_dir}: node tokens {tuple(ds.tokens.shape[1:])} do not match the run's "

@@ -57,6 +57,7 @@ class EvalOptions:
     seed: int = 0
     method: str | None = None  # name in tables; default mlaga-<llm>[+ablation]
     wording: str = "trained"  # the task's own prompt, or ask's layout with the held-out wordings (never trained on)
+    verify: bool = True  # check the run's checksums when loading it (False: --no-verify)
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -121,7 +122,8 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     t0 = time.time()
     if loaded is None:  # the dataset and its features are checked before the LLM is loaded
         check_inputs(data_dir, opts.features)
-    m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device=opts.device, progress=progress)
+    m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device=opts.device, progress=progress,
+                                                                    verify=opts.verify)
     ds = m.dataset(data_dir, opts.features, progress=progress)
     examples = eval_examples(m, ds, opts)
     if not examples:
@@ -159,6 +161,7 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     res = gen_res if paper else con_res
     res["extra"].update(generation=None if paper else gen_res, constrained=con_res if paper else None,
                         wall_s=round(time.time() - t0, 2))
+    res["extra"]["integrity"] = m.integrity
     _record(m.run_dir, res, opts)
     if out is not None:
         answers = ([{"query": list(ex.query), "target": names[int(t)], "answer": answer_text(m.tokenizer, g, eos),
@@ -183,7 +186,8 @@ def _evaluate_descriptions(m, ds, examples: list, opts: EvalOptions, t0: float) 
             "protocol": "generation", "trained_on": [r["name"] for r in m.manifest["inputs"]["datasets"]],
             "options": asdict(opts), "chance": 0.0, "demos": "none",
             "answers": [{"node": ex.query[0], "category": names[t], "answer": a}
-                        for ex, t, a in zip(examples, y_true, texts)], "wall_s": round(time.time() - t0, 2)}
+                        for ex, t, a in zip(examples, y_true, texts)], "wall_s": round(time.time() - t0, 2),
+            "integrity": m.integrity}
     res = make_result(task="nc", method=method, dataset=ds.graph.name, y_true=y_true, y_pred=y_pred,
                       class_names=names, split=opts.split, extra=info)
     _record(m.run_dir, res, opts)
@@ -195,7 +199,8 @@ def _record(run_dir: Path, res: dict, opts: EvalOptions) -> None:
     read-only run folder only loses this record)."""
     rec = {"dataset": res["dataset"], "task": res["task"], "split": res["split"], "protocol": opts.protocol,
            "demos": res["extra"]["demos"], "method": res["method"], "accuracy": res["accuracy"],
-           "num_examples": res["num_examples"], "transfer": res["extra"]["transfer"]}
+           "num_examples": res["num_examples"], "transfer": res["extra"]["transfer"],
+           "integrity": res["extra"]["integrity"]}
     path = Path(run_dir) / "evaluations.jsonl"
     try:
         old = path.read_text(encoding="utf-8") if path.is_file() else ""

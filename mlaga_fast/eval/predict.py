@@ -65,8 +65,9 @@ def select_nodes(graph, spec: str) -> np.ndarray:
 
 def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", pairs_file=None, demos=None,
                 seed: int = 0, features=None, device: str = "auto", batch_size: int = 32, progress: bool = True,
-                model=None) -> int:
-    """Write the predictions; returns the number of rows. ``model``: an already loaded MLaGA."""
+                model=None, verify: bool = True) -> int:
+    """Write the predictions; returns the number of rows. ``model``: an already loaded MLaGA; ``verify``:
+    check the run's checksums when loading it."""
     out = Path(out_file)
     if out.suffix not in FORMATS:
         raise ValueError(f"--out: {out.name} must end in one of {list(FORMATS)}")
@@ -79,7 +80,7 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
         raise ValueError(f"task: {task!r} is not one of ['nc', 'lp']")
     if model is None:
         check_inputs(data_dir, features)  # before the LLM is loaded
-    m = model or MLaGA.from_pretrained(run_dir, device=device, progress=progress)
+    m = model or MLaGA.from_pretrained(run_dir, device=device, progress=progress, verify=verify)
     ds = m.dataset(data_dir, features, progress=progress)
     if task == "nc":
         ids = select_nodes(ds.graph, nodes)

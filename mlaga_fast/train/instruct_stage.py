@@ -20,6 +20,7 @@ from mlaga_fast.prompts.builder import load_templates
 from mlaga_fast.prompts.examples import templates_fingerprint
 from mlaga_fast.runs.card import write_model_card
 from mlaga_fast.runs.manifest import write_stage_manifest
+from mlaga_fast.runs.open import CHECKSUMS, INSTRUCT_ARTIFACTS, record_checksums
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as dist
 from mlaga_fast.train.instruct_config import InstructConfig
@@ -191,6 +192,7 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
                    "truncation": {"max_length": cfg.max_length, "target_text_tokens": cfg.target_text_tokens,
                                   "demo_text_tokens": cfg.demo_text_tokens},
                    "precision": precision.to_dict(),
+                   CHECKSUMS: record_checksums(out, INSTRUCT_ARTIFACTS),
                    "num_examples": {"warmup": len(warm), "instruct": len(instruct)},
                    "wordings": _trained_wordings(cfg),
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
