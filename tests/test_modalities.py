@@ -2,9 +2,9 @@
 
 Unit tests: the spec of a pair of towers (tower_spec), the split towers' tokens against each tower
 encoded on its own, the hf: and timm: towers against their libraries called directly, the aligners and
-the projectors without a modality, and `data synth --modalities`. The slow tests run a text-only and an
+the projectors without a modality, and `data synth --modalities`. The end-to-end tests run a text-only and an
 image-only catalogue through data synth -> features -> train align -> train instruct -> eval / predict /
-ask on the CLI and check what each stage recorded.
+ask on the CLI and check what each stage recorded (about 10 s per modality on 2 shared cores, so unmarked).
 """
 from __future__ import annotations
 
@@ -109,6 +109,17 @@ def test_split_towers_store_each_tower_as_encoded_alone(tmp_path):
     np.testing.assert_allclose(online.get_numpy(ids)["image"].astype(np.float32), got["image"].astype(np.float32),
                                **close)
     assert FeatureStore(tmp_path / "split").encoder == "text=tiny+image=tiny:1"
+    # Stage 2's check: an aligner trained on tiny's features refuses the split towers' (same dims), by encoder
+    from mlaga_fast.models.node_inputs import check_aligner_features
+    from mlaga_fast.runs.manifest import features_record
+
+    trained_on_tiny = {"inputs": {"features": features_record(both)}}
+    check_aligner_features(trained_on_tiny, both, allow_unseen=False)
+    with pytest.raises(ValueError, match=r"encoder: run was trained on 'tiny', these features have "
+                                         r"'text=tiny\+image=tiny:1'"):
+        check_aligner_features(trained_on_tiny, store, allow_unseen=False)
+    with pytest.raises(ValueError, match=r"encoder: aligner expects 'tiny'"):
+        check_aligner_features(trained_on_tiny, online, allow_unseen=True)
 
 
 def test_timm_tower_is_forward_features_as_tokens(tmp_path):
@@ -277,7 +288,6 @@ def one_modality_run(request, tmp_path_factory):
     return mod, root
 
 
-@pytest.mark.slow
 def test_one_modality_graph_records_what_each_stage_saw(one_modality_run):
     from mlaga_fast.runs.manifest import read_stage_manifest
 
@@ -298,11 +308,11 @@ def test_one_modality_graph_records_what_each_stage_saw(one_modality_run):
     assert said == (mod == "text")  # the choice is told, once, when it is made
 
 
-@pytest.mark.slow
 def test_one_modality_run_prompts_and_predictions(one_modality_run, tmp_path):
     from mlaga_fast.assistant import MLaGA
     from mlaga_fast.data import load
     from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, IMAGE_TOKEN_ID
+    from mlaga_fast.prompts.builder import IMAGE_SLOT
 
     mod, root = one_modality_run
     data, run = root / "data", root / "run"
@@ -310,9 +320,13 @@ def test_one_modality_run_prompts_and_predictions(one_modality_run, tmp_path):
     m = MLaGA.from_pretrained(run, device="cpu", progress=False)
     ds = m.dataset(data)  # the inputs and prompt builder that eval, predict and ask use
     assert (ds.image is None) == (mod == "text")  # no pooled image vectors exist for a text-only graph
-    ids = list(m.builder(ds).nc(5, [1, 2], [0, 1]).prompt_ids)
-    assert ids.count(GRAPH_TOKEN_ID) == 2 * 3  # nq graph tokens for the target and each demonstration
-    assert ids.count(IMAGE_TOKEN_ID) == (3 if mod == "image" else 0)  # a text-only run shows no image slot
+    builder = m.builder(ds)
+    for ex in (builder.nc(5, [1, 2], [0, 1]), builder.lp(4, 9, None)):
+        ids = list(ex.prompt_ids)
+        assert ex.nodes and ids.count(GRAPH_TOKEN_ID) == 2 * len(ex.nodes)  # nq = 2 graph tokens per node slot
+        images = [v for kind, v in ex.slots if kind == IMAGE_SLOT]
+        assert ids.count(IMAGE_TOKEN_ID) == len(images)
+        assert (len(images) > 0) == (mod == "image")  # a text-only run's prompts have no image slot at all
     r = _cli(["eval", "--run", run, "--data", data, "--task", "nc", "--device", "cpu", "--out", tmp_path / "nc.json",
               "--max-examples", 8, "--no-progress"])
     assert r.exit_code == 0, r.output
