@@ -128,7 +128,8 @@ def test_timm_tower_is_forward_features_as_tokens(tmp_path):
     net = timm.create_model("test_efficientnet").eval()
     torch.save(net.state_dict(), tmp_path / "w.pth")
     enc = load_encoder(f"image=timm:test_efficientnet//{tmp_path / 'w.pth'}@64")
-    assert enc.text is None and enc.towers == {"text": None, "image": f"timm:test_efficientnet//{tmp_path / 'w.pth'}@64"}
+    assert enc.text is None and enc.spec == f"timm:test_efficientnet//{tmp_path / 'w.pth'}@64"
+    assert enc.towers == {"text": None, "image": enc.spec}
     px = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         fmap = net.forward_features(px)  # [3, C, 2, 2]
@@ -136,6 +137,33 @@ def test_timm_tower_is_forward_features_as_tokens(tmp_path):
     assert (enc.image_tokens, enc.image_dim) == (4, fmap.shape[1])
     torch.testing.assert_close(enc.encode_image(px), ref, rtol=1e-5, atol=1e-5)
     assert enc.image.preprocess(_graph(nodes=40).load_image(0)).shape == (3, 64, 64)  # @64 sets the input size
+
+
+def test_timm_tower_from_the_hf_cache(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    net = timm.create_model("test_efficientnet").eval()
+    repo = tmp_path / "hub" / "models--timm--test_efficientnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, snap / "model.safetensors")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    enc = load_encoder("image=timm:test_efficientnet.r160_in1k")
+    assert enc.spec == "timm:test_efficientnet.r160_in1k"  # image=... of an image-only spec is that spec
+    assert enc.info["input_size"] == [3, 160, 160]  # the tag's own resolution
+    px = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        ref = net.forward_features(px).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(enc.encode_image(px), ref, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    from mlaga_fast.features.encoders import EncoderUnavailable
+
+    with pytest.raises(EncoderUnavailable, match="timm/test_efficientnet.r160_in1k"):
+        load_encoder("image=timm:test_efficientnet.r160_in1k")
 
 
 def test_timm_and_hf_refuse_missing_weights_in_one_line(tmp_path):

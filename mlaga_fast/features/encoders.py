@@ -47,6 +47,7 @@ naming what to download and where to put it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -408,7 +409,11 @@ class HFText(TextTower):
         from transformers import AutoModel, AutoTokenizer
 
         self.model = AutoModel.from_pretrained(path, local_files_only=True, **kw)
-        self.tokenize = _HFTokenize(AutoTokenizer.from_pretrained(path, local_files_only=True, **kw), max_tokens)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kw)
+        tok.padding_side = "right"  # forward's column cut needs the padding at the end
+        if tok.pad_token is None:  # decoder tokenizers (GPT-2 style) ship none; the mask hides it anyway
+            tok.pad_token = tok.eos_token or tok.unk_token
+        self.tokenize = _HFTokenize(tok, max_tokens)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Padding is on the right, and the model attends under the mask, so the columns that are padding in
@@ -440,20 +445,22 @@ def _hf_source(ident: str, what: str) -> tuple:
 
 
 def _hf_text(ident: str, max_tokens: int) -> tuple:
-    """(HFText, info) for hf:ID_OR_DIR. A sentence-transformers folder names its transformer's subfolder
-    in modules.json and its token limit in sentence_bert_config.json."""
-    import json
-
+    """(HFText, info) for hf:ID_OR_DIR. A sentence-transformers model names its transformer's subfolder
+    in modules.json and its token limit in sentence_bert_config.json (read from a folder, or from the cache
+    for a hub id, whose transformer sits at the repository root)."""
     src, kw = _hf_source(ident, "Hugging Face text model")
-    root, limit = Path(src), 0
-    if root.is_dir() and (root / "modules.json").is_file():
-        mods = json.loads((root / "modules.json").read_text(encoding="utf-8"))
-        sub = next((m.get("path", "") for m in mods if str(m.get("type", "")).endswith("models.Transformer")), "")
-        root = root / sub
-        src = str(root)
-        cfg = root / "sentence_bert_config.json"
-        if cfg.is_file():
-            limit = int(json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length") or 0)
+    root, st_config = Path(src), None
+    if root.is_dir():
+        if (root / "modules.json").is_file():
+            mods = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+            sub = next((m.get("path", "") for m in mods if str(m.get("type", "")).endswith("models.Transformer")), "")
+            root = root / sub
+            src = str(root)
+        st_config = root / "sentence_bert_config.json" if (root / "sentence_bert_config.json").is_file() else None
+    else:
+        hit = _cached_hf_file(src, ["sentence_bert_config.json"])
+        st_config = Path(hit) if hit else None
+    limit = int(json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length") or 0) if st_config else 0
     try:
         from transformers import AutoConfig
 
@@ -463,7 +470,7 @@ def _hf_text(ident: str, max_tokens: int) -> tuple:
     except OSError as e:
         raise EncoderUnavailable(f"encoder: Hugging Face text model {ident!r} is incomplete on disk: {e}") from e
     return tower, {"kind": "hf", "model": ident, "max_tokens": tower.tokenize.max_len,
-                   "config": getattr(conf, "_name_or_path", "") or ident}
+                   "architecture": (getattr(conf, "architectures", None) or [type(tower.model).__name__])[0]}
 
 
 class _TorchvisionPre:
