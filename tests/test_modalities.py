@@ -38,12 +38,13 @@ def _cli(args):
     ("tiny", {}, "tiny"),
     ("tiny", {"text": "tiny"}, "tiny"),  # both towers from one spec: that spec
     ("tiny", {"text": "tiny", "image": "tiny:1"}, "text=tiny+image=tiny:1"),
-    ("tiny", {"image": "none"}, "text=tiny"),  # a CLIP's text tower alone
+    ("tiny", {"image": "off"}, "text=tiny"),  # a CLIP's text tower alone
+    ("tiny", {"image": "none"}, "tiny"),  # "none" is the CLI's "not given": --encoder's tower
     ("minilm", {"image": "efficientnet@128"}, "text=minilm+image=efficientnet@128"),
-    ("minilm", {"image": "none"}, "minilm"),  # minilm has only a text tower
+    ("minilm", {"image": "off"}, "minilm"),  # minilm has only a text tower
     ("text=minilm", {}, "minilm"),
     ("text=tiny+image=tiny", {}, "tiny"),
-    ("offline", {"text": "none"}, "image=offline"),
+    ("offline", {"text": "off"}, "image=offline"),
     ("open_clip:ViT-L-14/openai", {"text": "hf:org/model@64"}, "text=hf:org/model@64+image=open_clip:ViT-L-14/openai"),
     ("tiny", {"image": "timm:resnet18//w.pth@64"}, "text=tiny+image=timm:resnet18//w.pth@64"),
 ])
@@ -57,7 +58,7 @@ def test_tower_spec_is_one_spelling_per_pair_of_towers(encoder, kw, want):
     ({"image": "hf:org/model"}, r"^image_encoder: 'hf:org/model' has no image tower"),
     ({"text": "timm:resnet18"}, r"^text_encoder: 'timm:resnet18' has no text tower"),
     ({"image": "offline@100"}, r"^image_encoder: image size .* multiple of 32"),
-    ({"text": "none", "image": "none"}, "leaves no tower"),
+    ({"text": "off", "image": "off"}, "leaves no tower"),
     ({"image": "text=tiny"}, r"^image_encoder: 'text=tiny' names towers"),
 ])
 def test_tower_spec_refuses_bad_parts_naming_the_option(kw, match):
@@ -274,6 +275,11 @@ def test_features_cli_separate_encoders_and_bad_specs(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])
     assert out["encoder"] == "text=tiny+image=tiny:1" and out["encoders"] == {"text": "tiny", "image": "tiny:1"}
+    r = _cli(["features", "--data", data, "--out", tmp_path / "t", "--encoder", "tiny", "--image-encoder", "off",
+              "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert man["encoder"] == "text=tiny" and man["encoders"] == {"text": "tiny", "image": None} and man["image"] is None
     for opt, spec, msg in (("--text-encoder", "bogus", "Error: text_encoder: unknown spec 'bogus'"),
                            ("--image-encoder", "hf:org/model", "Error: image_encoder: 'hf:org/model' has no image "
                                                                "tower")):

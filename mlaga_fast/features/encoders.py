@@ -577,7 +577,7 @@ class EncoderSpec:
 
 
 TOWERS = ("text", "image")
-NO_TOWER = "none"
+NO_TOWER = "off"  # --text-encoder off: no text features ("" and "none", the CLI's "not given", defer to --encoder)
 
 
 def split_towers(spec: str) -> Optional[dict]:
@@ -599,12 +599,12 @@ def split_towers(spec: str) -> Optional[dict]:
 
 def tower_spec(encoder: str = "", *, text: str = "", image: str = "") -> str:
     """The canonical spec of an encoder whose text tower comes from ``text`` and image tower from ``image``,
-    each defaulting to ``encoder``'s ("none": leave that modality out). Both towers from one spec give that
+    each defaulting to ``encoder``'s ("off": leave that modality out). Both towers from one spec give that
     spec; otherwise text=...+image=... (or one part alone). Checks every part: a bad one raises ValueError
     naming the option it came from (encoder, text_encoder or image_encoder)."""
     base = split_towers(encoder)
     default = {t: base.get(t, NO_TOWER) for t in TOWERS} if base is not None else {t: encoder for t in TOWERS}
-    given = {"text": text, "image": image}
+    given = {t: "" if v in ("", "none") else v for t, v in (("text", text), ("image", image))}
     chosen = {t: given[t] or default[t] for t in TOWERS}
     for tower, value in chosen.items():
         if value == NO_TOWER:

@@ -32,11 +32,11 @@ class FeatureConfig:
         "help": "encoder spec of both towers: open_clip:MODEL/TAG, open_clip:MODEL//ckpt, hf_clip:ID_OR_DIR, "
                 "offline[@SIZE], tiny[:SEED]"})
     text_encoder: str = field(default="", metadata={
-        "help": "text tower spec, instead of --encoder's: hf:ID_OR_DIR[@LEN], minilm, tiny[:SEED], ...; none = "
-                "no text features"})
+        "help": "text tower spec, instead of --encoder's: hf:ID_OR_DIR[@LEN], minilm, tiny[:SEED], ...; off = "
+                "no text features; none = --encoder's"})
     image_encoder: str = field(default="", metadata={
         "help": "image tower spec, instead of --encoder's: timm:MODEL[//ckpt][@SIZE], efficientnet[@SIZE], "
-                "open_clip:MODEL/TAG, tiny[:SEED], ...; none = no image features"})
+                "open_clip:MODEL/TAG, tiny[:SEED], ...; off = no image features; none = --encoder's"})
     batch_size: int = field(default=64, metadata={"help": "nodes per encoder forward pass"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     shard_size: int = field(default=0, metadata={"help": "nodes per shard; 0 = as many as fit in --shard-mib"})
