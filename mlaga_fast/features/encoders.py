@@ -436,7 +436,9 @@ def _hf_source(ident: str, what: str) -> tuple:
     path = Path(ident).expanduser()
     if path.is_dir():
         return str(path), {}
-    if "/" in ident and not ident.startswith((".", "/", "~")) and _cached_hf_file(ident, ["config.json"]):
+    if ident.startswith((".", "/", "~")):
+        raise EncoderUnavailable(f"encoder: {what} folder {ident!r} does not exist")
+    if "/" in ident and _cached_hf_file(ident, ["config.json"]):
         return ident, {"cache_dir": str(_hf_cache_dir())}
     raise EncoderUnavailable(
         f"encoder: {what} {ident!r} is neither a local directory nor in the HF cache {_hf_cache_dir()}; nothing "
@@ -539,7 +541,16 @@ def _timm_image(name: str, checkpoint: str, size: int) -> tuple:
         if not path.is_file():
             raise EncoderUnavailable(f"encoder: checkpoint file {checkpoint!r} does not exist")
         model = timm.create_model(name, pretrained=False)
-        load_checkpoint(model, str(path), strict=True)
+        try:
+            load_checkpoint(model, str(path), strict=True)
+        except RuntimeError as e:  # torch lists every missing / unexpected key: name the first of each
+            missing = re.search(r'Missing key\(s\) in state_dict: "([^"]+)"', str(e))
+            unexpected = re.search(r'Unexpected key\(s\) in state_dict: "([^"]+)"', str(e))
+            raise ValueError(
+                f"encoder: checkpoint {checkpoint!r} does not fit timm {name}"
+                + (f": it lacks {missing.group(1)!r}" if missing else "")
+                + (f", has {unexpected.group(1)!r}" if unexpected else "")
+                + " (a checkpoint saved from timm.create_model with this name is needed)") from None
         source = path.name
     else:
         cfg = get_pretrained_cfg(name)
