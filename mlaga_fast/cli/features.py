@@ -37,7 +37,8 @@ def features(data_dir: str, out_dir: str | None, config_file: str | None, no_pro
         store.verify()
     dt = time.perf_counter() - t0
     click.echo(json.dumps({
-        "out": str(out), "encoder": store.encoder, "num_nodes": store.num_nodes,
+        "out": str(out), "encoder": store.encoder, "encoders": store.manifest.get("encoders"),
+        "num_nodes": store.num_nodes,
         "image": [store.image_len, store.image_dim], "text": [store.text_len, store.text_dim],
         "shards": store.num_shards, "seconds": round(dt, 2), "fingerprint": store.fingerprint,
     }))

@@ -29,12 +29,15 @@ from mlaga_fast.cli.data import data
 @click.option("--image-size", default=64, show_default=True, type=click.IntRange(8, 1024), help="Picture side in pixels.")
 @click.option("--name", default="synthetic-catalogue", show_default=True,
               help="Dataset name shown in reports (results are told apart by fingerprint, not by name).")
+@click.option("--modalities", default="text,image", show_default=True,
+              type=click.Choice(["text,image", "text", "image"]),
+              help="Node modalities to keep: text or image alone makes a one-modality graph.")
 @click.option("--no-link-split", is_flag=True, help="Skip the link-prediction edge split.")
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG contact sheet (8 pictures per class) to this path.")
 def synth(out_dir: str | None, as_table: str | None, nodes: int, classes: int, homophily: float,
           image_mismatch: float, text_mismatch: float, seed: int, mean_degree: float, degree_exponent: float, text_noise: float, image_size: int, name: str,
-          no_link_split: bool, preview: str | None) -> None:
+          modalities: str, no_link_split: bool, preview: str | None) -> None:
     """Make a synthetic product-catalogue graph (DC-SBM structure, category texts, rendered pictures,
     controllable modality mismatch). The same seed gives byte-identical arrays."""
     import time
@@ -51,7 +54,7 @@ def synth(out_dir: str | None, as_table: str | None, nodes: int, classes: int, h
     g = make_catalogue(out_dir, nodes=nodes, classes=classes, homophily=homophily, image_mismatch=image_mismatch,
                        text_mismatch=text_mismatch, seed=seed, mean_degree=mean_degree,
                        degree_exponent=degree_exponent, text_noise=text_noise, image_size=image_size,
-                       name=name, link_split=not no_link_split, progress=True)
+                       name=name, modalities=modalities, link_split=not no_link_split, progress=True)
     s = g.stats
     if as_table:
         from mlaga_fast.data.table import write_tables

@@ -6,7 +6,8 @@ True = real token). The aligner
 1. standardises each modality's token features per dimension (statistics of the training features,
    stored with the weights), projects them to the model width d and adds a modality embedding;
 2. runs a stack of shared self-attention layers over the concatenated [image; text] tokens, with
-   padded text tokens masked out as keys;
+   padded text tokens masked out as keys (a graph without images or texts: image_dim or text_dim 0,
+   and the stack runs over the one modality's tokens; nothing stands in for the missing one);
 3. carries nq learnable queries through the same stack (Q-Former style). The query stream has its
    own self-attention and FFN in every layer, and at every ``cross_attention_every``-th layer
    (layers 0, k, 2k, ...) it cross-attends to the token states that layer just produced, through
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from mlaga_fast.models.aligner_mlaga import MLaGAAligner
+from mlaga_fast.models.aligner_mlaga import MLaGAAligner, check_modality
 from mlaga_fast.models.encode import encode_all
 from mlaga_fast.ops.cross_attention import QueryCrossAttention
 from mlaga_fast.runs.open import check_tensor_shapes, open_run, safetensors_header
@@ -172,20 +173,19 @@ class Aligner(nn.Module):
             buf.copy_(v.clamp(min=1e-6) if name.endswith("std") else v)
 
     def embed_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project and concatenate modalities: ([B, Li + Lt, d], mask [B, Li + Lt])."""
+        """Project and concatenate the modalities the aligner reads: ([B, Li + Lt, d], mask [B, Li + Lt]).
+        Without images (image_dim 0) that is the text tokens alone, [B, Lt, d], and vice versa."""
+        check_modality(batch, "image", self.arch["image_dim"])
+        check_modality(batch, "text", self.arch["text_dim"])
         dtype = self.modality_emb.dtype
         parts, masks = [], []
         if self.image_proj is not None:
             img = batch["image"]  # [B, Li, Di] fp16
-            if img.shape[-1] != self.arch["image_dim"]:
-                raise ValueError(f"batch image dim {img.shape[-1]} != aligner image_dim {self.arch['image_dim']}")
             img = (img.to(dtype) - self.image_mean) / self.image_std
             parts.append(self.image_proj(img) + self.modality_emb[0])
             masks.append(batch["image_mask"].bool())
         if self.text_proj is not None:
             txt = batch["text"]  # [B, Lt, Dt] fp16
-            if txt.shape[-1] != self.arch["text_dim"]:
-                raise ValueError(f"batch text dim {txt.shape[-1]} != aligner text_dim {self.arch['text_dim']}")
             txt = (txt.to(dtype) - self.text_mean) / self.text_std
             parts.append(self.text_proj(txt) + self.modality_emb[1])
             masks.append(batch["text_mask"].bool())

@@ -6,6 +6,7 @@ steps this module defines; the model they train is ``mlaga_fast.models.graph_llm
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from mlaga_fast.train.instruct_examples import build_phase_examples
 from mlaga_fast.train.loop import run_loop, warmup_steps_for
 from mlaga_fast.train.schedule import cosine_warmup_factor
 
-__all__ = ["InstructStage", "run_instruct"]
+__all__ = ["InstructStage", "node_modalities", "run_instruct"]
 
 
 class InstructStage:
@@ -134,6 +135,17 @@ def _trained_wordings(cfg: InstructConfig) -> dict:
             "trained": trained}
 
 
+def node_modalities(datasets: list) -> list[str]:
+    """The node modalities the datasets' features hold, e.g. ["text", "image"]; every dataset must hold the
+    same ones (an aligner reads one layout)."""
+    kinds = {tuple(m for m, dim in (("text", ds.store.text_dim), ("image", ds.store.image_dim)) if dim)
+             for ds in datasets}
+    if len(kinds) != 1:
+        raise ValueError(f"datasets' features hold different modalities {sorted(kinds)}; train on datasets that "
+                         "have the same ones")
+    return list(kinds.pop())
+
+
 def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> dict:
     main = info.is_main
     modality = cfg.projector == "modality"
@@ -146,11 +158,18 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
     if len(shapes) != 1:
         raise ValueError(f"datasets give node tokens of different shapes {sorted(shapes)}; use one aligner/encoder")
     nq, d = shapes.pop()
+    modalities = node_modalities(datasets)
     image_dims = {0 if ds.image is None else ds.image.shape[1] for ds in datasets}
-    if modality and (len(image_dims) != 1 or 0 in image_dims):
+    if modality and len(image_dims) != 1:
         raise ValueError("projector 'modality' needs every dataset's features to have the same image modality "
-                         f"(image dims {sorted(image_dims)}); use --projector single")
+                         f"(image dims {sorted(image_dims)}); train on datasets that all have images or none do, "
+                         "or use --projector single")
     image_dim = image_dims.pop() if modality else 0
+    if modality and not image_dim and main:
+        # A graph without pictures: the modality projectors lose their image slot rather than read zeros.
+        print(f"instruct: the features hold no images (modalities: {', '.join(modalities)}), so projector "
+              "'modality' runs without its image projector: no <image> token in the prompts; the task-specific "
+              "graph projectors train as usual", file=sys.stderr, flush=True)
 
     precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=True)
     # Seeded here, not earlier: filling a cache runs the aligner, and the initial projector / LoRA weights
@@ -187,6 +206,7 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
             extra={"llm": {"name": spec.name, "source": spec.source, "gguf_file": spec.gguf_file,
                            "hidden_size": int(parts.hidden), "vocab_size": int(parts.embed.weight.shape[0])},
                    "projector": projectors.cfg.to_dict(),
+                   "modalities": {"features": modalities, "image_token": bool(projectors.image_tokens)},
                    "templates": {"set": cfg.template_set, "fingerprint": templates_fingerprint(cfg.template_set),
                                  "chat_template": cfg.chat_template},
                    "truncation": {"max_length": cfg.max_length, "target_text_tokens": cfg.target_text_tokens,
