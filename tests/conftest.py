@@ -1,4 +1,6 @@
-"""Test environment: offline hubs, Triton's interpreter where no GPU exists, and a `cuda` marker."""
+"""Test environment: offline hubs, Triton's interpreter where no GPU exists, a `cuda` marker, and a
+backstop behind every test's time limit."""
+import faulthandler
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,6 +35,53 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# pytest-timeout (pyproject: timeout, timeout_method = "signal") fails a test that overruns its limit where
+# it waits, under its own name. A test stuck where no signal is handled (C code holding the GIL) never
+# sees that alarm, so BACKSTOP_S after the limit faulthandler's own thread prints every thread's stack
+# (the test function's frame among them) and ends the session: CI fails within minutes, never hangs.
+BACKSTOP_S = 60
+
+
+def _time_limit(item) -> float:
+    """The test's limit as pytest-timeout reads it: its marker, else --timeout, else the ini value
+    (0: none, or pytest-timeout is not installed)."""
+    mark = item.get_closest_marker("timeout")
+    if mark is not None:
+        value = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    else:
+        value = item.config.getoption("timeout", None)
+        if value is None:
+            try:
+                value = item.config.getini("timeout")
+            except ValueError:  # an unknown ini name: pytest-timeout is not installed
+                value = None
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def pytest_configure(config):
+    # fd 2 as it is now: during a test pytest captures fd 2 into a file that a killed process never prints
+    config._backstop_fd = os.dup(2)
+
+
+def pytest_unconfigure(config):
+    os.close(config._backstop_fd)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    limit = _time_limit(item)
+    if limit > 0:
+        faulthandler.dump_traceback_later(limit + BACKSTOP_S, exit=True, file=item.config._backstop_fd)
+    try:
+        yield
+    finally:
+        if limit > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_collection_modifyitems(config, items):

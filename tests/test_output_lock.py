@@ -130,7 +130,7 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path):
                 pass
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait()
+        holder.wait(timeout=30)
     with exclusive_output(out, "test"):  # no stale lock after SIGKILL
         pass
     assert list(out.iterdir()) == []  # locking a folder adds nothing to it

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers.gloo import free_port, rank_env  # noqa: E402
+from helpers.gloo import run_ranks  # noqa: E402
 from mlaga_fast.train.align import train_align  # noqa: E402
 from mlaga_fast.train.align_config import AlignConfig  # noqa: E402
 
@@ -37,20 +37,18 @@ def _inputs(tmp_path_factory) -> tuple[Path, Path]:
     return data, feat
 
 
-def _worker(rank: int, world: int, port: int, data: str, feat: str, out: str) -> None:
-    rank_env(rank, world, port)
+def _worker(rank: int, data: str, feat: str, out: str) -> None:
     train_align(AlignConfig(**CFG), data, feat, out, show_progress=False)
 
 
 def test_two_gloo_processes_match_one(tmp_path_factory, tmp_path):
-    import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
     from mlaga_fast.train.metrics import read_jsonl
 
     data, feat = _inputs(tmp_path_factory)
     single = train_align(AlignConfig(**CFG), data, feat, tmp_path / "single", show_progress=False)
-    mp.spawn(_worker, args=(2, free_port(), str(data), str(feat), str(tmp_path / "ddp")), nprocs=2, join=True)
+    run_ranks(_worker, str(data), str(feat), str(tmp_path / "ddp"), timeout=120)
 
     one = read_jsonl(tmp_path / "single" / "metrics.jsonl")
     two = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers.gloo import free_port, rank_env  # noqa: E402
+from helpers.gloo import run_ranks  # noqa: E402
 from mlaga_fast.train.checkpoint import find_latest, list_checkpoints, load_checkpoint, save_checkpoint
 from mlaga_fast.runs.manifest import (
     check_features_match,
@@ -159,11 +159,10 @@ def test_manifest_checks(tmp_path):
         require_match({"dims": {"d": 8}}, {"dims": {"d": 16}}, what="aligner")
 
 
-def _gather_worker(rank, world, port, out_dir):
-    rank_env(rank, world, port)
+def _gather_worker(rank, out_dir):
     from mlaga_fast.train.distributed import all_gather_with_grad, cleanup_distributed, init_distributed
 
-    info = init_distributed("cpu")
+    info = init_distributed("cpu", timeout_s=60)  # the group from torchrun's variables
     torch.manual_seed(0)
     full = torch.randn(5, 3)  # rank 0 owns rows 0..1, rank 1 rows 2..4 (uneven on purpose)
     sl = slice(0, 2) if rank == 0 else slice(2, 5)
@@ -177,9 +176,7 @@ def _gather_worker(rank, world, port, out_dir):
 
 
 def test_all_gather_with_grad_two_processes(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_gather_worker, str(tmp_path), timeout=60, init_group=False)
     torch.manual_seed(0)
     full = torch.randn(5, 3)
     w = torch.arange(15, dtype=torch.float32).reshape(5, 3)

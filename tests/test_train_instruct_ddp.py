@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers.gloo import free_port, rank_env  # noqa: E402
+from helpers.gloo import run_ranks  # noqa: E402
 from mlaga_fast.train.instruct import train_instruct  # noqa: E402
 from mlaga_fast.train.instruct_config import InstructConfig  # noqa: E402
 
@@ -51,37 +51,30 @@ def _cut_back(src: Path, dst: Path, step: int) -> None:
     shutil.rmtree(dst / "lora", ignore_errors=True)
 
 
-def _worker(rank: int, world: int, port: int, root: str, lora: bool) -> None:
+def _worker(rank: int, root: str, lora: bool) -> None:
     import torch.distributed as tdist
 
-    rank_env(rank, world, port)
     root = Path(root)
-    # One group for all three runs (train_instruct leaves a group it did not create alone).
-    tdist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        # Rank 1 gets its own out dir: it must not write anything, so that dir must never appear.
-        train_instruct(_cfg(root, B), root / ("ddp" if rank == 0 else "ddp_rank1"), progress=False)
-        if rank == 0:
-            _cut_back(root / "ddp", root / "resumed", step=RESUME_AT)
-        tdist.barrier()
-        train_instruct(_cfg(root, B), root / "resumed", resume=True, progress=False)
-        if lora:
-            train_instruct(_cfg(root, B, lora=True), root / "ddp_lora", progress=False)
-    finally:
-        tdist.destroy_process_group()
+    # One group (run_ranks starts it) for all three runs: train_instruct leaves a group it did not create alone.
+    # Rank 1 gets its own out dir: it must not write anything, so that dir must never appear.
+    train_instruct(_cfg(root, B), root / ("ddp" if rank == 0 else "ddp_rank1"), progress=False)
+    if rank == 0:
+        _cut_back(root / "ddp", root / "resumed", step=RESUME_AT)
+    tdist.barrier()
+    train_instruct(_cfg(root, B), root / "resumed", resume=True, progress=False)
+    if lora:
+        train_instruct(_cfg(root, B, lora=True), root / "ddp_lora", progress=False)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The 2-process runs (started first, so rank 0 meets cold node-token and PPR caches), then the
     1-process references with batch 2B."""
-    import torch.multiprocessing as mp
-
     from helpers.instruct_inputs import build_instruct_inputs
 
     root = build_instruct_inputs(tmp_path_factory.mktemp("instruct_ddp"), init_std=0.2)
 
-    mp.spawn(_worker, args=(2, free_port(), str(root), HAS_PEFT), nprocs=2, join=True)
+    run_ranks(_worker, str(root), HAS_PEFT, timeout=240)
     train_instruct(_cfg(root, 2 * B), root / "single", progress=False)
     if HAS_PEFT:
         train_instruct(_cfg(root, 2 * B, lora=True), root / "single_lora", progress=False)
