@@ -99,6 +99,27 @@ def magb_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def align_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """(data, features): a 96-node catalogue and its tiny-encoder features, built once per session for the
+    Stage-1 tests (test_train_align, test_train_align_ddp, test_report_to), on one thread as they run."""
+    import torch
+
+    from mlaga_fast.data.synth import make_catalogue
+    from mlaga_fast.features import FeatureConfig, extract_features
+
+    root = tmp_path_factory.mktemp("align_inputs")
+    data, feat = root / "data", root / "feat"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = make_catalogue(data, nodes=96, classes=3, mean_degree=4, seed=0)
+        extract_features(g, feat, FeatureConfig(encoder="tiny", device="cpu", batch_size=32), progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return data, feat
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tests of many tiny matmuls: on a shared 2-core machine intra-op threads mostly wait on each

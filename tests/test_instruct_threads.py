@@ -19,9 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="needs peft (LoRA)")
 
 
-@pytest.mark.parametrize("precision,rtol", [("fp32", 2e-3), ("bf16", 2e-2)])
-def test_stage2_barely_depends_on_the_thread_count(tmp_path, precision, rtol):
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """The Stage-2 inputs at SmolLM2-135M's width, shared by both precisions (each trains into its own tmp_path)."""
     from helpers.instruct_inputs import build_instruct_inputs
+
+    return build_instruct_inputs(tmp_path_factory.mktemp("threads"), hidden=576, heads=9, init_std=0.05)
+
+
+@pytest.mark.parametrize("precision,rtol", [("fp32", 2e-3), ("bf16", 2e-2)])
+def test_stage2_barely_depends_on_the_thread_count(inputs, tmp_path, precision, rtol):
     from mlaga_fast.train.instruct import train_instruct
     from mlaga_fast.train.instruct_config import InstructConfig
     from mlaga_fast.train.metrics import read_jsonl
@@ -30,15 +37,13 @@ def test_stage2_barely_depends_on_the_thread_count(tmp_path, precision, rtol):
     if precision == "bf16" and not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16 (emulated bf16 is slow, and not what --precision bf16 is for)")
 
-    build_instruct_inputs(tmp_path, hidden=576, heads=9, init_std=0.05)
-
     before = torch.get_num_threads()
     runs = {}
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            cfg = InstructConfig(data=[str(tmp_path / "data")], align=str(tmp_path / "align"),
-                                 llm=str(tmp_path / "llm"), tasks=["nc", "lp"], warmup_examples=16,
+            cfg = InstructConfig(data=[str(inputs / "data")], align=str(inputs / "align"),
+                                 llm=str(inputs / "llm"), tasks=["nc", "lp"], warmup_examples=16,
                                  nc_per_dataset=16, lp_per_dataset=16, batch_size=8, lora=True, lr=1e-2,
                                  warmup_lr=1e-2, log_every=1, device="cpu", seed=0, precision=precision)
             runs[threads] = tmp_path / f"run{threads}"

@@ -20,8 +20,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-pytestmark = pytest.mark.slow
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Using it on your own graph"
 

@@ -11,20 +11,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_train_align import TINY, make_inputs  # noqa: E402
+from test_train_align import TINY  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
-def test_tensorboard_event_files_hold_the_loss(tmp_path_factory, tmp_path):
+def test_tensorboard_event_files_hold_the_loss(align_inputs, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from mlaga_fast.train.align import train_align
 
     from mlaga_fast.train.align_config import AlignConfig
 
-    data, feat = make_inputs(tmp_path_factory)
+    data, feat = align_inputs
     run = tmp_path / "run"
     train_align(AlignConfig(**dict(TINY, report_to="tensorboard")), data, feat, run, show_progress=False)
     acc = EventAccumulator(str(run / "tensorboard"))
@@ -36,14 +36,14 @@ def test_tensorboard_event_files_hold_the_loss(tmp_path_factory, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed")
-def test_wandb_offline_run_is_written(tmp_path_factory, tmp_path, monkeypatch):
+def test_wandb_offline_run_is_written(align_inputs, tmp_path, monkeypatch):
     from mlaga_fast.train.align import train_align
     from mlaga_fast.train.align_config import AlignConfig
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    data, feat = make_inputs(tmp_path_factory)
+    data, feat = align_inputs
     run = tmp_path / "run"
     train_align(AlignConfig(**dict(TINY, report_to="wandb")), data, feat, run, show_progress=False)
     runs = list((run / "wandb").glob("offline-run-*"))

@@ -21,22 +21,9 @@ TINY = dict(dim=16, num_layers=2, num_heads=2, num_queries=2, cross_attention_ev
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def make_inputs(tmp_path_factory) -> tuple[Path, Path]:
-    """A 96-node catalogue and its tiny-encoder features, built once per test session."""
-    root = tmp_path_factory.getbasetemp() / "align_inputs"
-    data, feat = root / "data", root / "feat"
-    if not (feat / "manifest.json").is_file():
-        from mlaga_fast.data.synth import make_catalogue
-        from mlaga_fast.features import FeatureConfig, extract_features
-
-        g = make_catalogue(data, nodes=96, classes=3, mean_degree=4, seed=0)
-        extract_features(g, feat, FeatureConfig(encoder="tiny", device="cpu", batch_size=32), progress=False)
-    return data, feat
-
-
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return make_inputs(tmp_path_factory)
+def inputs(align_inputs):
+    return align_inputs  # conftest.py: built once per session
 
 
 def _weights(run: Path) -> dict:

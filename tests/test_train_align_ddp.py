@@ -25,28 +25,16 @@ CFG = dict(dim=16, num_layers=2, num_heads=2, num_queries=2, cross_attention_eve
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _inputs(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.getbasetemp() / "align_inputs"  # shared with test_train_align.py in one session
-    data, feat = root / "data", root / "feat"
-    if not (feat / "manifest.json").is_file():
-        from mlaga_fast.data.synth import make_catalogue
-        from mlaga_fast.features import FeatureConfig, extract_features
-
-        g = make_catalogue(data, nodes=96, classes=3, mean_degree=4, seed=0)
-        extract_features(g, feat, FeatureConfig(encoder="tiny", device="cpu", batch_size=32), progress=False)
-    return data, feat
-
-
 def _worker(rank: int, data: str, feat: str, out: str) -> None:
     train_align(AlignConfig(**CFG), data, feat, out, show_progress=False)
 
 
-def test_two_gloo_processes_match_one(tmp_path_factory, tmp_path):
+def test_two_gloo_processes_match_one(align_inputs, tmp_path):
     from safetensors.torch import load_file
 
     from mlaga_fast.train.metrics import read_jsonl
 
-    data, feat = _inputs(tmp_path_factory)
+    data, feat = align_inputs  # conftest.py: built once per session
     single = train_align(AlignConfig(**CFG), data, feat, tmp_path / "single", show_progress=False)
     run_ranks(_worker, str(data), str(feat), str(tmp_path / "ddp"), timeout=120)
 
@@ -68,6 +56,39 @@ def test_two_gloo_processes_match_one(tmp_path_factory, tmp_path):
             x, y = x[x.shape[0] // 2:], y[y.shape[0] // 2:]
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-3, msg=lambda m: f"{k}: {m}")
     assert single["manifest"]["train"]["world_size"] == 1
+    import json
+
+    assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["train"]["world_size"] == 2
+
+
+def _late_rank_worker(rank: int, data: str, feat: str, out: str) -> None:
+    import time
+
+    from mlaga_fast.train.metrics import MetricsLogger
+
+    if rank == 1:
+        # Rank 1 reaches the end of the loop seconds after rank 0 (a busy machine), so rank 0 has written the
+        # last checkpoint before rank 1 takes its next step.
+        close = MetricsLogger.close
+
+        def late_close(self):
+            time.sleep(3)
+            close(self)
+
+        MetricsLogger.close = late_close
+    train_align(AlignConfig(**CFG), data, feat, out, show_progress=False)
+
+
+def test_a_rank_late_at_the_end_of_the_loop_keeps_step(align_inputs, tmp_path):
+    """Every rank takes the same collective steps whatever the timing. The loop once chose whether to save
+    the last checkpoint (a barrier) by listing the checkpoint folder on each rank: a late rank 1 found rank 0's
+    file, skipped the barrier, and the ranks' later collectives paired up wrongly (a hang in the 2-process
+    Stage-2 test)."""
+    data, feat = align_inputs
+    run_ranks(_late_rank_worker, str(data), str(feat), str(tmp_path / "ddp"), timeout=120, pg_timeout=30)
+    from mlaga_fast.train.checkpoint import list_checkpoints
+
+    assert [s for s, _ in list_checkpoints(tmp_path / "ddp" / "checkpoints")] == [5]
     import json
 
     assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["train"]["world_size"] == 2

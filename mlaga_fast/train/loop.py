@@ -122,7 +122,7 @@ def run_loop(stage: Stage, cfg: LoopConfig, run: Path, info, *, resume_from: Pat
     import torch
 
     from mlaga_fast.train import distributed as D
-    from mlaga_fast.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    from mlaga_fast.train.checkpoint import load_checkpoint, save_checkpoint
     from mlaga_fast.train.metrics import MetricsLogger
     from mlaga_fast.utils.progress import progress
 
@@ -138,6 +138,7 @@ def run_loop(stage: Stage, cfg: LoopConfig, run: Path, info, *, resume_from: Pat
         state = load_checkpoint(resume_from, model=stage, optimizer=opt, scheduler=sched, scaler=scaler,
                                 map_location=info.device)
         step, last = int(state["step"]), dict(state["extra"].get("last", {}))
+    start = step
     logger = MetricsLogger(run, report_to=cfg.report_to, enabled=info.is_main,
                            resume_step=step if resume_from is not None else None)
     bar = progress(total=total, initial=step, desc=desc, enabled=info.is_main and show_progress)
@@ -183,7 +184,9 @@ def run_loop(stage: Stage, cfg: LoopConfig, run: Path, info, *, resume_from: Pat
     finally:
         bar.close()
         logger.close()
-    ckpts = list_checkpoints(ckpt_dir)
-    if not ckpts or ckpts[-1][0] != step:
+    # The last step's checkpoint, unless the run resumed from it. Decided from what every rank knows alike: a
+    # listing of the folder would race with rank 0's writes, and a rank that skipped checkpoint()'s barrier
+    # would pair every later collective with the wrong one.
+    if resume_from is None or step != start:
         checkpoint(step)
     return last
