@@ -17,6 +17,7 @@ def _module():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # every stage in its own process: 65-111 s on 2 shared cores, once over 300 s
 def test_every_stage_runs_at_a_tiny_size(tmp_path):
     bench = _module()
     stages = list(bench.STAGES)
