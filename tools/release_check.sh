@@ -50,7 +50,7 @@ twine check --strict "$sdist" "$repaired"
 
 step "fresh venv with the repaired wheel"
 "$py" -m venv "$work/venv"
-"$work/venv/bin/pip" install -q "$repaired" pytest
+"$work/venv/bin/pip" install -q "$repaired" pytest pytest-timeout
 mkdir -p "$work/run"
 cd "$work/run"  # not the source tree: everything below imports the installed wheel
 bin="$work/venv/bin"
