@@ -39,6 +39,7 @@ from mlaga_fast.models.aligner import Aligner, input_stats
 from mlaga_fast.models.aligner_mlaga import MLaGAAligner
 from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlaga_objective, sample_positives
 from mlaga_fast.runs.manifest import features_record, write_stage_manifest
+from mlaga_fast.runtime.autotune import Workload
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as D
 from mlaga_fast.train.align_config import RESUMABLE_CHANGES, AlignConfig
@@ -150,7 +151,14 @@ class AlignStage:
         self.cfg, self.info, self.model, self.store = cfg, info, model, store
         self.indptr, self.indices = indptr, indices
         self.total_steps = total_steps
-        self.precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=False)
+        # auto on a CPU times one aligner layer over this rank's share of a batch: anchors and positives,
+        # each node's image, text and query tokens
+        nodes = cfg.batch_size // info.world_size * (1 + cfg.num_positives)
+        workload = Workload.aligner(cfg.dim, cfg.mlp_ratio, cfg.num_heads,
+                                    store.image_len + store.text_len + cfg.num_queries, nodes)
+        with D.main_first():  # rank 0 measures and caches the decision; the others read it
+            self.precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=False,
+                                               workload=workload)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.autocast == "float16" else None
         self.ddp = model
         if info.world_size > 1:
