@@ -133,8 +133,8 @@ def test_real_measurement_times_both_precisions_of_a_tiny_step():
     w = Workload.llm(32, 64, 2)
     fp32_s, bf16_s = autotune.measure_step_seconds(w, budget_s=0.01)
     assert 0 < fp32_s < 10 and 0 < bf16_s < 10
-    a = Workload.aligner(16, 4.0, 3, 7, 5000)  # heads made to divide the width; tokens capped at 8192
-    assert (a.heads, a.tokens, a.intermediate, a.trains) == (2, 8192 // 7 * 7, 64, True)
+    a = Workload.aligner(16, 4.0, 3, 7, 5000)  # heads made to divide the width; tokens capped at 2048
+    assert (a.heads, a.tokens, a.intermediate, a.trains) == (2, 2048 // 7 * 7, 64, True)
     assert min(autotune.measure_step_seconds(a, budget_s=0.01)) > 0
 
 

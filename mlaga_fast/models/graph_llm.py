@@ -79,6 +79,8 @@ class GraphLLM:
             prec = Precision(prec.name, "float32", prec.weights, prec.why)  # fp32 weights under autocast instead
         if llm is not None and not cfg.get("lora"):
             model, tok = llm
+            if model.get_input_embeddings().weight.dtype == torch.float32 and prec.weights != "float32":
+                prec = Precision(prec.name, "float32", prec.weights, prec.why)  # a shared fp32 LLM: autocast
         else:
             model, tok, _ = load_llm(cfg["llm"], LLMOptions(dtype=prec.weights, device=str(device),
                                                            flash_attn=cfg["flash_attn"], progress=progress))
