@@ -1,6 +1,8 @@
 """The demo's seed table and the paper-vs-ours comparison table: mean ± sample std, computed by hand."""
 from __future__ import annotations
 
+import pytest
+
 
 def _res(method, task, acc):
     return {"method": method, "task": task, "accuracy": acc}
@@ -34,7 +36,6 @@ def test_comparison_table_groups_variants_over_seeds():
 
 def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
     """`mlaga-fast compare --threads N` sets torch's CPU threads before any work (it used to ignore it)."""
-    import pytest
     import torch
 
     import mlaga_fast.demo.compare as compare
@@ -56,3 +57,15 @@ def test_compare_uses_the_threads_option(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [want]
+
+
+def test_compare_names_an_unknown_projector_variant_before_any_work(tmp_path):
+    from mlaga_fast.demo.compare import PROJECTOR_FIELDS, run_compare
+    from mlaga_fast.demo.config import DemoConfig
+
+    with pytest.raises(ValueError, match="'banana' is not one of"):
+        run_compare(DemoConfig(), [0], tmp_path / "cmp", projectors=("modality", "banana"))
+    assert not (tmp_path / "cmp").exists()
+    # the release's LP grouping is one of the variants, with cross-task attention (where grouping matters)
+    assert PROJECTOR_FIELDS["cross-paired"] == {"projector": "modality", "cross_task_attention": True,
+                                               "lp_grouping": "paired"}

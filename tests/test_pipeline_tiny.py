@@ -417,3 +417,24 @@ def test_readme_python_example_runs(pipeline, capsys):
     exec(code.replace('"runs/instruct"', repr(str(run))).replace('"data/toys"', repr(str(a))), {})
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].startswith("[")
+
+
+def test_ask_never_answers_with_an_empty_line(pipeline, monkeypatch):
+    """When the LLM ends its answer at once, `ask` says so and gives the run's constrained reading: the class it
+    scores highest for a node (the same as predict_nc), Yes/No with P(Yes) for a pair (as predict_lp)."""
+    from mlaga_fast import MLaGA
+
+    root, a, _, run = pipeline
+    m = MLaGA.from_pretrained(run, device="cpu", progress=False)
+    eos = m.tokenizer.eos_token_id
+    real = m.model.read
+    monkeypatch.setattr(m.model, "read", lambda batch, cands=None, **kw: real(batch, cands, **kw) if cands
+                        else (None, [[eos]] * len(batch.examples)))  # the LLM stops at once, every time
+    pred = m.predict_nc(a, [3])
+    got = m.ask(a, 3, "Tell me about it")
+    assert got == f"{pred.class_names[int(pred.labels[0])]} [no free answer to this wording; the category this run " \
+                  "scores highest]"
+    lp = m.predict_lp(a, [[3, 4]])
+    got = m.ask(a, [3, 4], "Related?")
+    assert got.startswith(("Yes [", "No [")) and f"P(Yes) = {float(lp.p_yes[0]):.2f}" in got
+    assert got.startswith("Yes") == bool(lp.labels[0] == 1)

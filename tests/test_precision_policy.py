@@ -244,12 +244,12 @@ def test_stage_manifests_record_the_measured_choice_and_bf16_stages_train(tmp_pa
     losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert losses and all(math.isfinite(x) for x in losses)
     monkeypatch.setattr(graph_llm, "cpu_has_native_bf16", lambda: True)
-    gl = GraphLLM.from_run(tmp_path / "run", man, device="cpu", progress=False)
+    gl = GraphLLM.from_run(tmp_path / "run", device="cpu", progress=False)
     assert gl.precision.weights == "bfloat16" and gl.precision.autocast is None
     dtypes = {("lora_" in n, p.dtype) for n, p in gl.model.named_parameters()}
     assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
     monkeypatch.setattr(graph_llm, "cpu_has_native_bf16", lambda: False)  # read where bf16 is emulated: autocast
-    gl = GraphLLM.from_run(tmp_path / "run", man, device="cpu", progress=False)
+    gl = GraphLLM.from_run(tmp_path / "run", device="cpu", progress=False)
     assert (gl.precision.weights, gl.precision.autocast) == ("float32", "bfloat16")
     assert {p.dtype for p in gl.model.parameters()} == {torch.float32}
 

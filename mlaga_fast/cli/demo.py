@@ -45,10 +45,13 @@ def demo_cmd(out_dir, fast, seeds, config_file, **fields):
 @click.option("--out", "out_dir", default="compare_out", show_default=True, type=click.Path(file_okay=False),
               help="output folder (finished variants there are reused)")
 @click.option("--seeds", default="0,1,2", show_default=True, help="comma-separated seeds (data and training)")
+@click.option("--projectors", default="modality,single", show_default=True,
+              help="comma-separated Stage-2 variants: modality, single, cross-separate, cross-paired (cross-task "
+                   "attention with LP pairs in separate slots, or grouped as the release groups them)")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/TOML/JSON file of demo fields (CLI options override it)")
 @config_options(DemoConfig)
-def compare_cmd(out_dir, seeds, config_file, **fields):
+def compare_cmd(out_dir, seeds, projectors, config_file, **fields):
     """MLaGA as the paper built it beside our variants: {paper, our} aligner x {paper, our} objective x
     {modality-aware, single} projectors on the demo catalogue, mean ± std over seeds."""
     from mlaga_fast.config import resolve_config
@@ -59,4 +62,4 @@ def compare_cmd(out_dir, seeds, config_file, **fields):
         raise ValueError("--seeds: give at least one seed")
     cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="compare",
                          presets={"compare": COMPARE_DEFAULTS})
-    run_compare(cfg, seed_list, out_dir)
+    run_compare(cfg, seed_list, out_dir, projectors=tuple(p.strip() for p in projectors.split(",") if p.strip()))

@@ -3,8 +3,10 @@
 For every seed: one catalogue and its features (the seed's data), then for each aligner structure
 (``mlaga`` = the released one, ``prenorm`` = ours) and each Stage-1 objective (``mlaga`` = the released
 loss, tau 0.5; ``infonce`` = ours, tau 0.1) a Stage-1 run and its linear probe, and on top of each
-aligner a Stage-2 run per projector kind (``modality`` = the paper's modality-aware projectors,
-``single`` = one graph projector). Reported: the Stage-1 probe, NC (PPR demonstrations) and LP test
+aligner a Stage-2 run per projector variant (``modality`` = the paper's modality-aware projectors,
+``single`` = one graph projector; with ``--projectors`` also ``cross-separate`` and ``cross-paired``: the
+modality-aware projectors with cross-task attention, LP pairs in separate slots (ours) or grouped as one
+sequence (the release's, ``lp_grouping: paired``)). Reported: the Stage-1 probe, NC (PPR demonstrations) and LP test
 accuracy, mean +- std over the seeds. Sizes are the demo's except where COMPARE_DEFAULTS makes them
 smaller (so that 4 aligners x 2 projector kinds x 3 seeds fit in about two hours on 2 cores); every
 variant gets the same budget.
@@ -24,7 +26,7 @@ import numpy as np
 
 from mlaga_fast.assistant import MLaGA
 from mlaga_fast.data.synth import make_catalogue
-from mlaga_fast.demo.config import DemoConfig
+from mlaga_fast.demo.config import DemoConfig, check_demo_config
 from mlaga_fast.demo.pipeline import demo_features, train_stage1, train_stage2
 from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
 from mlaga_fast.eval.probe import probe_run
@@ -32,6 +34,10 @@ from mlaga_fast.utils.io import atomic_write_json, atomic_write_text
 
 ARCHS = ("mlaga", "prenorm")
 OBJECTIVES = ("mlaga", "infonce")
+# Stage-2 fields per projector variant; PROJECTORS run by default.
+PROJECTOR_FIELDS = {"modality": {"projector": "modality"}, "single": {"projector": "single"},
+                    "cross-separate": {"projector": "modality", "cross_task_attention": True, "lp_grouping": "separate"},
+                    "cross-paired": {"projector": "modality", "cross_task_attention": True, "lp_grouping": "paired"}}
 PROJECTORS = ("modality", "single")
 # Per structure / objective: the released settings, or ours (the demo's).
 ARCH_FIELDS = {"mlaga": {"arch": "mlaga", "num_layers": 2, "cross_attention_every": 2, "dropout": 0.1},
@@ -42,7 +48,7 @@ COMPARE_DEFAULTS = {"instruct": {"warmup_examples": 500, "nc_per_dataset": 300, 
 
 
 def _stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align: Path, out: Path, projector: str) -> dict:
-    train_stage2(cfg, data_dir, feat_dir, align, out, projector=projector)
+    train_stage2(cfg, data_dir, feat_dir, align, out, **PROJECTOR_FIELDS[projector])
     m = MLaGA.from_pretrained(out, device="cpu", progress=False)
     acc = {}
     for task, n in (("nc", cfg.eval_nc), ("lp", cfg.eval_lp)):
@@ -52,11 +58,16 @@ def _stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align: Path, out: P
     return acc
 
 
-def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
+def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *, projectors: tuple[str, ...] = PROJECTORS,
                 echo: Callable[[str], None] = click.echo) -> dict:
     """Run every variant for every seed into OUT; returns {"rows": [...], "table": markdown}."""
     import torch
 
+    check_demo_config(cfg)
+    unknown = [p for p in projectors if p not in PROJECTOR_FIELDS]
+    if unknown or not projectors:
+        raise ValueError(f"projectors: {unknown[0] if unknown else 'none given'!r} is not one of "
+                         f"{list(PROJECTOR_FIELDS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -78,7 +89,7 @@ def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
                 train_stage1(scfg, data_dir, feat_dir, align, progress=False, **ARCH_FIELDS[arch],
                              **OBJECTIVE_FIELDS[objective])
             probe = probe_run(align, data_dir=data_dir, device="cpu", progress=False)["aligned"]["test"]
-            for projector in PROJECTORS:
+            for projector in projectors:
                 run = root / f"instruct_{arch}_{objective}_{projector}"
                 done = root / f"{run.name}.json"
                 if done.is_file():
@@ -90,7 +101,7 @@ def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *,
                            "probe": probe, **acc}
                     atomic_write_json(done, rec)
                 records.append(rec)
-                echo(f"seed {seed} aligner {arch:<7} objective {objective:<7} projectors {projector:<8} "
+                echo(f"seed {seed} aligner {arch:<7} objective {objective:<7} projectors {projector:<14} "
                      f"probe {100 * rec['probe']:.1f}  NC {100 * rec['nc']:.1f}  LP {100 * rec['lp']:.1f}  "
                      f"({time.perf_counter() - t0:.0f} s)")
     table = comparison_table(records)
@@ -106,9 +117,11 @@ def comparison_table(records: list[dict]) -> str:
         v = 100 * np.asarray(vals)
         return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if v.size > 1 else f"{v.mean():.1f}"
 
-    names = {"mlaga": "paper", "prenorm": "ours", "infonce": "ours", "modality": "modality-aware", "single": "single"}
+    names = {"mlaga": "paper", "prenorm": "ours", "infonce": "ours", "modality": "modality-aware", "single": "single",
+             "cross-separate": "modality-aware + cross-task, LP separate",
+             "cross-paired": "modality-aware + cross-task, LP paired (release)"}
     lines = ["| aligner | objective | projectors | Stage-1 probe | NC | LP | seeds |", "|---|---|---|---:|---:|---:|---:|"]
-    for arch, objective, projector in itertools.product(ARCHS, OBJECTIVES, PROJECTORS):
+    for arch, objective, projector in itertools.product(ARCHS, OBJECTIVES, PROJECTOR_FIELDS):
         rs = [r for r in records if (r["arch"], r["objective"], r["projector"]) == (arch, objective, projector)]
         if rs:
             lines.append(f"| {names[arch]} ({arch}) | {names.get(objective, 'paper')} ({objective}) | "

@@ -31,7 +31,7 @@ from torch import nn
 from mlaga_fast.models.aligner_mlaga import MLaGAAligner
 from mlaga_fast.models.encode import encode_all
 from mlaga_fast.ops.cross_attention import QueryCrossAttention
-from mlaga_fast.runs.manifest import read_stage_manifest
+from mlaga_fast.runs.open import check_tensor_shapes, open_run, safetensors_header
 
 __all__ = ["Aligner", "load_aligner", "input_stats", "ALIGNER_ARCH_KEYS"]
 
@@ -192,10 +192,11 @@ class Aligner(nn.Module):
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     @staticmethod
-    def from_pretrained(run_dir: str | Path, device: str = "cpu") -> nn.Module:
-        """The aligner of a finished Stage-1 run (arch prenorm or mlaga), in eval mode on ``device``.
+    def from_pretrained(run_dir: str | Path, device: str = "cpu", *, verify: bool = True) -> nn.Module:
+        """The aligner of a finished Stage-1 run (arch prenorm or mlaga), in eval mode on ``device``, its files
+        checked first (``load_aligner``; ``verify=False`` skips the checksum).
         Its ``encode(features)`` maps a features dir or FeatureStore to tokens [N, nq, d] and pooled [N, d]."""
-        model, _ = load_aligner(run_dir, map_location=device)
+        model, _ = load_aligner(run_dir, map_location=device, verify=verify)
         return model
 
     def encode(self, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
@@ -214,28 +215,30 @@ class Aligner(nn.Module):
 
 
 def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
-                 attn_backend: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                 attn_backend: str | None = None, *, verify: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a finished Stage 1 run's aligner (``arch`` prenorm or mlaga; eval mode) and return it with
     the run manifest.
 
-    Refuses a run without a manifest or weights, of another stage, or of an incompatible version.
+    The run is opened with ``mlaga_fast.runs.open.open_run`` (manifest, stage, version, the weights'
+    checksum unless ``verify`` is False, a sound safetensors header), then every tensor's name and shape is
+    compared with the architecture its manifest's dims describe, before any weight is read.
     """
     run_dir = Path(run_dir)
-    manifest = read_stage_manifest(run_dir, "align")
-    dims = manifest.get("dims", {})
-    missing = [k for k in ALIGNER_ARCH_KEYS if k not in dims]
+    manifest = open_run(run_dir, "align", verify=verify).manifest
+    dims = manifest.get("dims")
+    missing = [k for k in ALIGNER_ARCH_KEYS if not isinstance(dims, dict) or k not in dims]
     if missing:
         raise ValueError(f"{run_dir}/manifest.json dims lack {missing[0]!r}: not an aligner run manifest")
     weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"{run_dir} has no model.safetensors (training did not finish?)")
     cls = MLaGAAligner if dims.get("arch", "prenorm") == "mlaga" else Aligner
-    model = cls(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
-    state = load_file(str(weights), device=str(map_location))
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{weights} does not match the architecture in its manifest: {e}") from e
+        model = cls(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{run_dir}/manifest.json: its dims do not describe an aligner ({e})") from None
+    tensors, _ = safetensors_header(weights)
+    check_tensor_shapes(weights, tensors, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                        "the architecture in its manifest")
+    model.load_state_dict(load_file(str(weights), device=str(map_location)))
     return model.eval(), json.loads(json.dumps(manifest))
 
 

@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from mlaga_fast.runs.open import check_tensor_shapes, safetensors_header
 from mlaga_fast.utils.io import atomic_write_bytes
 
 __all__ = ["ProjectorConfig", "Projectors", "CrossTaskAttention", "save_projectors", "load_projectors",
@@ -105,7 +105,8 @@ class CrossTaskAttention(nn.Module):
 
 
 class Projectors(nn.Module):
-    """graph(tokens [K, nq, d], task) -> [K, nq, H]; image(vectors [M, Dp]) -> [M, 1, H]."""
+    """graph(tokens [K, n, d], task) -> [K, n, H] (n = nq, or 2 * nq for a paired LP slot, over which the
+    cross-task attention runs as one sequence); image(vectors [M, Dp]) -> [M, 1, H]."""
 
     def __init__(self, cfg: ProjectorConfig) -> None:
         super().__init__()
@@ -138,11 +139,13 @@ class Projectors(nn.Module):
         return out
 
     def image(self, vectors: torch.Tensor) -> torch.Tensor:
+        """vectors [M, Dp] -> [M, 1, H] (one image token per slot), or [M, p, Dp] -> [M, p, H] (a paired slot)."""
         if self.image_mlp is None:
             raise ValueError("this run has no image projector (projector 'single')")
         if vectors.shape[-1] != self.cfg.image_dim:
             raise ValueError(f"image projector input: last dim is {vectors.shape[-1]}, expected {self.cfg.image_dim}")
-        return self.image_mlp(vectors.to(next(self.parameters()).dtype)).unsqueeze(1)  # [M, 1, H]
+        out = self.image_mlp(vectors.to(next(self.parameters()).dtype))
+        return out.unsqueeze(1) if vectors.dim() == 2 else out  # [M, 1, H] or [M, p, H]
 
     @torch.no_grad()
     def copy_task(self, src: str, dst: str) -> None:
@@ -157,14 +160,23 @@ def save_projectors(proj: Projectors, path) -> None:
     atomic_write_bytes(path, save(state, metadata={"projector_config": json.dumps(proj.cfg.to_dict())}))
 
 
-def load_projectors(path) -> Projectors:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+def load_projectors(path, expected: Mapping[str, Any] | None = None) -> Projectors:
+    """The projectors saved at ``path``, after checking its header (``runs.open.safetensors_header``), the
+    config in its metadata (against ``expected``, the run manifest's, when given) and every tensor's name
+    and shape against that config, so a damaged file is refused with a ValueError naming it."""
+    tensors, meta = safetensors_header(path)
     if "projector_config" not in meta:
         raise ValueError(f"{path}: not a projector file (no projector_config metadata)")
-    proj = Projectors(ProjectorConfig(**json.loads(meta["projector_config"])))
     try:
-        proj.load_state_dict(load_file(str(path)))
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the projector config in its metadata: {e}") from None
+        cfg = ProjectorConfig(**json.loads(meta["projector_config"]))
+        cfg.validate()
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its projector_config metadata is damaged ({' '.join(str(e).split())})") from None
+    if expected is not None and cfg.to_dict() != dict(expected):
+        raise ValueError(f"{path} was saved with projector config {cfg.to_dict()}, but the manifest records "
+                         f"{dict(expected)}")
+    proj = Projectors(cfg)
+    check_tensor_shapes(path, tensors, {k: tuple(v.shape) for k, v in proj.state_dict().items()},
+                        "the projector config")
+    proj.load_state_dict(load_file(str(path)))
     return proj

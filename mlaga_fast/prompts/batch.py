@@ -76,11 +76,20 @@ def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def _gather(examples: Sequence[Example], inputs: Sequence[NodeInputs], kind: int) -> torch.Tensor | None:
+    """Graph slots: [K, nq, d], or [K, 2 * nq, d] for paired LP slots (node a's tokens, then b's). Image
+    slots: [M, Dp], or [M, 2, Dp] for paired ones."""
     rows = [(ex.dataset, v) for ex in examples for k, v in ex.slots if k == kind]
     if not rows:
         return None
     src = [(inp.tokens if kind == GRAPH_SLOT else inp.image) for inp in inputs]
-    return torch.from_numpy(np.stack([np.asarray(src[d][v], dtype=np.float32) for d, v in rows]))
+
+    def one(d: int, v) -> np.ndarray:
+        if not isinstance(v, tuple):
+            return np.asarray(src[d][v], dtype=np.float32)
+        parts = [np.asarray(src[d][u], dtype=np.float32) for u in v]
+        return np.concatenate(parts) if kind == GRAPH_SLOT else np.stack(parts)
+
+    return torch.from_numpy(np.stack([one(d, v) for d, v in rows]))
 
 
 def collate(examples: Sequence[Example], pad_id: int, inputs: Sequence[NodeInputs] = (), *, with_answer: bool,

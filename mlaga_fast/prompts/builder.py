@@ -21,23 +21,29 @@ length used is that of the longest candidate, so every candidate's score sees th
 """
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, IGNORE_INDEX, IMAGE_TOKEN_ID
 from mlaga_fast.utils.toml import loads as toml_loads
 
 TEMPLATE_SETS = ("compact", "paper")
+# How an LP prompt holds its pair: "separate" slots per node, or "paired": one graph slot of the pair's
+# 2*nq tokens (node a's, then b's) and one image slot of both pictures, at node a's place (the release's).
+LP_GROUPINGS = ("separate", "paired")
 _REQUIRED = {
     "nc": ["intro", "demos_header", "demo", "question", "answer", "class_sep"],
     "lp": ["intro", "demos_header", "demo", "question", "answer", "yes", "no"],
     "ask": ["node", "pair", "question"],
 }
 IMAGE_SLOT, GRAPH_SLOT = 0, 1  # kinds of placeholder groups in Example.slots
+TITLE_WORDS = 8  # a node description's title: at most this many words of the text's first clause
+WORDING_LISTS = ("nc_train", "nc_held_out", "lp_train", "lp_held_out", "describe_train", "describe_held_out")
 _SENTINEL = "\x00MLAGA_MESSAGE\x00"  # stands for the user's message when the chat template is rendered
 
 
@@ -56,6 +62,16 @@ def load_templates(path: str | Path | None = None) -> dict:
             for k in keys:
                 if not isinstance(t[name][sec].get(k), str):
                     raise ValueError(f"templates {where}: missing string {name}.{sec}.{k}")
+    w = t.get("wordings", {})
+    for k in WORDING_LISTS:
+        if not (isinstance(w.get(k), list) and w[k] and all(isinstance(q, str) and q.strip() for q in w[k])):
+            raise ValueError(f"templates {where}: wordings.{k} must be a non-empty list of questions")
+    for task in ("nc", "lp", "describe"):
+        both = set(w[f"{task}_train"]) & set(w[f"{task}_held_out"])
+        if both:
+            raise ValueError(f"templates {where}: wordings {sorted(both)} are both trained on and held out ({task})")
+    if not isinstance(w.get("description"), str) or "{label}" not in w["description"]:
+        raise ValueError(f"templates {where}: wordings.description must be a string with {{label}}")
     return t
 
 
@@ -70,7 +86,7 @@ class TruncationPolicy:
 class Example:
     task: str  # "nc" | "lp"
     prompt_ids: list[int]  # GRAPH_TOKEN_ID / IMAGE_TOKEN_ID at node slots
-    slots: list[tuple[int, int]]  # (IMAGE_SLOT | GRAPH_SLOT, node id) per placeholder group, in order
+    slots: list[tuple[int, Any]]  # (IMAGE_SLOT | GRAPH_SLOT, node id, or (a, b) for a paired LP slot), in order
     target: int  # NC: class index; LP: 1 = Yes (edge), 0 = No
     answer_ids: list[int] = field(default_factory=list)  # answer + end token; empty for unlabelled eval
     query: tuple = ()  # (v,) for NC, (u, v) for LP
@@ -79,7 +95,7 @@ class Example:
 
     @property
     def nodes(self) -> list[int]:
-        """Node of every graph-token group, in order of appearance."""
+        """Node (or paired LP pair) of every graph-token group, in order of appearance."""
         return [v for kind, v in self.slots if kind == GRAPH_SLOT]
 
     def train_arrays(self) -> tuple[list[int], list[int]]:
@@ -92,8 +108,16 @@ def chat_wrapper(tokenizer) -> tuple[str, str] | None:
     """(text before, text after) the user's message in the tokenizer's chat template, or None."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
-                                         add_generation_prompt=True)
+    # enable_thinking=False: reasoning models (Qwen3) answer at once, after an empty reasoning block, as
+    # their template renders a finished assistant turn; templates without the switch ignore it.
+    from jinja2 import TemplateError
+
+    try:
+        full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=False)
+    except TemplateError as e:  # the template's raise_exception(...), or a broken template
+        raise ValueError(f"llm: the tokenizer's chat template refuses a conversation of one user turn ({e}); "
+                         f"use --chat-template none or give the tokenizer another template") from None
     if full.count(_SENTINEL) != 1:
         raise ValueError("llm: the tokenizer's chat template does not place the user's message once")
     before, after = full.split(_SENTINEL)
@@ -105,19 +129,24 @@ class PromptBuilder:
 
     def __init__(self, tokenizer, nq: int, texts: Sequence[str] | None, class_names: Sequence[str],
                  policy: TruncationPolicy | None = None, templates: dict | None = None, *,
-                 template_set: str = "compact", image_tokens: int = 0, chat: bool = False, domain: str = "") -> None:
+                 template_set: str = "compact", image_tokens: int = 0, chat: bool = False, domain: str = "",
+                 lp_grouping: str = "separate") -> None:
         if nq < 1:
             raise ValueError(f"nq: must be >= 1, got {nq}")
         if template_set not in TEMPLATE_SETS:
             raise ValueError(f"template_set: {template_set!r} is not one of {list(TEMPLATE_SETS)}")
         if image_tokens not in (0, 1):
             raise ValueError(f"image_tokens: must be 0 or 1, got {image_tokens}")
+        if lp_grouping not in LP_GROUPINGS:
+            raise ValueError(f"lp_grouping: {lp_grouping!r} is not one of {list(LP_GROUPINGS)}")
+        self.lp_grouping = lp_grouping
         self.tok = tokenizer
         self.nq, self.image_tokens = nq, image_tokens
         self.texts = texts
         self.class_names = [str(c) for c in class_names]
         self.policy = policy or TruncationPolicy()
-        self.t = (templates or load_templates())[template_set]
+        loaded = templates or load_templates()
+        self.t, self.wordings = loaded[template_set], loaded.get("wordings", {})
         self.domain = domain
         self._text_ids: dict[int, list[int]] = {}
         self._lit = lru_cache(maxsize=4096)(self._encode)
@@ -165,12 +194,16 @@ class PromptBuilder:
                 continue
             kind, _, which = name.partition("_")
             if kind in ("node", "image", "graph") and name.replace(kind, "node", 1) in nodes:
-                v = nodes[name.replace(kind, "node", 1)]
+                v, width = nodes[name.replace(kind, "node", 1)], 1
+                if self.lp_grouping == "paired" and which in ("a", "b") and {"node_a", "node_b"} <= set(nodes):
+                    if which == "b":
+                        continue  # the pair's tokens all sit at its first node's slots
+                    v, width = (nodes["node_a"], nodes["node_b"]), 2
                 if kind in ("node", "image") and self.image_tokens:
-                    out.extend([IMAGE_TOKEN_ID] * self.image_tokens)
+                    out.extend([IMAGE_TOKEN_ID] * (self.image_tokens * width))
                     slots.append((IMAGE_SLOT, v))
                 if kind in ("node", "graph"):
-                    out.extend([GRAPH_TOKEN_ID] * self.nq)
+                    out.extend([GRAPH_TOKEN_ID] * (self.nq * width))
                     slots.append((GRAPH_SLOT, v))
             elif name in texts:
                 out.extend(texts[name])
@@ -232,10 +265,11 @@ class PromptBuilder:
             tcap, dcap, m = self._shrink(tcap, dcap, m, len(ids) + ans_len, f"lp pair ({a}, {b})")
 
     # -- free questions (``mlaga-fast ask``) --------------------------------------------------------
-    def ask(self, nodes: Sequence[int], question: str, demos: Sequence[int] = (), demo_labels: Sequence[int] = ()
-            ) -> Example:
+    def ask(self, nodes: Sequence[int], question: str, demos: Sequence[int] = (), demo_labels: Sequence[int] = (),
+            *, answer: Sequence[int] = (), target: int = -1, dataset: int = 0) -> Example:
         """One node (with its NC intro and optional demonstrations) or a pair (LP intro), then the user's
-        question; the answer is left to free generation."""
+        question. ``answer``: the answer's token ids (end token included) for a training prompt, else empty
+        (free generation); ``target``: the class (NC) or 1/0 (LP) it stands for, -1 when none."""
         if len(nodes) not in (1, 2):
             raise ValueError(f"ask: one node or a pair, got {len(nodes)} nodes")
         task = "nc" if len(nodes) == 1 else "lp"
@@ -257,10 +291,22 @@ class PromptBuilder:
         self._render(a["node" if task == "nc" else "pair"], own_t, own_n, self._subs(num_demos=m), ids, slots)
         self._render(a["question"], {}, {}, self._subs(question=" ".join(question.split())), ids, slots)
         ids.extend(self.tail)
-        if len(ids) > self.policy.max_length:
-            raise ValueError(f"ask: the prompt needs {len(ids)} tokens, more than max_length "
+        if len(ids) + len(answer) > self.policy.max_length:
+            raise ValueError(f"ask: the prompt needs {len(ids) + len(answer)} tokens, more than max_length "
                              f"{self.policy.max_length}; shorten the question")
-        return Example(task, ids, slots, -1, [], tuple(int(v) for v in nodes), [int(d) for d in demos])
+        return Example(task, ids, slots, int(target), list(answer), tuple(int(v) for v in nodes),
+                       [int(d) for d in demos], dataset)
+
+    def description_ids(self, node: int, label: int) -> list[int]:
+        """The answer of a node-description prompt: ``wordings.description`` (its category and title) + end."""
+        raw = " ".join(str(self.texts[node] or "").split()) if self.texts is not None else ""
+        title = " ".join(re.split(r"[.,;:!?]", raw, maxsplit=1)[0].split()[:TITLE_WORDS])
+        text = self.wordings["description"].format(label=self.class_names[label], title=title).rstrip(": ")
+        return self.answer_text_ids(text)
+
+    def answer_text_ids(self, text: str) -> list[int]:
+        """A free answer's token ids as the LLM must produce them after the prompt, end token included."""
+        return list(self._encode(text if self._strip_answer else " " + text)) + [self.eos]
 
     def _shrink(self, tcap: int, dcap: int, m: int, length: int, what: str) -> tuple[int, int, int]:
         if dcap > 0 and m > 0:

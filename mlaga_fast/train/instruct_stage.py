@@ -16,9 +16,11 @@ from mlaga_fast.llm.loading import LLMOptions, layer_shape
 from mlaga_fast.models.graph_llm import GraphLLM
 from mlaga_fast.models.node_inputs import aligner_identity, load_dataset_inputs
 from mlaga_fast.prompts.batch import NodeInputs, answer_token_count, collate, plan_batches
+from mlaga_fast.prompts.builder import load_templates
 from mlaga_fast.prompts.examples import templates_fingerprint
 from mlaga_fast.runs.card import write_model_card
 from mlaga_fast.runs.manifest import write_stage_manifest
+from mlaga_fast.runs.open import CHECKSUMS, INSTRUCT_ARTIFACTS, record_checksums
 from mlaga_fast.runtime.autotune import Workload
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as dist
@@ -120,6 +122,19 @@ class InstructStage:
         return self._plan[pos]
 
 
+def _trained_wordings(cfg: InstructConfig) -> dict:
+    """What the manifest records of the varied wordings the run trained on (evaluation of held-out wordings
+    refuses a run that trained on one of them)."""
+    words = load_templates()["wordings"]
+    trained = {}
+    if cfg.paraphrase_ratio > 0:
+        trained.update({t: words[f"{t}_train"] for t in ("nc", "lp") if t in cfg.tasks})
+    if cfg.describe_per_dataset:
+        trained["describe"] = words["describe_train"]
+    return {"paraphrase_ratio": cfg.paraphrase_ratio, "describe_per_dataset": cfg.describe_per_dataset,
+            "trained": trained}
+
+
 def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> dict:
     main = info.is_main
     modality = cfg.projector == "modality"
@@ -182,7 +197,9 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
                    "truncation": {"max_length": cfg.max_length, "target_text_tokens": cfg.target_text_tokens,
                                   "demo_text_tokens": cfg.demo_text_tokens},
                    "precision": precision.to_dict(),
+                   CHECKSUMS: record_checksums(out, INSTRUCT_ARTIFACTS),
                    "num_examples": {"warmup": len(warm), "instruct": len(instruct)},
+                   "wordings": _trained_wordings(cfg),
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
                              "warmup_steps": stage.warm_steps, "world_size": info.world_size,
                              "global_batch_size": stage.global_batch, "final": last}})
