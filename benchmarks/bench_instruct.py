@@ -27,6 +27,7 @@ are random (speed does not depend on their values). Prints tables and writes
 benchmarks/results/instruct_cpu.json.
 
     python benchmarks/bench_instruct.py [--llm smollm2] [--steps 6] [--batch 16] [--rounds 3] [--precision-only]
+        [--precision-prompts warm-up,nc]
 """
 from __future__ import annotations
 
@@ -190,6 +191,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the precision comparison (best of)")
     ap.add_argument("--precision-only", action="store_true", help="skip the A-D path table")
+    ap.add_argument("--precision-prompts", default="warm-up,nc",
+                    help="comma-separated prompt kinds of the precision comparison (warm-up, nc, lp)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "instruct_cpu.json"))
     args = ap.parse_args()
     model, tok, proj, inputs, ex = build(args)
@@ -216,7 +219,7 @@ def main() -> None:
            "bf16 weights": graph_llm(bf16_model, tok, proj, Precision("bf16", "bfloat16", None))}
     peak_of = {"fp32": peak["float32"], "bf16 autocast": peak["bfloat16"], "bf16 weights": peak["bfloat16"]}
     prec_rows = []
-    for kind in ("warm-up", "nc"):
+    for kind in args.precision_prompts.split(","):
         res = run_precision(gls, ex[kind], inputs, args.batch, args.rounds)
         for mode, r in res.items():
             prec_rows.append({"prompts": kind, "mode": mode, "s_per_step": r["seconds"] / args.steps,
