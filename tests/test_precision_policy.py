@@ -222,13 +222,23 @@ def test_stage_manifests_record_the_measured_choice_and_bf16_stages_train(tmp_pa
     from mlaga_fast.train.instruct_config import InstructConfig
     from mlaga_fast.train.metrics import read_jsonl
 
-    timer = Timer(2.0, 1.0)
-    monkeypatch.setattr(autotune, "measure_step_seconds", timer)
+    from mlaga_fast.train import align as align_mod
+
+    timer, real_time_steps = Timer(2.0, 1.0), align_mod.time_steps
+
+    def stage1_timer(steps, budget_s=0.0):  # Stage 1 times its real aligner: run that, report the fake times
+        fp32_s, bf16_s = real_time_steps(steps, budget_s=0.0)
+        assert fp32_s > 0 and bf16_s > 0
+        return timer(None)
+
+    monkeypatch.setattr(autotune, "measure_step_seconds", timer)  # Stage 2's synthetic step
+    monkeypatch.setattr(align_mod, "time_steps", stage1_timer)
     torch.set_num_threads(1)
     root = build_instruct_inputs(tmp_path)  # its Stage 1 runs with --precision auto
     align = read_stage_manifest(root / "align")["precision"]
     assert (align["name"], align["weights"], align["autocast"]) == ("bf16", "float32", "bfloat16")
     assert (align["why"]["fp32_s"], align["why"]["bf16_s"], align["why"]["workload"]["trains"]) == (2.0, 1.0, True)
+    assert align["why"]["workload"]["arch"] == "aligner-prenorm"
 
     cfg = InstructConfig(data=[str(root / "data")], align=str(root / "align"), llm=str(root / "llm"),
                          tasks=["nc"], warmup_examples=8, nc_per_dataset=8, batch_size=4, lora=True,

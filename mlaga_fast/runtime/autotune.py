@@ -35,8 +35,8 @@ from typing import Callable
 
 from mlaga_fast.utils.io import atomic_write_json
 
-__all__ = ["Workload", "THRESHOLD", "SMOLLM2", "choose_cpu_precision", "measure_step_seconds", "cache_file",
-           "cpu_identity"]
+__all__ = ["Workload", "THRESHOLD", "SMOLLM2", "choose_cpu_precision", "measure_step_seconds", "time_steps",
+           "cache_file", "cpu_identity"]
 
 THRESHOLD = 1.2  # bf16 must be at least this much faster than fp32 to be chosen
 SMOLLM2 = {"hidden": 576, "intermediate": 1536, "heads": 9}  # SmolLM2-135M: the default LLM's layer shape
@@ -53,10 +53,11 @@ class Workload:
     seq: int
     tokens: int
     layers: int = 1
+    arch: str = "decoder"  # what runs: the synthetic decoder block, or the name of the real module timed
 
     def key(self) -> str:
         kind = "trains" if self.trains else "frozen"
-        return (f"{kind}-h{self.hidden}-i{self.intermediate}-a{self.heads}-s{self.seq}-t{self.tokens}"
+        return (f"{kind}-{self.arch}-h{self.hidden}-i{self.intermediate}-a{self.heads}-s{self.seq}-t{self.tokens}"
                 f"-l{self.layers}")
 
     @classmethod
@@ -68,13 +69,15 @@ class Workload:
         return cls(trains=False, hidden=h, intermediate=i, heads=_divisor(h, a), seq=48, tokens=16 * 48)
 
     @classmethod
-    def aligner(cls, dim: int, mlp_ratio: float, heads: int, seq: int, nodes: int) -> "Workload":
+    def aligner(cls, dim: int, mlp_ratio: float, heads: int, seq: int, nodes: int, *, layers: int = 1,
+                arch: str = "decoder") -> "Workload":
         """Stage 1: the aligner's width and FFN, ``nodes`` nodes of ``seq`` tokens (capped at 2048 tokens, a
-        step of ~0.1 s at the demo's width on 2 cores: the matmuls are large enough to show their speed)."""
+        step of ~0.1 s per layer at the demo's width on 2 cores). Stage 1 times its real aligner on real
+        nodes (``arch`` names it; mlaga_fast.train.align), the synthetic block being a poor proxy there."""
         seq = max(1, seq)
         nodes = max(1, min(nodes, 2048 // seq))
         return cls(trains=True, hidden=dim, intermediate=max(1, int(round(dim * mlp_ratio))),
-                   heads=_divisor(dim, heads), seq=seq, tokens=nodes * seq, layers=1)
+                   heads=_divisor(dim, heads), seq=seq, tokens=nodes * seq, layers=layers, arch=arch)
 
 
 def _divisor(n: int, want: int) -> int:
@@ -143,10 +146,15 @@ def _step_fn(w: Workload, mode: str) -> Callable[[], None]:
 
 
 def measure_step_seconds(w: Workload, budget_s: float = _BUDGET_S) -> tuple[float, float]:
-    """(fp32, bf16) seconds of one step, each the best of rounds run alternately (so that a load change on a
-    shared machine hits both) until each precision has had ``budget_s`` seconds, and at least 2 rounds
-    (after one untimed step each). The workloads are sized so that a step takes ~0.1 s on 2 Zen 4 cores."""
-    steps = {m: _step_fn(w, m) for m in ("fp32", "bf16")}
+    """(fp32, bf16) seconds of one step of the synthetic workload (``time_steps``). The workloads are sized
+    so that a step takes ~0.1 s on 2 Zen 4 cores."""
+    return time_steps({m: _step_fn(w, m) for m in ("fp32", "bf16")}, budget_s)
+
+
+def time_steps(steps: dict[str, Callable[[], None]], budget_s: float = _BUDGET_S) -> tuple[float, float]:
+    """(fp32, bf16) seconds of one call of ``steps["fp32"]`` and ``steps["bf16"]``, each the best of rounds
+    run alternately (so that a load change on a shared machine hits both) until each has had ``budget_s``
+    seconds, and at least 2 rounds (after one untimed call each)."""
     best = {m: float("inf") for m in steps}
     spent = {m: 0.0 for m in steps}
     for s in steps.values():
