@@ -11,11 +11,15 @@ AVX512-BF16, no AMX) is never measured: it computes in fp32.
 
 - Stage 2 (``Workload.trains`` False): the LLM is frozen and the backward reaches only its inputs, as
   in training; fp32 weights and inputs against bf16 weights and inputs (no autocast).
+  The step is ``layers`` pre-norm decoder blocks (RMSNorm, causal attention over sequences of ``seq``
+  tokens, a gated MLP), ``tokens`` tokens in all, of the LLM's hidden and intermediate sizes.
 - Stage 1 (``trains`` True): the weights train, so bf16 means autocast over fp32 master weights, and the
-  backward also produces the weight gradients.
+  backward also produces the weight gradients. Stage 1 times a copy of its real aligner on real nodes
+  (``mlaga_fast.train.align.AlignStage``, through ``time_steps``): on the 2-core Zen 4 the synthetic block
+  ran 1.77x faster in bf16 at the demo aligner's width, while the aligner itself ran at 0.85x.
 
-The step is ``layers`` pre-norm decoder blocks (RMSNorm, causal attention over sequences of ``seq``
-tokens, a gated MLP), ``tokens`` tokens in all, of the model's hidden and intermediate sizes.
+A decision measured while the machine was busy is recorded with the load average of the moment; delete
+the cache file (or pass ``--precision fp32|bf16``) to change it.
 
 The decision is cached per (CPU model, CPU flags, torch version, thread count) in
 ``$MLAGA_FAST_CACHE/precision/<key>.json`` (else ``$XDG_CACHE_HOME/mlaga_fast/...``, else ``~/.cache/...``,
@@ -154,13 +158,13 @@ def measure_step_seconds(w: Workload, budget_s: float = _BUDGET_S) -> tuple[floa
 def time_steps(steps: dict[str, Callable[[], None]], budget_s: float = _BUDGET_S) -> tuple[float, float]:
     """(fp32, bf16) seconds of one call of ``steps["fp32"]`` and ``steps["bf16"]``, each the best of rounds
     run alternately (so that a load change on a shared machine hits both) until each has had ``budget_s``
-    seconds, and at least 2 rounds (after one untimed call each)."""
+    seconds, and at least 3 rounds (after one untimed call each)."""
     best = {m: float("inf") for m in steps}
     spent = {m: 0.0 for m in steps}
     for s in steps.values():
         s()  # warm-up: kernel selection, allocator
     rounds = 0
-    while rounds < 2 or (min(spent.values()) < budget_s and rounds < 50):
+    while rounds < 3 or (min(spent.values()) < budget_s and rounds < 50):
         for m, s in steps.items():
             t0 = time.perf_counter()
             s()
@@ -208,6 +212,15 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) and isinstance(data.get("decisions"), dict) else {}
 
 
+def _loadavg() -> float | None:
+    """The 1-minute load average when the decision was measured: a decision taken on a busy machine can be
+    spotted in the manifest (delete the cache file, or force --precision, to change it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 # --- the decision -------------------------------------------------------------------------------------
 def choose_cpu_precision(w: Workload, *, native: bool,
                          measure: Callable[[Workload], tuple[float, float]] | None = None) -> dict:
@@ -229,7 +242,8 @@ def choose_cpu_precision(w: Workload, *, native: bool,
     entry = {"choice": "bf16" if speedup >= THRESHOLD else "fp32",
              "rule": f"measured: bf16 is chosen when at least {THRESHOLD}x faster than fp32",
              "fp32_s": fp32_s, "bf16_s": bf16_s, "speedup": round(speedup, 3), "threshold": THRESHOLD,
-             "workload": asdict(w), "cpu": ident["cpu"], "torch": ident["torch"], "threads": ident["threads"]}
+             "workload": asdict(w), "cpu": ident["cpu"], "torch": ident["torch"], "threads": ident["threads"],
+             "loadavg_1min": _loadavg()}
     decisions = {**data.get("decisions", {}), w.key(): entry}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
 - CUDA: ``auto`` is bf16 where the device supports it, else fp16. Stage 2's frozen LLM is stored in that
   dtype; Stage 1's trainable aligner stays fp32 under autocast.
 - CPU: ``auto`` is chosen by measurement (``mlaga_fast.runtime.autotune``): on a CPU with native bf16
-  (AVX512-BF16 or AMX), one step shaped like the stage runs in fp32 and in bf16, and bf16 is chosen when
-  at least 1.2x faster; the decision is cached per CPU and torch version, and recorded with both timings
+  (AVX512-BF16 or AMX), one step shaped like the stage (Stage 2: a block of the LLM's layer shape; Stage 1:
+  its real aligner on real nodes) runs in fp32 and in bf16, and bf16 is chosen when at least 1.2x faster; the decision is cached per CPU and torch version, and recorded with both timings
   in the stage's manifest (``Precision.why``). A CPU without native bf16 computes in fp32, unmeasured
   (emulated bf16 ran a SmolLM2 step at 0.41x on an AVX2-only EPYC).
 - bf16 on a CPU with native bf16: Stage 2's frozen LLM is cast to bf16 once at load time and runs without
