@@ -27,6 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 U = 2.0 ** -8  # bf16 unit roundoff
 
 
+@pytest.fixture(autouse=True)
+def measuring(monkeypatch):
+    """The suite's conftest turns auto's measurement off; these tests are about it (timers injected)."""
+    monkeypatch.delenv("MLAGA_FAST_AUTOTUNE", raising=False)
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MLAGA_FAST_CACHE", str(tmp_path / "cache"))
@@ -88,6 +94,13 @@ def test_auto_chooses_bf16_only_when_measured_at_least_1_2x_faster(frozen, fp32_
     assert (rec["fp32_s"], rec["bf16_s"], rec["choice"], rec["cached"]) == (fp32_s, bf16_s, expect, False)
     assert rec["speedup"] == pytest.approx(fp32_s / bf16_s, abs=1e-3)
     assert rec["workload"]["trains"] is (not frozen)
+
+
+def test_autotune_off_is_fp32_unmeasured(monkeypatch, native, cache):
+    monkeypatch.setenv("MLAGA_FAST_AUTOTUNE", "0")
+    p = resolve_precision("auto", "cpu", frozen_weights=True, measure=never)
+    assert p == Precision("fp32", "float32", None) and "MLAGA_FAST_AUTOTUNE=0" in p.why["rule"]
+    assert not cache.exists()
 
 
 def test_cpu_without_native_bf16_is_never_measured_into_bf16(monkeypatch, cache):

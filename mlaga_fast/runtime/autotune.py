@@ -18,6 +18,9 @@ AVX512-BF16, no AMX) is never measured: it computes in fp32.
   (``mlaga_fast.train.align.AlignStage``, through ``time_steps``): on the 2-core Zen 4 the synthetic block
   ran 1.77x faster in bf16 at the demo aligner's width, while the aligner itself ran at 0.85x.
 
+``MLAGA_FAST_AUTOTUNE=0`` turns the measurement off (fp32 on every CPU, as before; the test suite sets it,
+so that its runs do not depend on the machine's speed or load).
+
 A decision measured while the machine was busy is recorded with the load average of the moment; delete
 the cache file (or pass ``--precision fp32|bf16``) to change it.
 
@@ -229,6 +232,8 @@ def choose_cpu_precision(w: Workload, *, native: bool,
     (default: ``measure_step_seconds``); tests inject their own."""
     if not native:
         return {"choice": "fp32", "rule": "no native bf16 (AVX512-BF16 or AMX) on this CPU; not measured"}
+    if os.environ.get("MLAGA_FAST_AUTOTUNE", "1") == "0":
+        return {"choice": "fp32", "rule": "MLAGA_FAST_AUTOTUNE=0: not measured"}
     ident = cpu_identity()
     path = cache_file(ident)
     data = _read_cache(path)
