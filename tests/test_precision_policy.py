@@ -11,6 +11,7 @@ matmul stages (qkv, o, gate/up, down), and the LM head is one more: the loss's r
 import copy
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -29,8 +30,10 @@ U = 2.0 ** -8  # bf16 unit roundoff
 
 @pytest.fixture(autouse=True)
 def measuring(monkeypatch):
-    """The suite's conftest turns auto's measurement off; these tests are about it (timers injected)."""
+    """The suite's conftest turns auto's measurement off; these tests are about it (timers injected, and the
+    load average pinned to 0 so that this machine's load does not decide what is cached)."""
     monkeypatch.delenv("MLAGA_FAST_AUTOTUNE", raising=False)
+    monkeypatch.setattr(autotune, "_loadavg", lambda: 0.0)
 
 
 @pytest.fixture
@@ -133,6 +136,15 @@ def test_decision_is_cached_per_cpu_torch_and_workload(cache, monkeypatch):
     again = Timer(1.0, 2.0)
     assert choose_cpu_precision(w, native=True, measure=again)["choice"] == "fp32" and again.calls == 1
     assert len(list((cache / "precision").glob("*.json"))) == 2
+    # a measurement on a machine busier than its cores is used but not cached
+    monkeypatch.setattr(autotune, "_loadavg", lambda: float(os.cpu_count() + 1))
+    busy = Workload.llm(32, 64, 2)
+    for _ in range(2):
+        t = Timer(2.0, 1.0)
+        rec = choose_cpu_precision(busy, native=True, measure=t)
+        assert t.calls == 1 and rec["choice"] == "bf16" and "not_cached" in rec
+    assert all(busy.key() not in json.loads(f.read_text())["decisions"] for f in (cache / "precision").glob("*.json"))
+    monkeypatch.setattr(autotune, "_loadavg", lambda: 0.0)
     # an unreadable cache file is measured over and rewritten
     monkeypatch.setattr(autotune, "cpu_identity", lambda: ident)
     files[0].write_text("{not json")
