@@ -6,6 +6,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# --precision auto computes in fp32 on CPU without timing bf16 (mlaga_fast.runtime.autotune): test runs must not
+# depend on this machine's speed or load. tests/test_precision_policy.py turns the measurement back on.
+os.environ.setdefault("MLAGA_FAST_AUTOTUNE", "0")
 if "MLAGA_FAST_CACHE" not in os.environ:
     # The GGUF LLM's converted copy (mlaga_fast.llm.gguf_cache) goes to a folder of this session's own,
     # shared by its tests and their subprocesses, and removed at exit: the user's cache is never touched.

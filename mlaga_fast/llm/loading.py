@@ -54,7 +54,9 @@ class LLMSpec:
 
 @dataclass
 class LLMOptions:
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16; auto = bf16 on CUDA, fp32 on CPU
+    # auto | float32 | bfloat16 | float16; auto = bf16 on CUDA, fp32 on CPU. Stage 2 passes what
+    # mlaga_fast.runtime.precision chose: the weights are cast once, here, and stay in that dtype.
+    dtype: str = "auto"
     device: str = "cpu"
     lora: bool = False
     lora_r: int = 8
@@ -119,6 +121,23 @@ def _torch_dtype(opt: LLMOptions):
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[opt.dtype]
     except KeyError:
         raise ValueError(f"llm dtype: unknown {opt.dtype!r} (auto|float32|bfloat16|float16)") from None
+
+
+def layer_shape(name: str) -> dict:
+    """{"hidden", "intermediate", "heads"} of the LLM's decoder layers, from its config alone (no weights):
+    the shape ``--precision auto`` times on a CPU before the LLM is loaded in the dtype it chose."""
+    from transformers import AutoConfig
+
+    spec = resolve_llm(name)
+    source, kw = _source(spec)
+    try:
+        cfg = AutoConfig.from_pretrained(source, **kw)
+    except OSError as e:
+        raise ValueError(f"llm {spec.name!r}: cannot read the config of {spec.source!r} ({_first_line(e)})") from None
+    cfg = getattr(cfg, "text_config", None) or cfg
+    hidden = int(cfg.hidden_size)
+    return {"hidden": hidden, "intermediate": int(getattr(cfg, "intermediate_size", None) or 4 * hidden),
+            "heads": int(getattr(cfg, "num_attention_heads", None) or max(1, hidden // 64))}
 
 
 def load_tokenizer(spec: LLMSpec):
@@ -245,6 +264,8 @@ def _want_flash(opt: LLMOptions) -> bool:
 
 
 def add_lora(model, opt: LLMOptions):
+    import torch
+
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:  # pragma: no cover - peft is an optional extra
@@ -254,7 +275,13 @@ def add_lora(model, opt: LLMOptions):
         target_modules=lora_targets(model, opt.lora_targets), task_type="CAUSAL_LM",
     )
     with quiet_peft():
-        return get_peft_model(model, cfg)
+        model = get_peft_model(model, cfg)
+    # The adapters train: fp32 on a bf16 (or fp16) base model too, as are their gradients and AdamW states
+    # (peft casts them so by default; this keeps it so whatever that default becomes).
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model
 
 
 def lora_targets(model, wanted: list[str]) -> list[str]:

@@ -38,9 +38,9 @@ from mlaga_fast.models.projector import Projectors, load_projectors, projector_c
 from mlaga_fast.prompts.answers import branch_points
 from mlaga_fast.prompts.batch import Batch
 from mlaga_fast.runs.open import OpenedRun, open_run
-from mlaga_fast.runtime.precision import Precision
+from mlaga_fast.runtime.precision import Precision, cpu_has_native_bf16
 
-__all__ = ["GraphLLM", "bf16_agreement"]
+__all__ = ["GraphLLM", "bf16_agreement", "frozen_to_bf16"]
 
 
 class GraphLLM:
@@ -80,12 +80,15 @@ class GraphLLM:
         run_dir, manifest, device = run.path, run.manifest, torch.device(device)
         cfg = manifest["config"]
         prec = Precision(**manifest["precision"])
-        if device.type != "cuda" and prec.weights != "float32":  # a GPU run read on a CPU: autocast instead
-            prec = Precision(prec.name, "float32", prec.weights)
+        if device.type != "cuda" and prec.weights != "float32" and not (
+                prec.weights == "bfloat16" and cpu_has_native_bf16()):  # fp16, or bf16 on a CPU without it
+            prec = Precision(prec.name, "float32", prec.weights, prec.why)  # fp32 weights under autocast instead
         # The projectors first: a damaged file is refused before the LLM is loaded.
         proj = load_projectors(run_dir / "projectors.safetensors", expected=manifest["projector"])
         if llm is not None and not cfg.get("lora"):
             model, tok = llm
+            if model.get_input_embeddings().weight.dtype == torch.float32 and prec.weights != "float32":
+                prec = Precision(prec.name, "float32", prec.weights, prec.why)  # a shared fp32 LLM: autocast
         else:
             model, tok, _ = load_llm(cfg["llm"], LLMOptions(dtype=prec.weights, device=str(device),
                                                            flash_attn=cfg["flash_attn"], progress=progress))
@@ -199,24 +202,51 @@ class GraphLLM:
                          generator=generator)[1]
 
 
-def bf16_agreement(model: GraphLLM, batch: Batch) -> dict:
-    """The answer loss and the projectors' gradients on one batch in fp32 and under bf16 autocast:
-    {"loss_fp32", "loss_bf16", "loss_rel_diff", "grad_cosine"} (the check --precision bf16 is held to)."""
-    out, kept = {}, model.precision
+def bf16_agreement(model: GraphLLM, batch: Batch, *, mode: str = "weights") -> dict:
+    """The answer loss and the projectors' gradients on one batch in fp32 and in bf16: with the frozen LLM's
+    weights cast to bf16 (``mode="weights"``, what --precision bf16 is on a CPU with native bf16 and on CUDA)
+    or under bf16 autocast over the fp32 weights (``mode="autocast"``). ``model`` must hold fp32 weights; the
+    bf16 weights are a copy (LoRA adapters stay fp32 in it, as in training).
+    {"mode", "loss_fp32", "loss_bf16", "loss_rel_diff", "grad_rel_err" (||g16 - g32|| / ||g32||), "grad_cosine"}."""
+    if mode not in ("weights", "autocast"):
+        raise ValueError(f"mode: {mode!r} is not one of ['weights', 'autocast']")
+    fp32 = Precision("fp32", "float32", None)
+    if mode == "weights":
+        lora = {k for k, p in model.model.named_parameters() if any(p is q for q in model.lora)}
+        bf16 = GraphLLM(frozen_to_bf16(copy.deepcopy(model.model), keep=lora), model.tokenizer, model.projectors,
+                        Precision("bf16", "bfloat16", None), model.device)
+    else:
+        bf16 = GraphLLM(model.model, model.tokenizer, model.projectors, Precision("bf16", "float32", "bfloat16"),
+                        model.device)
+    kept, out = model.precision, {}
+    model.prefix.clear()  # memoised shared prefixes may have been computed in another precision
     try:
-        for name, prec in (("fp32", Precision("fp32", "float32", None)),
-                           ("bf16", Precision("bf16", "float32", "bfloat16"))):
+        model.precision = fp32
+        for name, m in (("fp32", model), ("bf16", bf16)):
             model.projectors.zero_grad()
-            model.precision = prec
-            loss = model.loss(batch)
+            loss = m.loss(batch)
             loss.backward()
             out[name] = (loss.item(), torch.cat([p.grad.flatten() for p in model.projectors.parameters()
                                                  if p.grad is not None]))
     finally:
         model.precision = kept
+        model.prefix.clear()
+        model.projectors.zero_grad()
     (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
-    return {"loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32),
+    return {"mode": mode, "loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32),
+            "grad_rel_err": ((g16 - g32).norm() / g32.norm()).item(),
             "grad_cosine": torch.nn.functional.cosine_similarity(g16, g32, dim=0).item()}
+
+
+def frozen_to_bf16(model: torch.nn.Module, keep: set[str] = frozenset()) -> torch.nn.Module:
+    """Cast the floating-point parameters of ``model`` to bf16 in place, except those named in ``keep`` (the
+    LoRA adapters, which stay fp32): the frozen LLM as loading with ``LLMOptions(dtype="bfloat16")`` gives it,
+    for a model already loaded in fp32. Buffers (rotary frequencies) keep their dtype."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in keep and p.is_floating_point():
+                p.data = p.data.to(torch.bfloat16)
+    return model
 
 
 def _candidate_scores(parts, cache, first: torch.Tensor, mask: torch.Tensor, plen: torch.Tensor,

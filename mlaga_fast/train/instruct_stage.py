@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mlaga_fast.config import config_to_dict, save_config
-from mlaga_fast.llm.loading import LLMOptions
+from mlaga_fast.llm.loading import LLMOptions, layer_shape
 from mlaga_fast.models.graph_llm import GraphLLM
 from mlaga_fast.models.node_inputs import aligner_identity, load_dataset_inputs
 from mlaga_fast.prompts.batch import NodeInputs, answer_token_count, collate, plan_batches
@@ -22,6 +22,7 @@ from mlaga_fast.prompts.examples import templates_fingerprint
 from mlaga_fast.runs.card import write_model_card
 from mlaga_fast.runs.manifest import write_stage_manifest
 from mlaga_fast.runs.open import CHECKSUMS, INSTRUCT_ARTIFACTS, record_checksums
+from mlaga_fast.runtime.autotune import Workload
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as dist
 from mlaga_fast.train.instruct_config import InstructConfig
@@ -171,7 +172,11 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
               "'modality' runs without its image projector: no <image> token in the prompts; the task-specific "
               "graph projectors train as usual", file=sys.stderr, flush=True)
 
-    precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=True)
+    workload = None
+    if cfg.precision == "auto" and info.device.type == "cpu":  # auto times a step of this LLM's layer shape
+        workload = Workload.llm(**layer_shape(cfg.llm))
+    with dist.main_first():  # rank 0 measures (if auto on CPU) and caches the decision; the others read it
+        precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=True, workload=workload)
     # Seeded here, not earlier: filling a cache runs the aligner, and the initial projector / LoRA weights
     # must not depend on whether this process found a cache.
     torch.manual_seed(cfg.seed)
