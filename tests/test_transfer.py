@@ -233,7 +233,7 @@ def test_transfer_rows_are_marked_and_the_table_shows_them(tuned):
     names = {n for n, _, _ in targets}
     assert {r["dataset"] for r in rows} == names
     for r in rows:
-        assert r["extra"].get("transfer") is (r["method"] != "Chance"), r["method"]
+        assert bool(r["extra"].get("transfer")) is (r["method"] != "Chance"), r["method"]
     got = {(r["dataset"], r["method"], r["task"]) for r in rows}
     for n in names:
         assert {(n, ZERO_SHOT, "lp"), (n, ZERO_SHOT, "nc"), (n, IN_CONTEXT, "nc"), (n, "GCN", "lp"),

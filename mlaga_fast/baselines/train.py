@@ -326,8 +326,11 @@ def _lp_on(graph, features, cfg: BaselineConfig, encoder, scorer, thr: float, de
                        extra={"seed": cfg.seed, "auc": roc_auc(s, y), "threshold": thr, "transfer": True})
 
 
-def run_baseline(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> dict:
-    """Dispatch on cfg.task. `features` is float32 [N, D] (ignored by labelprop, may be None)."""
+def run_baseline(graph, features, cfg: BaselineConfig, meta: dict | None = None, targets: tuple = ()) -> dict:
+    """Dispatch on cfg.task. `features` is float32 [N, D] (ignored by labelprop, may be None). ``targets``:
+    LP only, (graph, features) of graphs to apply the trained model to untuned (see ``run_lp``)."""
+    if targets and cfg.task != "lp":
+        raise ValueError("targets: only an LP baseline applies to another graph (label sets differ)")
     cfg.validate()
     if cfg.model != "labelprop" and features is None:
         raise ValueError(f"features: model {cfg.model!r} needs pooled node features")
@@ -335,6 +338,6 @@ def run_baseline(graph, features, cfg: BaselineConfig, meta: dict | None = None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return (run_nc if cfg.task == "nc" else run_lp)(graph, features, cfg, meta)
+        return run_nc(graph, features, cfg, meta) if cfg.task == "nc" else run_lp(graph, features, cfg, meta, targets)
     finally:
         torch.set_num_threads(old)
