@@ -117,8 +117,8 @@ def write_summary(report: Path, metrics: dict[str, Any], table: str) -> None:
         "# mlaga-fast demo", "",
         f"Synthetic catalogue: {cfg['nodes']} nodes, {cfg['classes']} classes, homophily {cfg['homophily']}, "
         f"image mismatch {cfg['image_mismatch']}, text mismatch {cfg['text_mismatch']}, seed {cfg['seed']}.",
-        f"Encoder: `{metrics['encoder']}`; LLM: `{cfg['llm']}` (frozen; the projectors train, and LoRA adapters "
-        f"in the instruct phase: {cfg['lora']}).", "",
+        f"Encoder: `{metrics['encoder']}`; LLM: `{cfg['instruct']['llm']}` (frozen; the projectors train, and LoRA adapters "
+        f"in the instruct phase: {cfg['instruct']['lora']}).", "",
         "Test accuracy (%), NC on test nodes and LP on balanced test pairs:", "", table,
         f"Linear probe (test accuracy) on raw mean-pooled features: {100 * probe['raw']['test']:.2f}%; "
         f"on aligned pooled vectors: {100 * probe['aligned']['test']:.2f}%.", "",
