@@ -13,9 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlaga_fast.data import vocab, vocab_grocery  # noqa: E402
-from mlaga_fast.data.shops import get_shop, parse_categories  # noqa: E402
-from mlaga_fast.data.synth import dress_graph, make_catalogue  # noqa: E402
+from mlaga_fast.data import vocab, vocab_grocery
+from mlaga_fast.data.shops import get_shop, parse_categories
+from mlaga_fast.data.synth import dress_graph, make_catalogue
 
 
 def _cli(args):
@@ -155,7 +155,7 @@ def test_mix_counts_follow_the_weights_and_keep_each_graph_apart(tmp_path):
     check_config(cfg)
     warm, instruct = build_phase_examples(cfg, datasets, tok, nq=2, image_tokens=1, progress=False)
     counts = example_counts(datasets, warm, instruct)
-    assert [c["lp"] for c in counts][0] == 0 and counts[2]["nc"] == 0  # d0 feeds NC only, d2 LP only
+    assert counts[0]["lp"] == 0 and counts[2]["nc"] == 0  # d0 feeds NC only, d2 LP only
     for task, idx, total in (("nc", (0, 1), 600), ("lp", (1, 2), 500)):
         got = np.array([counts[i][task] for i in idx])
         w = np.array([cfg.data_weights[i] for i in idx])
@@ -253,7 +253,7 @@ def test_zero_shot_prompts_carry_no_target_label(tuned):
     from mlaga_fast.assistant import MLaGA
     from mlaga_fast.prompts.demos import train_label_pool
 
-    root, made, targets = tuned
+    root, _, targets = tuned
     m = MLaGA.from_pretrained(root / "run", device="cpu", progress=False)
     tok = m.tokenizer
     for name, data_dir, feat_dir in targets:

@@ -41,7 +41,8 @@ class SynthConfig:
     image_size: int = 64
     name: str = "synthetic-catalogue"
     shop: str = "toys"  # whose vocabulary the texts and pictures come from (mlaga_fast.data.shops)
-    categories: tuple[int, ...] = ()  # 0-based categories of the shop, class k = categories[k]; () = the first `classes`
+    # 0-based categories of the shop, class k = categories[k]; () = the first `classes`
+    categories: tuple[int, ...] = ()
 
     def validate(self) -> None:
         if not 0 <= self.seed < 2**32:

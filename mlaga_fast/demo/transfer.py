@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
@@ -28,7 +28,7 @@ from mlaga_fast.data.synth import make_catalogue
 from mlaga_fast.demo.config import DemoConfig
 from mlaga_fast.demo.pipeline import demo_features
 
-__all__ = ["TARGETS", "make_targets", "transfer_results", "run_transfer"]
+__all__ = ["TARGETS", "make_targets", "run_transfer", "transfer_results"]
 
 # (dataset name, make_catalogue keywords): a target shares no category with the source (toys 1-8)
 TARGETS: tuple[tuple[str, dict], ...] = (
