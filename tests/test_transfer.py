@@ -276,3 +276,12 @@ def test_zero_shot_prompts_carry_no_target_label(tuned):
                 labels_shown = sum(int(g.labels[d]) == k for d in s.demos)
                 assert count(z, c) >= 1  # the options list: the question's only mention of a class
                 assert count(z, c) == count(s, c) - labels_shown, (name, c)
+
+
+def test_manifest_records_each_datasets_prompts(tuned):
+    from mlaga_fast.runs.manifest import read_stage_manifest
+
+    root, made, _ = tuned
+    per = read_stage_manifest(root / "run", "instruct")["num_examples"]["per_dataset"]
+    assert per == [{"name": per[0]["name"], "graph_fingerprint": made["src"].fingerprint, "warmup": 0, "nc": 16,
+                    "lp": 16}]
