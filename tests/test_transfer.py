@@ -279,9 +279,10 @@ def test_zero_shot_prompts_carry_no_target_label(tuned):
 
 
 def test_manifest_records_each_datasets_prompts(tuned):
+    from mlaga_fast.data import load
     from mlaga_fast.runs.manifest import read_stage_manifest
 
-    root, made, _ = tuned
+    root, _, _ = tuned
     per = read_stage_manifest(root / "run", "instruct")["num_examples"]["per_dataset"]
-    assert per == [{"name": per[0]["name"], "graph_fingerprint": made["src"].fingerprint, "warmup": 0, "nc": 16,
-                    "lp": 16}]
+    assert per == [{"name": per[0]["name"], "graph_fingerprint": load(root / "src").fingerprint, "warmup": 0,
+                    "nc": 16, "lp": 16}]
