@@ -74,7 +74,6 @@ class SynthConfig:
         if not 8 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be in [8, 1024], got {self.image_size}")
 
-
     def category_list(self) -> tuple[vocab.Category, ...]:
         """The catalogue's categories in class order."""
         cats = get_shop(self.shop).categories
