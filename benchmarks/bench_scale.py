@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py --nodes 100000,1000000
     python benchmarks/bench_scale.py --nodes 10000,100000 --stages synth,ppr,examples   # a subset
+    python benchmarks/bench_scale.py --nodes 1000000 --stages table,table_pandas        # your own tables
 
 Stages, each in a fresh process (so its peak RSS is its own), on a synthetic catalogue of N nodes:
   synth     mlaga_fast.data.synth.make_catalogue: graph, texts, splits, link split, saved to disk
@@ -12,6 +13,11 @@ Stages, each in a fresh process (so its peak RSS is its own), on a synthetic cat
             every node's top-k labelled training nodes), cached in the dataset
   examples  the Stage-2 training examples (token ids of every NC and LP prompt), through
             build_examples() below, the one place that calls the Stage-2 code
+  table     `mlaga-fast data prepare --format table` on a nodes.csv of N rows (string ids, a text of about
+            150 bytes, a class name; no images) and a sparse edges.csv (2 rows per node), written beforehand
+            by another process (write_table_input)
+  table_pandas  the reference for `table`: what a user wrote before it existed (docs/data_format.md):
+            pandas.read_csv of both files whole, a dict from id to row, MultimodalGraph.from_edges, save
 Per stage: wall and CPU seconds, peak RSS of the process, and its RSS right after imports
 (the rise is the stage's own memory). With two or more sizes, a stage whose rise grows with N
 by more than --growth-tolerance is flagged, next to what that stage holds (HOLDS).
@@ -31,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("synth", "features", "align", "embed", "ppr", "examples")
+STAGES = ("synth", "features", "align", "embed", "ppr", "examples", "table", "table_pandas")
 # What each stage keeps in memory, and so whether its peak may grow with N by design.
 HOLDS = {
     "synth": "the whole graph while it is generated (CSR, texts, labels, splits, link split): grows with N",
@@ -42,7 +48,11 @@ HOLDS = {
              "returned to the OS every 8 batches",
     "ppr": "the graph, its prepared 32-bit copy, one scratch per thread (16 B per node) and the [N, k] table",
     "examples": "the graph, the [N, k] demonstration table and every prompt's token ids (built up front)",
+    "table": "the ids (Arrow strings), int32 label codes, text offsets, the edge list and the CSR: about 100 B per "
+             "node; texts stream to a file beside the output, so the file's rows are never all in memory",
+    "table_pandas": "both files whole as DataFrames (Python strings), the id dict, the texts list and the CSR",
 }
+TABLE_REFERENCE = "table_pandas"  # the named peer of the `table` stage
 ALIGN_CFG = dict(dim=64, num_layers=1, num_heads=2, num_queries=4, batch_size=64, num_positives=3,
                  warmup_steps=1, log_every=5, checkpoint_every=10**9, device="cpu")
 
@@ -67,6 +77,65 @@ def build_examples(data_dir: Path, nq: int, ppr_k: int, progress: bool = False) 
     inputs = DatasetInputs(graph.name, Path(data_dir), graph, store=None, tokens=None)  # tokens are not read here
     warm, instruct = build_phase_examples(cfg, [inputs], tokenizer, nq, image_tokens=1, progress=progress)
     return warm + instruct
+
+
+# ----------------------------------------------------------------------------- your own tables
+def write_table_input(folder: Path, n: int, seed: int = 0) -> None:
+    """nodes.csv (id, text, label) of n rows and edges.csv (src, dst) of 2n rows, written 2^16 rows at a time
+    (run in its own process, so its memory is not the measured stage's)."""
+    import csv
+
+    import numpy as np
+
+    from mlaga_fast.data import vocab
+
+    rng = np.random.default_rng(seed)
+    cats = vocab.CATEGORIES[:8]
+    words = np.array(sorted({w for c in cats for w in " ".join(c.nouns + c.features).split()}))
+    folder.mkdir(parents=True, exist_ok=True)
+    step = 1 << 16
+    with open(folder / "nodes.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "text", "label"])
+        for lo in range(0, n, step):
+            k = min(step, n - lo)
+            pick = words[rng.integers(0, words.size, (k, 20))]  # [k, 20] words: about 150 bytes a text
+            label = rng.integers(0, len(cats), k)
+            w.writerows([f"p{lo + i:09d}", " ".join(pick[i]), cats[label[i]].name] for i in range(k))
+    with open(folder / "edges.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["src", "dst"])
+        for lo in range(0, 2 * n, step):
+            k = min(step, 2 * n - lo)
+            a, b = (lo + np.arange(k)) % n, rng.integers(0, n, k)
+            w.writerows([f"p{x:09d}", f"p{y:09d}"] for x, y in zip(a.tolist(), b.tolist()))
+
+
+def _table_input(work: Path, n: int) -> Path:
+    folder = work / f"n{n}" / "tables"
+    if not (folder / "edges.csv").is_file():
+        subprocess.run([sys.executable, __file__, "--write-table", str(n), "--work", str(work)], check=True)
+    return folder
+
+
+def prepare_with_pandas(nodes: Path, edges: Path, out: Path):
+    """The reference: the Python a user wrote before `--format table` (docs/data_format.md's from_edges + save)."""
+    import numpy as np
+    import pandas as pd
+
+    from mlaga_fast.data import MultimodalGraph, random_node_split, save
+
+    nd = pd.read_csv(nodes, dtype=str, keep_default_na=False)
+    ed = pd.read_csv(edges, dtype=str, keep_default_na=False)
+    row = {v: i for i, v in enumerate(nd["id"])}
+    names = sorted(set(nd["label"]))
+    labels = nd["label"].map({c: i for i, c in enumerate(names)}).to_numpy(np.int64)
+    train, val, test = random_node_split(len(nd), labels=labels)
+    g = MultimodalGraph.from_edges("tables", ed["src"].map(row).to_numpy(np.int64), ed["dst"].map(row).to_numpy(np.int64),
+                                   len(nd), texts=nd["text"].tolist(), labels=labels, class_names=names,
+                                   train=train, val=val, test=test)
+    save(g, out)
+    return g
 
 
 # ----------------------------------------------------------------------------- one stage, in-process
@@ -113,6 +182,13 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     from mlaga_fast.data import load  # noqa: F401
     from mlaga_fast.features import FeatureStore  # noqa: F401
 
+    if stage in ("table", "table_pandas"):
+        tables = _table_input(work, n)  # written by another process, before the baseline is taken
+        import pandas  # noqa: F401  (the libraries either path reads with, imported before the baseline)
+        import pyarrow.compute  # noqa: F401
+        import pyarrow.csv  # noqa: F401
+
+        from mlaga_fast.cli.main import cli  # noqa: F401
     base, anon_base = _status_mib(), _status_mib("RssAnon")
     anon = _AnonPeak()
     c0, t0 = time.process_time(), time.perf_counter()
@@ -168,6 +244,24 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     elif stage == "examples":
         ex = build_examples(data, nq=ALIGN_CFG["num_queries"], ppr_k=args.ppr_k)
         out.update(examples=len(ex))
+    elif stage == "table":
+        import shutil
+
+        from mlaga_fast.cli.main import cli
+
+        shutil.rmtree(d / "table_data", ignore_errors=True)
+        cli.main(["data", "prepare", "--format", "table", "--nodes", str(tables / "nodes.csv"), "--edges",
+                  str(tables / "edges.csv"), "--name", "tables", "--out", str(d / "table_data"), "--no-progress"],
+                 standalone_mode=False)
+        g = load(d / "table_data")
+        out.update(nodes=g.num_nodes, edges=g.num_edges,
+                   nodes_csv_mib=round((tables / "nodes.csv").stat().st_size / 2**20, 1))
+    elif stage == "table_pandas":
+        import shutil
+
+        shutil.rmtree(d / "table_pandas_data", ignore_errors=True)
+        g = prepare_with_pandas(tables / "nodes.csv", tables / "edges.csv", d / "table_pandas_data")
+        out.update(nodes=g.num_nodes, edges=g.num_edges)
     else:
         raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -215,8 +309,12 @@ def main(argv=None) -> int:
                     help="flag a stage whose memory rise grows by more than this fraction from the smallest N")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     ap.add_argument("--stage-only", default=None, help=argparse.SUPPRESS)  # child process: STAGE:N
+    ap.add_argument("--write-table", type=int, default=None, help=argparse.SUPPRESS)  # child process: N
     args = ap.parse_args(argv)
     work = args.work or Path(os.environ.get("TMPDIR", "/tmp")) / "mlaga_bench_scale"
+    if args.write_table:
+        write_table_input(work / f"n{args.write_table}" / "tables", args.write_table)
+        return 0
     if args.stage_only:
         stage, n = args.stage_only.split(":")
         print("RESULT " + json.dumps(run_stage(stage, int(n), work, args)), flush=True)
@@ -258,6 +356,13 @@ def main(argv=None) -> int:
                          f"+{r.get('anon_rise_mib', float('nan')):.0f})" if "wall_s" in r
                          else f"{'error':>42s}")
         print(f"{stage:9s} " + " ".join(f"{c:>42s}" for c in cells))
+    for n in sizes:
+        ours, ref = (next((r for r in report["results"] if r["stage"] == s and r["n"] == n and "wall_s" in r), None)
+                     for s in ("table", TABLE_REFERENCE))
+        if ours and ref:
+            print(f"table vs {TABLE_REFERENCE} at N={n:,}: peak RSS {ours['peak_rss_mib']:.0f} vs {ref['peak_rss_mib']:.0f} "
+                  f"MiB (x{ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}), rise +{ours['rise_mib']:.0f} vs "
+                  f"+{ref['rise_mib']:.0f} MiB, {ours['wall_s']:.1f} vs {ref['wall_s']:.1f} s")
     for stage, g in report.get("growth", {}).items():
         if g["grows_with_n"]:
             print(f"grows with N: {stage}: {g['rise_mib'][0]:.0f} -> {g['rise_mib'][1]:.0f} MiB; holds {g['holds']}")

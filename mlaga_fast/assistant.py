@@ -27,8 +27,11 @@ from mlaga_fast.models.node_inputs import DatasetInputs, demo_cache_dir, load_da
 from mlaga_fast.prompts.answers import answer_text
 from mlaga_fast.prompts.batch import NodeInputs, collate
 from mlaga_fast.prompts.demos import DEMO_MODES, LinkPairs, NCDemos, ppr_demo_table
-from mlaga_fast.prompts.examples import builder_for, lp_examples, nc_examples, templates_fingerprint
-from mlaga_fast.runs.manifest import bundled_aligner, read_stage_manifest
+from mlaga_fast.prompts.builder import load_templates
+from mlaga_fast.prompts.examples import (asked_lp_examples, asked_nc_examples, builder_for, cycle_wordings,
+                                         description_examples, lp_examples, nc_examples, templates_fingerprint)
+from mlaga_fast.runs.manifest import bundled_aligner
+from mlaga_fast.runs.open import open_run
 from mlaga_fast.runtime.device import pick_device
 from mlaga_fast.utils.progress import progress as bar_of
 
@@ -54,6 +57,7 @@ class MLaGA:
         self.run_dir, self.manifest = Path(run_dir), manifest
         self.config: dict = manifest["config"]
         self.model = model
+        self.integrity = "verified"  # how the run's files were checked (runs.open.OpenedRun.integrity)
         self._data: dict[tuple[str, str | None], DatasetInputs] = {}
 
     @property
@@ -67,19 +71,24 @@ class MLaGA:
     # --- loading ------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, *, device: str = "auto", llm: tuple | None = None,
-                        progress: bool = True) -> "MLaGA":
+                        progress: bool = True, verify: bool = True) -> "MLaGA":
         """Load RUN2 (a finished ``train instruct`` run or an ``export`` of one).
 
+        Every file is checked before use (``mlaga_fast.runs.open``), the run's sha256 checksums included;
+        ``verify=False`` skips the checksums, for runs edited on purpose (``integrity`` then says
+        "unverified", and evaluations record it).
         llm: an already loaded (model, tokenizer) of the same LLM, to load several runs without loading
         the LLM again; not allowed for LoRA runs (their adapters would change the shared model)."""
-        run_dir = Path(run_dir)
-        man = read_stage_manifest(run_dir, "instruct")
+        run = open_run(run_dir, "instruct", verify=verify)
+        man = run.manifest
         tpl = man.get("templates") or {}
         if tpl.get("fingerprint") != templates_fingerprint(tpl.get("set", "compact")):
             raise ValueError(f"{run_dir} was trained with other prompt templates (set {tpl.get('set')!r}, "
                              f"fingerprint {tpl.get('fingerprint')}); retrain Stage 2")
-        model = GraphLLM.from_run(run_dir, man, device=pick_device(device), llm=llm, progress=progress)
-        return cls(run_dir, man, model)
+        model = GraphLLM.from_run(run, device=pick_device(device), llm=llm, progress=progress)
+        m = cls(run.path, man, model)
+        m.integrity = run.integrity
+        return m
 
     def dataset(self, data_dir: str | Path, features: str | Path | None = None, *,
                 progress: bool = False) -> DatasetInputs:
@@ -90,7 +99,8 @@ class MLaGA:
             align = bundled_aligner(self.run_dir, self.manifest)
             ds = load_dataset_inputs(data_dir, features, source=self.config["node_source"], align_dir=align,
                                      allow_unseen=True, device=str(self.device), progress=progress,
-                                     images=self.model.projectors.image_tokens > 0)
+                                     images=self.model.projectors.image_tokens > 0,
+                                     verify=self.integrity != "unverified")
             want = (self.manifest["dims"]["nq"], self.manifest["dims"]["d"])
             if tuple(ds.tokens.shape[1:]) != want:
                 raise ValueError(f"{data_dir}: node tokens {tuple(ds.tokens.shape[1:])} do not match the run's "
@@ -110,8 +120,22 @@ class MLaGA:
         return builder_for(self.config, self.tokenizer, ds.graph, self.manifest["dims"]["nq"],
                            self.model.projectors.image_tokens)
 
-    def nc_examples(self, ds: DatasetInputs, nodes: Sequence[int], demos: str | None = None, seed: int = 0) -> list:
-        """NC prompts for ``nodes`` with demonstrations ``demos`` (ppr | random | none; None = as trained)."""
+    def questions(self, kind: str, wording: str, n: int) -> list[str]:
+        """n questions of ``kind`` (nc | lp | describe) in the templates' ``trained`` or ``held-out`` wordings,
+        cycled in order. Held-out wordings are refused when the run recorded training on one of them."""
+        words = load_templates()["wordings"]
+        qs = words[f"{kind}_train" if wording == "trained" else f"{kind}_held_out"]
+        if wording == "held-out":
+            seen = set(self.manifest.get("wordings", {}).get("trained", {}).get(kind, []))
+            if seen & set(qs):
+                raise ValueError(f"{self.run_dir} was trained on the wordings {sorted(seen & set(qs))}, which the "
+                                 "templates now hold out: they cannot measure unseen wordings for this run")
+        return cycle_wordings(qs, n)
+
+    def nc_examples(self, ds: DatasetInputs, nodes: Sequence[int], demos: str | None = None, seed: int = 0, *,
+                    questions: Sequence[str] | None = None) -> list:
+        """NC prompts for ``nodes`` with demonstrations ``demos`` (ppr | random | none; None = as trained); with
+        ``questions`` (one per node) asked in ``ask``'s layout in those wordings instead."""
         cfg = self.config
         mode = demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
         if mode not in DEMO_MODES:
@@ -120,15 +144,26 @@ class MLaGA:
                                 eps=cfg["ppr_eps"], cache_dir=demo_cache_dir(ds), progress=False)
                  if mode == "ppr" else None)
         nodes = self.check_nodes(ds, nodes)
-        return nc_examples(ds.graph, self.builder(ds), nodes, NCDemos(ds.graph, mode, cfg["num_demos"], seed, table),
-                           with_label=False)
+        nd = NCDemos(ds.graph, mode, cfg["num_demos"], seed, table)
+        if questions is not None:
+            return asked_nc_examples(ds.graph, self.builder(ds), nodes, nd, questions, with_label=False)
+        return nc_examples(ds.graph, self.builder(ds), nodes, nd, with_label=False)
 
-    def lp_examples(self, ds: DatasetInputs, pairs: Any, demos: str | None = None, seed: int = 0) -> list:
+    def description_examples(self, ds: DatasetInputs, nodes: Sequence[int], questions: Sequence[str]) -> list:
+        """Node-description prompts for labelled ``nodes``, one question each (generation reads them)."""
+        return description_examples(ds.graph, self.builder(ds), self.check_nodes(ds, nodes), questions,
+                                    with_label=False)
+
+    def lp_examples(self, ds: DatasetInputs, pairs: Any, demos: str | None = None, seed: int = 0, *,
+                    questions: Sequence[str] | None = None) -> list:
+        """LP prompts for node pairs ([n, 2] or [2, n]); with ``questions`` asked in ``ask``'s layout instead."""
         pairs = np.asarray(pairs, dtype=np.int64)
         if pairs.ndim != 2 or 2 not in pairs.shape:
             raise ValueError(f"pairs: expected [n, 2] or [2, n] node ids, got shape {pairs.shape}")
         pairs = pairs.T if pairs.shape[1] == 2 and pairs.shape[0] != 2 else pairs
         self.check_nodes(ds, pairs.reshape(-1))
+        if questions is not None:
+            return asked_lp_examples(self.builder(ds), pairs, np.full(pairs.shape[1], -1), questions, with_label=False)
         use_demo = self.config.get("lp_demo", False) and demos != "none"
         links = LinkPairs(ds.graph, seed=seed) if use_demo else None
         return lp_examples(self.builder(ds), pairs, np.full(pairs.shape[1], -1), links, with_label=False)

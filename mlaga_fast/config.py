@@ -377,7 +377,8 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
             if f.name in nested:  # --outer.inner for every field of the nested config, its defaults shown
                 inner_default = _field_default(f)
                 inner_hints = _resolved_hints(nested[f.name])
-                for g in reversed([g for g in dataclasses.fields(nested[f.name]) if g.init]):
+                fixed = set(f.metadata.get("fixed", ()))  # set by the composite itself: no option
+                for g in reversed([g for g in dataclasses.fields(nested[f.name]) if g.init and g.name not in fixed]):
                     d = (getattr(inner_default, g.name) if inner_default is not dataclasses.MISSING
                          else _field_default(g))
                     fn = add(fn, g, inner_hints[g.name], d, prefix=f"{f.name}.")

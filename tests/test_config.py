@@ -179,3 +179,27 @@ def test_nested_configs_keep_their_own_field_names_at_every_layer(tmp_path):
     assert "--stage.lr" in help_text and "[default: 0.5]" in help_text and "--stage.no-use-amp" in help_text
     with pytest.raises(ValueError, match="unknown config field 'stage.banana'"):
         resolve_config(Outer, {}, base={"stage": {"banana": 1}})
+
+
+def test_the_demo_holds_each_stage_config_and_refuses_what_it_sets_itself(tmp_path):
+    """DemoConfig nests the stages' own configs (their field names, the demo's defaults); the fields the demo sets
+    for every run have no option and are refused from a file."""
+    from mlaga_fast.cli.main import cli
+    from mlaga_fast.demo.config import PRESETS, DemoConfig, check_demo_config
+    from mlaga_fast.demo.pipeline import run_demo
+    from mlaga_fast.train.align_config import AlignConfig
+
+    fast = resolve_config(DemoConfig, {"instruct__lr": 0.5}, preset="fast", presets=PRESETS)
+    assert isinstance(fast.align, AlignConfig) and fast.align.epochs == 2 and fast.align.dim == 128
+    assert fast.instruct.lr == 0.5 and fast.instruct.warmup_examples == 32 and fast.instruct.lora
+    help_text = CliRunner().invoke(cli, ["demo", "--help"]).output
+    assert "--instruct.nc-per-dataset" in help_text and "--align.dim" in help_text
+    assert "--instruct.seed" not in help_text and "--instruct.data" not in help_text
+    p = tmp_path / "demo.toml"
+    p.write_text("[instruct]\nseed = 5\n")
+    cfg = resolve_config(DemoConfig, {}, config_file=p)
+    with pytest.raises(ValueError, match="instruct.seed: the demo sets it"):
+        check_demo_config(cfg)
+    with pytest.raises(ValueError, match="instruct.seed"):
+        run_demo(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

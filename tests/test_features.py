@@ -393,7 +393,7 @@ def test_offline_encoders_against_their_models(tmp_path):
     tok = enc.text.tokenize.tokenizer([g.texts[i] for i in range(6)], padding="max_length", truncation=True,
                                       max_length=64, return_tensors="pt")
     with torch.inference_mode():
-        ref = enc.text.bert(**tok).last_hidden_state * tok["attention_mask"][..., None]
+        ref = enc.text.model(**tok).last_hidden_state * tok["attention_mask"][..., None]
     torch.testing.assert_close(b["text"].float(), ref.half().float(), atol=5e-3, rtol=5e-3)
     assert torch.equal(b["text_mask"], tok["attention_mask"].bool())
 

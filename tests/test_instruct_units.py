@@ -93,10 +93,10 @@ def test_cross_task_attention_matches_plain_attention():
     torch.testing.assert_close(p.graph(x, "nc"), ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="task-specific"):
         _projectors("modality", cross_task=True, shared_graph=True)
-    with pytest.raises(ValueError, match="image"):
+    with pytest.raises(ValueError, match="image_dim"):  # image_dim 0 is a modality run without images (allowed)
         from mlaga_fast.models.projector import ProjectorConfig, Projectors
 
-        Projectors(ProjectorConfig(graph_dim=8, out_dim=64, kind="modality", image_dim=0))
+        Projectors(ProjectorConfig(graph_dim=8, out_dim=64, kind="modality", image_dim=-1))
 
 
 def test_splice_places_graph_and_image_tokens_in_order():

@@ -50,16 +50,26 @@ def _common_eval_options(fn):
     fn = click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                       help="prompts scored together")(fn)
     fn = click.option("--no-progress", is_flag=True, help="hide progress bars")(fn)
-    return fn
+    return _no_verify_option(fn)
+
+
+def _no_verify_option(fn):
+    return click.option("--no-verify", is_flag=True,
+                        help="skip the run's sha256 checksums (for runs edited on purpose; the model card notes "
+                             "evaluations made so)")(fn)
 
 
 @click.command("eval")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Stage-2 run")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="dataset dir (seen or unseen: transfer needs no tuning)")
-@click.option("--task", type=click.Choice(["nc", "lp"]), required=True, help="node classification or link prediction")
+@click.option("--task", type=click.Choice(["nc", "lp", "describe"]), required=True,
+              help="node classification, link prediction, or node descriptions (generated; correct when they name "
+                   "the node's category)")
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True,
               help="which split's nodes (NC) or pairs (LP)")
+@click.option("--wording", type=click.Choice(["trained", "held-out"]), default="trained", show_default=True,
+              help="the task's own prompt, or ask's layout with the templates' held-out wordings (never trained on)")
 @click.option("--demos", type=click.Choice(["ppr", "random", "none"]), default=None,
               help="ablation: override the run's demonstrations [default: as trained]")
 @click.option("--max-examples", type=click.IntRange(min=0), default=0, show_default=True,
@@ -73,18 +83,19 @@ def _common_eval_options(fn):
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
               help="FILE.json (+ FILE.png, FILE.gen.png, FILE.gen.jsonl, FILE.md)")
 @_common_eval_options
-def eval_cmd(run_dir, data_dir, task, split, demos, max_examples, generate, protocol, seed, method, out_file,
-             features, device, batch_size, no_progress) -> None:
+def eval_cmd(run_dir, data_dir, task, split, wording, demos, max_examples, generate, protocol, seed, method, out_file,
+             features, device, batch_size, no_progress, no_verify) -> None:
     """Accuracy of a Stage-2 run: NC or LP, constrained scoring (default) or the paper's protocol."""
     from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
 
     opts = EvalOptions(task=task, split=split, features=features, demos=demos, max_examples=max_examples,
                        batch_size=batch_size, generate=generate, protocol=protocol, device=device, seed=seed,
-                       method=method)
+                       method=method, wording=wording, verify=not no_verify)
     res = evaluate(run_dir, data_dir, opts, out=out_file, progress=not no_progress)
     gen = res["extra"].get("generation")
     click.echo(json.dumps({
-        "method": res["method"], "dataset": res["dataset"], "task": task, "split": split, "protocol": protocol,
+        "method": res["method"], "dataset": res["dataset"], "task": task, "split": split, "wording": wording,
+        "protocol": protocol,
         "accuracy": round(res["accuracy"], 4),
         "generation_accuracy": round(gen["accuracy"], 4) if gen else None,
         "generation_invalid": gen["num_invalid"] if gen else None,
@@ -109,7 +120,7 @@ def eval_cmd(run_dir, data_dir, task, split, demos, max_examples, generate, prot
               help="FILE.csv, FILE.jsonl or FILE.parquet")
 @_common_eval_options
 def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_file, features, device, batch_size,
-                no_progress) -> None:
+                no_progress, no_verify) -> None:
     """Write one row per node (NC: predicted class and every class's score) or per pair (LP: P(Yes)).
     Resumable: rerunning the same command after an interruption continues where it stopped."""
     from mlaga_fast.eval.predict import run_predict
@@ -118,7 +129,7 @@ def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_fil
     with exclusive_output(out_file, "predict", is_file=True):
         n = run_predict(run_dir, data_dir, task, out_file, nodes=nodes, pairs_file=pairs_file, demos=demos,
                         seed=seed, features=features, device=device, batch_size=batch_size,
-                        progress=not no_progress)
+                        progress=not no_progress, verify=not no_verify)
     click.echo(json.dumps({"out": out_file, "rows": n, "task": task}))
 
 
@@ -136,14 +147,16 @@ def predict_cmd(run_dir, data_dir, task, nodes, pairs_file, demos, seed, out_fil
               help="longest answer, in tokens")
 @click.option("--features", default=None, help="features dir or online:ENCODER [default: DATA/features]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@_no_verify_option
 @click.argument("question", required=False)
-def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, features, device, question) -> None:
+def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, features, device, no_verify,
+            question) -> None:
     """Ask the assistant about a node (or a pair). Without QUESTION: an interactive prompt (empty line quits)."""
     from mlaga_fast.assistant import MLaGA
     from mlaga_fast.eval.instruct_eval import check_inputs
 
     check_inputs(data_dir, features)  # before the LLM is loaded
-    m = MLaGA.from_pretrained(run_dir, device=device, progress=False)
+    m = MLaGA.from_pretrained(run_dir, device=device, progress=False, verify=not no_verify)
 
     def answer(q: str) -> str:
         return m.ask(data_dir, list(nodes) if len(nodes) > 1 else nodes[0], q, features=features, demos=demos,
@@ -162,10 +175,11 @@ def ask_cmd(run_dir, data_dir, nodes, demos, seed, temperature, max_new_tokens, 
 @click.command("export")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Stage-2 run")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="new folder to write")
-def export_cmd(run_dir, out_dir) -> None:
+@_no_verify_option
+def export_cmd(run_dir, out_dir, no_verify) -> None:
     """Copy a Stage-2 run (projectors, LoRA adapter, the Stage-1 aligner, configs, manifest, model card) into a
     folder that `MLaGA.from_pretrained` loads on another machine (the frozen LLM is named, not copied)."""
     from mlaga_fast.export import export_run
 
-    out = export_run(run_dir, out_dir)
+    out = export_run(run_dir, out_dir, verify=not no_verify)
     click.echo(json.dumps({"export": str(out)}))

@@ -72,6 +72,17 @@ def check_unique(arr: np.ndarray, field: str) -> None:
         raise ValueError(f"{field}: node id {int(arr[i])} at index {i} appears more than once")
 
 
+def _as_node_ids(ids) -> np.ndarray | list[str]:
+    """int64 [N] for integer ids, a list of N str for string ids; anything else is refused."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
+        return as_int64(ids, "node_ids", allow_float=False)
+    out = list(ids)
+    for i, v in enumerate(out):
+        if not isinstance(v, str):
+            raise ValueError(f"node_ids[{i}] must be a string (or pass an integer array), got {type(v).__name__}")
+    return out
+
+
 def check_finite(arr: np.ndarray, field: str) -> None:
     """No NaN/inf; names the first bad row (node)."""
     a = np.asarray(arr)
@@ -232,6 +243,11 @@ def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(pairs[0], pairs[1]) * np.int64(n) + np.maximum(pairs[0], pairs[1])
 
 
+def _utf8(strings) -> Iterable[bytes]:
+    """The UTF-8 bytes of each string; a TextBlob's are sliced from its file without decoding."""
+    return strings.encoded() if isinstance(strings, TextBlob) else (t.encode("utf-8") for t in strings)
+
+
 # ----------------------------------------------------------------------------------- the graph
 
 
@@ -242,7 +258,8 @@ class MultimodalGraph:
                  images: ImageSource | None = None, labels=None, class_names: list[str] | None = None,
                  train=None, val=None, test=None, link_split: LinkSplit | None = None,
                  stats: dict | None = None, features: dict[str, np.ndarray] | None = None,
-                 meta: dict | None = None, fingerprint: str | None = None, validate: bool = True):
+                 meta: dict | None = None, fingerprint: str | None = None, node_ids=None,
+                 validate: bool = True):
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         self.name = name
@@ -265,6 +282,9 @@ class MultimodalGraph:
         self.val = empty if val is None else as_int64(val, "val")
         self.test = empty if test is None else as_int64(test, "test")
         self.link_split = link_split
+        # The user's own node ids (int64 [N], or N strings), kept when a source file named nodes by ids that
+        # are not 0..N-1 (`data prepare --format table`); None when node i is simply node i.
+        self.node_ids = node_ids if node_ids is None or isinstance(node_ids, TextBlob) else _as_node_ids(node_ids)
         self.stats = dict(stats or {})
         self.features = dict(features or {})
         self.meta = dict(meta or {})
@@ -297,6 +317,14 @@ class MultimodalGraph:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def node_id(self, i: int):
+        """The user's id of node ``i`` (int or str): ``node_ids[i]``, or ``i`` when the dataset keeps no
+        mapping."""
+        if self.node_ids is None:
+            return int(i)
+        v = self.node_ids[int(i)]
+        return v if isinstance(v, str) else int(v)
 
     def edge_pairs(self) -> np.ndarray:
         """int64 [2, num_edges]: each undirected edge once, (u, v) with u < v."""
@@ -345,6 +373,11 @@ class MultimodalGraph:
             if a.ndim < 1 or a.shape[0] != n:
                 raise ValueError(f"features[{key!r}] has {a.shape[0] if a.ndim else 0} rows for {n} nodes")
             check_finite(a, f"features[{key!r}]")
+        if self.node_ids is not None:
+            if len(self.node_ids) != n:
+                raise ValueError(f"node_ids has {len(self.node_ids)} entries for {n} nodes")
+            if isinstance(self.node_ids, np.ndarray):  # string ids are checked to be unique where they are read
+                check_unique(self.node_ids, "node_ids")
         if self.link_split is not None:
             if not isinstance(self.link_split, LinkSplit):
                 raise ValueError("link_split must be a LinkSplit")
@@ -417,13 +450,19 @@ class MultimodalGraph:
         h.update(json.dumps(self.class_names).encode())
         if self.texts is not None:
             h.update(b"texts|")
-            for t in self.texts:
-                b = t.encode("utf-8")
+            for b in _utf8(self.texts):
                 h.update(len(b).to_bytes(8, "little"))
                 h.update(b)
         if self.link_split is not None:
             for f, a in self.link_split.arrays().items():
                 put(f"link.{f}", a)
+        if isinstance(self.node_ids, np.ndarray):  # hashed only when present: older fingerprints stay valid
+            put("node_ids", self.node_ids)
+        elif self.node_ids is not None:
+            h.update(b"node_ids|")
+            for b in _utf8(self.node_ids):
+                h.update(len(b).to_bytes(8, "little"))
+                h.update(b)
         for key in sorted(self.features):
             put(f"feat.{key}", np.asarray(self.features[key]))
         if self.images is not None:

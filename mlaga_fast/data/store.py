@@ -18,12 +18,13 @@ import numpy as np
 from mlaga_fast.data.graph import LINK_FIELDS, LinkSplit, MultimodalGraph
 from mlaga_fast.data.images import image_source_from_manifest
 from mlaga_fast.data.texts import TextBlob
-from mlaga_fast.utils.io import atomic_dir, atomic_np_save, atomic_write_bytes, atomic_write_json, read_npy
+from mlaga_fast.utils.io import _atomic_write, atomic_dir, atomic_np_save, atomic_write_json, read_npy
 
 FORMAT = "mlaga_fast.dataset"
 FORMAT_VERSION = 1
 MANIFEST = "graph.json"
 MMAP_BYTES = 1 << 20  # arrays larger than this are memory-mapped on load
+_STRING_CHUNK = 1 << 16  # texts encoded at a time when a blob is written
 
 
 def _version() -> str:
@@ -40,7 +41,7 @@ def _put(d: Path, rel: str, arr: np.ndarray) -> dict:
 
 # Arrays that hold node ids, offsets or class ids: an integer dtype is part of their contract, and a
 # float copy (even of integral values) is refused rather than silently converted.
-_ID_ARRAYS = ("indptr", "indices", "labels", "train", "val", "test", "text_offsets")
+_ID_ARRAYS = ("indptr", "indices", "labels", "train", "val", "test", "text_offsets", "node_ids")
 
 
 def _spec(d: Path, spec, field: str) -> tuple[str, str, list]:
@@ -79,22 +80,51 @@ def _get(d: Path, spec, field: str) -> np.ndarray:
     return arr
 
 
-def _write_texts(d: Path, texts: list[str]) -> dict:
+def _write_strings(d: Path, strings, blob: str, offsets_file: str) -> dict:
     # One UTF-8 blob plus offsets: compact, and loads with one read instead of a JSON parse of N strings.
-    encoded = [t.encode("utf-8") for t in texts]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    atomic_write_bytes(d / "texts.bin", b"".join(encoded))
-    return {"blob": "texts.bin", "offsets": _put(d, "text_offsets.npy", offsets)}
+    # Streamed, encoded _STRING_CHUNK strings at a time: a million texts never sit in memory twice.
+    if isinstance(strings, TextBlob):  # already a blob (a loaded dataset's, or one written while reading tables)
+        import shutil
+
+        def copy(f) -> None:
+            with open(strings.path, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        _atomic_write(d / blob, copy)
+        return {"blob": blob, "offsets": _put(d, offsets_file, np.asarray(strings.offsets))}
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+
+    def write(f) -> None:
+        pos = 0
+        for lo in range(0, len(strings), _STRING_CHUNK):
+            encoded = [t.encode("utf-8") for t in strings[lo:lo + _STRING_CHUNK]]
+            np.cumsum([len(b) for b in encoded], out=offsets[lo + 1:lo + 1 + len(encoded)])
+            offsets[lo + 1:lo + 1 + len(encoded)] += pos
+            pos = int(offsets[lo + len(encoded)])
+            f.write(b"".join(encoded))
+
+    _atomic_write(d / blob, write)
+    return {"blob": blob, "offsets": _put(d, offsets_file, offsets)}
 
 
-def _read_texts(d: Path, spec, n: int) -> TextBlob:
+def _write_texts(d: Path, texts) -> dict:
+    return _write_strings(d, texts, "texts.bin", "text_offsets.npy")
+
+
+def _write_node_ids(d: Path, ids) -> dict:
+    """Integer ids as node_ids.npy (an array entry); string ids as node_ids.bin + node_id_offsets.npy."""
+    if isinstance(ids, np.ndarray):
+        return _put(d, "node_ids.npy", ids)
+    return _write_strings(d, ids, "node_ids.bin", "node_id_offsets.npy")
+
+
+def _read_texts(d: Path, spec, n: int, field: str = "texts", what: str = "the node texts") -> TextBlob:
     if not isinstance(spec, dict) or not isinstance(spec.get("blob"), str) or "offsets" not in spec:
-        raise ValueError(f"dataset {d}: {MANIFEST}: texts must name a blob file and an offsets array, got {spec!r}")
+        raise ValueError(f"dataset {d}: {MANIFEST}: {field} must name a blob file and an offsets array, got {spec!r}")
     offsets = _get(d, spec["offsets"], "text_offsets")
     blob_path = d / spec["blob"]
     if not blob_path.is_file():
-        raise ValueError(f"dataset {d}: {spec['blob']} is missing (it holds the node texts)")
+        raise ValueError(f"dataset {d}: {spec['blob']} is missing (it holds {what})")
     size = blob_path.stat().st_size
     if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != size:
         raise ValueError(f"dataset {d}: {spec['offsets']['file']} does not match {n} nodes and the "
@@ -197,6 +227,7 @@ def save(graph: MultimodalGraph, out_dir: str | os.PathLike) -> Path:
             "images": graph.images.to_manifest(d) if graph.images is not None else None,
             "link_split": _link_manifest(d, graph.link_split) if graph.link_split is not None else None,
             "features": {k: _put(d, f"node_features/{k}.npy", v) for k, v in sorted(graph.features.items())},
+            "node_ids": _write_node_ids(d, graph.node_ids) if graph.node_ids is not None else None,
             "stats": graph.stats, "meta": graph.meta,
             "mlaga_fast_version": _version(),
         }
@@ -267,6 +298,9 @@ def _blame(d: Path, m: dict, message: str) -> str:
             spec = m["arrays"].get(hit.group(1))
         elif hit.group(1) == "texts":
             spec = {"file": (m.get("texts") or {}).get("blob")}
+        elif hit.group(1) == "node_ids":
+            ids = m.get("node_ids") or {}
+            spec = {"file": ids.get("file") or ids.get("blob")}
         else:
             spec = None
         if isinstance(spec, dict) and spec.get("file"):
@@ -324,6 +358,12 @@ def load(data_dir: str | os.PathLike, validate: bool = True, verify_fingerprint:
             raise ValueError(_blame(d, m, str(e))) from None
     feat_specs = _field(d, m, "features", (dict,), "the table of stored feature arrays", required=False) or {}
     feats = {k: _get(d, spec, f"features[{k!r}]") for k, spec in feat_specs.items()}
+    ids_spec = _field(d, m, "node_ids", (dict,), "the node ids entry", required=False)
+    node_ids = None
+    if ids_spec and "blob" in ids_spec:
+        node_ids = _read_texts(d, ids_spec, n, "node_ids", "the nodes' own ids")
+    elif ids_spec:
+        node_ids = _get(d, ids_spec, "node_ids")
     stats = _field(d, m, "stats", (dict,), "an object", required=False)
     meta = _field(d, m, "meta", (dict,), "an object", required=False)
     fingerprint = _field(d, m, "fingerprint", (str,), "a string", required=False)
@@ -331,7 +371,8 @@ def load(data_dir: str | os.PathLike, validate: bool = True, verify_fingerprint:
         g = MultimodalGraph(name, arrays["indptr"], arrays["indices"], texts=texts, images=images,
                             labels=arrays["labels"], class_names=class_names, train=arrays["train"],
                             val=arrays["val"], test=arrays["test"], link_split=link, stats=stats,
-                            features=feats, meta=meta, fingerprint=fingerprint, validate=validate)
+                            features=feats, meta=meta, fingerprint=fingerprint, node_ids=node_ids,
+                            validate=validate)
     except ValueError as e:
         raise ValueError(_blame(d, m, str(e))) from None
     if verify_fingerprint:

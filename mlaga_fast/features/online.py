@@ -17,7 +17,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mlaga_fast.features.extract import _check_graph, _Collate, _finite, _NodeInputs, _resolve_device, graph_fingerprint
+from mlaga_fast.features.extract import (
+    _check_graph, _Collate, _finite, _NodeInputs, _resolve_device, graph_fingerprint, tower_record,
+)
 from mlaga_fast.features.store import FORMAT, FeatureReader, features_fingerprint, pool_tokens
 
 
@@ -46,7 +48,8 @@ class OnlineFeatures(FeatureReader):
         self.image_len, self.image_dim = (enc.image_tokens, enc.image_dim) if self._use_image else (0, 0)
         self.text_len, self.text_dim = (enc.text_tokens, enc.text_dim) if self._use_text else (0, 0)
         header = {
-            "format": FORMAT, "encoder": enc.spec, "encoder_info": enc.info,
+            "format": FORMAT, "encoder": enc.spec, "encoders": tower_record(enc, self._use_text, self._use_image),
+            "encoder_info": enc.info,
             "image": {"tokens": enc.image_tokens, "dim": enc.image_dim} if self._use_image else None,
             "text": {"tokens": enc.text_tokens, "dim": enc.text_dim} if self._use_text else None,
             "dtype": "float16", "num_nodes": n, "graph_fingerprint": graph_fp or graph_fingerprint(graph),

@@ -13,7 +13,28 @@ Three things make it cheap, all exact:
 3. **Rows are left-padded after the prefix**, so every answer ends at the last column and the
    position ids skip the padding (prefix positions 0..P-1, then each row's real tokens P, P+1, ...).
 
-A full forward over [prefix | row] gives the same logits (tests compare both, and gradients).
+A full forward over [prefix | row] gives the same logits (tests compare both, and gradients, for every
+model family in tests/test_llm_families.py).
+
+What makes the prefix cache exact for every family:
+
+- **Every layer keeps every key.** The caches are plain ``DynamicCache()`` objects (one full-length layer
+  per decoder layer), also for models with sliding-window layers. A model's own default cache
+  (``DynamicCache(config=...)``) keeps only the last ``window - 1`` keys of a sliding layer; copied into a
+  fresh cache next to the full layers, its lengths disagreed with the mask the model then built (Gemma 2:
+  a 25-token prefix plus 44 tokens gave keys of length 69 against a mask of 51).
+- **Sliding windows count positions, not columns.** transformers applies a sliding window to column
+  indices (``q - kv < window``). A left-padded row has padding columns between the prefix and its own
+  tokens, so once prefix + row is longer than the window, the window would hold fewer real tokens than
+  in the row's own unpadded forward. For such batches ``Decoder`` passes masks of its own, built with
+  transformers' mask functions: causal and padding as usual, and the window applied to position ids.
+- **Logits as the model makes them.** Some heads post-process their logits (Gemma 2's final soft-capping,
+  Cohere's scale, Granite's divisor); ``logits_at_end`` applies the same step.
+
+Models whose cache holds anything but per-token keys and values (recurrent or linear-attention layers,
+chunked attention, layers that share another layer's cache) cannot be prefilled this way: for them
+``forward_hidden`` runs each row's prefix as ordinary input (``LLMParts.prefix_cache`` is False), which is
+exact and only slower.
 """
 from __future__ import annotations
 
@@ -22,7 +43,78 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["LLMParts", "llm_parts", "PrefixKV", "forward_hidden", "logits_at_end"]
+__all__ = ["LLMParts", "llm_parts", "Decoder", "PrefixKV", "forward_hidden", "logits_at_end", "new_cache"]
+
+_KV_LAYER_TYPES = ("full_attention", "sliding_attention")  # cache layers that hold one key/value per token
+
+
+def new_cache() -> Any:
+    """An empty KV cache whose every layer keeps every token (see the module docstring)."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+class Decoder:
+    """The decoder stack, called as the module itself is (``inputs_embeds``/``input_ids``, a 2-D
+    ``attention_mask`` [B, K] over cache + new tokens, ``position_ids`` [B, q], the cache), with masks made
+    position-exact for sliding-window layers when padding would shift the window (module docstring).
+    Any other attribute is the module's."""
+
+    def __init__(self, module: torch.nn.Module, config: Any):
+        self.module = module
+        self.config = config
+        params = inspect.signature(module.forward).parameters
+        # transformers >= 5 names the KV-cache argument `cache`; earlier releases `past_key_values`.
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        types = list(getattr(config, "layer_types", None) or [])
+        window = getattr(config, "sliding_window", None)
+        if types:
+            self.window = int(window) if window and "sliding_attention" in types else None
+            self.hybrid = True  # the model takes a {layer type: mask} mapping
+        else:
+            self.window = int(window) if window else None  # Mistral, Phi-3: every layer slides
+            self.hybrid = False
+        self.kv_layers_only = all(t in _KV_LAYER_TYPES for t in types)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "module":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+    def __call__(self, *, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                 **kw) -> Any:
+        if (self.window is not None and self.kv_layers_only and attention_mask is not None
+                and attention_mask.dim() == 2 and attention_mask.shape[1] > self.window
+                and not bool(attention_mask.all())
+                and self.config._attn_implementation != "flash_attention_2"):
+            # flash-attention removes padding before it applies its window: exact already
+            attention_mask = self._exact_masks(attention_mask, position_ids, kw)
+        return self.module(attention_mask=attention_mask, position_ids=position_ids, **kw)
+
+    def _exact_masks(self, att: torch.Tensor, pos: torch.Tensor, kw: dict) -> Any:
+        """Prepared masks for att [B, K] (cache + new tokens) and the new tokens' positions pos [B, q]."""
+        try:
+            from transformers.masking_utils import create_causal_mask
+        except ImportError:  # transformers < 4.53
+            raise ValueError("llm: sliding-window attention over padded prompts needs transformers >= 4.53 "
+                             "(transformers.masking_utils)") from None
+        embeds = kw.get("inputs_embeds")
+        if embeds is None:
+            embeds = self.module.get_input_embeddings()(kw["input_ids"])
+        att = att.to(embeds.device)
+        kv_pos = att.long().cumsum(1) - 1  # [B, K]: our layouts number real tokens 0, 1, ... in order
+        window = self.window
+
+        def in_window(b, h, q, kv):  # q, kv: column indices of the query and the key
+            return kv_pos[b, q] - kv_pos[b, kv] < window
+
+        args = {"config": self.config, "inputs_embeds": embeds, "attention_mask": att,
+                self.cache_kw: kw.get(self.cache_kw), "position_ids": pos}
+        sliding = create_causal_mask(**args, and_mask_function=in_window)
+        if not self.hybrid:
+            return sliding
+        return {"full_attention": create_causal_mask(**args), "sliding_attention": sliding}
 
 
 class LLMParts:
@@ -31,12 +123,16 @@ class LLMParts:
     def __init__(self, model: Any):
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the model
         self.model = model
+        # The model's own input embedding module: Gemma's scales by sqrt(hidden) inside it, so text
+        # positions get exactly the model's embeddings. Spliced node tokens are the projectors' outputs,
+        # used as they are in training, scoring and generation alike (the projector learns their scale).
         self.embed = inner.get_input_embeddings()
-        self.decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
+        module = inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
+        self.config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+        self.decoder = Decoder(module, self.config)
         self.head = inner.get_output_embeddings()
-        params = inspect.signature(self.decoder.forward).parameters
-        # transformers >= 5 names the KV-cache argument `cache`; earlier releases `past_key_values`.
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_kw = self.decoder.cache_kw
+        self.prefix_cache = self.decoder.kv_layers_only  # False: run prefixes as input (module docstring)
         self.trainable = any(p.requires_grad for p in model.parameters())  # LoRA adapters
 
     @property
@@ -62,6 +158,10 @@ def _kv_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(cache.key_cache, cache.value_cache))
 
 
+class CannotPrefill(Exception):
+    """The model's cache does not hold one key and value per prefix token in every layer."""
+
+
 class PrefixKV:
     """Keys/values of shared prompt prefixes, computed once per distinct prefix (or per call under LoRA)."""
 
@@ -72,13 +172,14 @@ class PrefixKV:
 
     def _compute(self, ids: Sequence[int], device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         x = torch.tensor([list(ids)], dtype=torch.long, device=device)
-        out = self.parts.decoder(input_ids=x, use_cache=True)
-        return _kv_tensors(_out_cache(out))
+        out = self.parts.decoder(input_ids=x, use_cache=True, **{self.parts.cache_kw: new_cache()})
+        kv = _kv_tensors(_out_cache(out))
+        if len(kv) != self.parts.config.num_hidden_layers or any(k is None or k.shape[-2] != len(ids) for k, _ in kv):
+            raise CannotPrefill(type(self.parts.model).__name__)
+        return kv
 
     def cache_for(self, ids: Sequence[int], batch: int, device) -> Any:
-        """A fresh DynamicCache holding the prefix ``ids`` for ``batch`` rows (expanded, not copied)."""
-        from transformers import DynamicCache
-
+        """A fresh cache holding the prefix ``ids`` for ``batch`` rows (expanded, not copied)."""
         key = tuple(int(i) for i in ids)
         if self.parts.trainable and torch.is_grad_enabled():
             kv = self._compute(key, device)  # LoRA: depends on trainable weights, keep the graph
@@ -90,7 +191,7 @@ class PrefixKV:
                 if len(self._memo) >= self.max_entries:
                     self._memo.pop(next(iter(self._memo)))
                 self._memo[key] = kv
-        cache = DynamicCache()
+        cache = new_cache()
         for layer, (k, v) in enumerate(kv):
             cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
         return cache
@@ -109,21 +210,45 @@ def forward_hidden(parts: LLMParts, embeds: torch.Tensor, mask: torch.Tensor, pr
     """
     B, T, _ = embeds.shape
     P = len(prefix_ids)
-    kw: dict[str, Any] = {}
-    if P:
-        kv = prefix if prefix is not None else PrefixKV(parts)
-        kw[parts.cache_kw] = kv.cache_for(prefix_ids, B, embeds.device)
-        att = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=mask.device), mask], dim=1)  # [B, P + T]
-    else:
-        att = mask
+    att = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=mask.device), mask], dim=1)  # [B, P + T]
     pos = P + (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]: padding does not shift positions
+    cache = None
+    if P and parts.prefix_cache:
+        kv = prefix if prefix is not None else PrefixKV(parts)
+        try:
+            cache = kv.cache_for(prefix_ids, B, embeds.device)
+        except CannotPrefill:
+            # learnt once per model: run prefixes as input, in the model's own kind of cache, from now on
+            parts.prefix_cache = parts.decoder.kv_layers_only = False
+    if P and not parts.prefix_cache:
+        # The prefix runs with each row: [prefix | padding | row], positions 0..P-1 then as above.
+        ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=embeds.device)
+        pre = parts.embed(ids).to(embeds.dtype).expand(B, -1, -1)  # [B, P, H]
+        pos = torch.cat([torch.arange(P, device=pos.device).expand(B, -1), pos], dim=1)  # [B, P + T]
+        # Our full-length cache where the model's layers hold keys and values, else the model's own kind.
+        own = {parts.cache_kw: new_cache()} if use_cache and parts.decoder.kv_layers_only else {}
+        out = parts.decoder(inputs_embeds=torch.cat([pre, embeds], dim=1), attention_mask=att, position_ids=pos,
+                            use_cache=use_cache, **own)
+        return out.last_hidden_state[:, P:], _out_cache(out)
+    if cache is None and use_cache and parts.decoder.kv_layers_only:
+        cache = new_cache()  # full-length layers, also for sliding ones: later calls extend it (scoring)
     out = parts.decoder(inputs_embeds=embeds, attention_mask=att, position_ids=pos, use_cache=use_cache or bool(P),
-                        **kw)
+                        **({parts.cache_kw: cache} if cache is not None else {}))
     return out.last_hidden_state, _out_cache(out)
 
 
 def logits_at_end(parts: LLMParts, hidden: torch.Tensor, keep: int) -> torch.Tensor:
-    """LM-head logits [B, keep, V] (float32) of the last ``keep`` positions of hidden [B, T, H]."""
+    """LM-head logits [B, keep, V] (float32) of the last ``keep`` positions of hidden [B, T, H], post-processed
+    as the model's own forward does (Gemma 2 soft-capping, Cohere's scale, Granite's divisor)."""
     B, _, H = hidden.shape
     h = hidden[:, -keep:].reshape(B * keep, H)  # 2-D: one plain matmul with the head's weight
-    return parts.head(h).float().view(B, keep, -1)
+    logits = parts.head(h).float()
+    cfg = parts.config
+    if getattr(cfg, "logit_scale", None):  # Cohere multiplies
+        logits = logits * cfg.logit_scale
+    if getattr(cfg, "logits_scaling", None):  # Granite divides
+        logits = logits / cfg.logits_scaling
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.view(B, keep, -1)

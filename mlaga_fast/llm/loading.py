@@ -15,6 +15,12 @@ train. The weights' dtype comes from the run's ``--precision`` (mlaga_fast.runti
 Chat format: the ``vicuna`` alias gets the Vicuna v1 conversation format (system sentence, then
 "USER: ... ASSISTANT:") as its chat template when its tokenizer carries none; other models use the chat
 template their tokenizer ships, if any.
+
+End of an answer: every answer ends with the tokenizer's eos token (prompts, training labels, scoring
+and the stop of generation all read ``eos_token_id``). Where the chat template closes an assistant turn
+with another special token (Gemma's ``<end_of_turn>``, Llama 3's ``<|eot_id|>`` where eos is
+``<|end_of_text|>``, Phi-3's ``<|end|>``), that token becomes eos, so that answers end where the model's
+own chat format ends them. A tokenizer without a pad token pads with eos (padding is masked out).
 """
 from __future__ import annotations
 
@@ -122,12 +128,39 @@ def load_tokenizer(spec: LLMSpec):
     tok = AutoTokenizer.from_pretrained(source, **kw)
     if spec.name == "vicuna" and not getattr(tok, "chat_template", None):
         tok.chat_template = VICUNA_V1_TEMPLATE
+    end = turn_end_token(tok)
+    if end is not None and end != tok.eos_token:
+        tok.eos_token = end
     if tok.pad_token_id is None:
         # Padding positions are masked out, so any id works; eos is always present in causal LMs.
         tok.pad_token = tok.eos_token
     if tok.eos_token_id is None:
         raise ValueError(f"llm {spec.name}: tokenizer has no eos token; answers need one to end")
     return tok
+
+
+_ANSWER = "\x00MLAGA_ANSWER\x00"
+
+
+def turn_end_token(tok) -> str | None:
+    """The special token that the tokenizer's chat template puts right after an assistant's answer, or None
+    (no template, a template that refuses a user + assistant exchange, or plain text after the answer)."""
+    from jinja2 import TemplateError
+
+    if not getattr(tok, "chat_template", None):
+        return None
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "u"}, {"role": "assistant", "content": _ANSWER}],
+                                       tokenize=False)
+    except (TemplateError, ValueError):
+        return None
+    if text.count(_ANSWER) != 1:
+        return None
+    ids = tok(text.split(_ANSWER)[1], add_special_tokens=False).input_ids
+    added = tok.added_tokens_decoder  # {id: AddedToken}
+    if not ids or ids[0] not in added or not added[ids[0]].special:
+        return None
+    return str(added[ids[0]])
 
 
 def load_llm(name: str, options: LLMOptions | None = None):
@@ -218,10 +251,25 @@ def add_lora(model, opt: LLMOptions):
         raise ValueError("lora=True needs the peft package (pip install mlaga-fast[lora])") from e
     cfg = LoraConfig(
         r=opt.lora_r, lora_alpha=opt.lora_alpha, lora_dropout=opt.lora_dropout,
-        target_modules=list(opt.lora_targets), task_type="CAUSAL_LM",
+        target_modules=lora_targets(model, opt.lora_targets), task_type="CAUSAL_LM",
     )
     with quiet_peft():
         return get_peft_model(model, cfg)
+
+
+def lora_targets(model, wanted: list[str]) -> list[str]:
+    """The names of the linear layers LoRA adapts: ``wanted`` where the model has them. Models that fuse
+    the attention projections (Phi-3's ``qkv_proj``) get the fused layer for the default q/v targets."""
+    import torch
+
+    have = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"}  # GPT-2's Conv1D is a linear layer
+    if any(t in have for t in wanted):
+        return list(wanted)
+    if set(wanted) <= {"q_proj", "k_proj", "v_proj"} and "qkv_proj" in have:
+        return ["qkv_proj"]
+    raise ValueError(f"lora: none of the target layers {list(wanted)} exists in {type(model).__name__} "
+                     f"(its linear layers: {', '.join(sorted(have))})")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ True = real token). The aligner
 1. standardises each modality's token features per dimension (statistics of the training features,
    stored with the weights), projects them to the model width d and adds a modality embedding;
 2. runs a stack of shared self-attention layers over the concatenated [image; text] tokens, with
-   padded text tokens masked out as keys;
+   padded text tokens masked out as keys (a graph without images or texts: image_dim or text_dim 0,
+   and the stack runs over the one modality's tokens; nothing stands in for the missing one);
 3. carries nq learnable queries through the same stack (Q-Former style). The query stream has its
    own self-attention and FFN in every layer, and at every ``cross_attention_every``-th layer
    (layers 0, k, 2k, ...) it cross-attends to the token states that layer just produced, through
@@ -28,10 +29,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from mlaga_fast.models.aligner_mlaga import MLaGAAligner
+from mlaga_fast.models.aligner_mlaga import MLaGAAligner, check_modality
 from mlaga_fast.models.encode import encode_all
 from mlaga_fast.ops.cross_attention import QueryCrossAttention
-from mlaga_fast.runs.manifest import read_stage_manifest
+from mlaga_fast.runs.open import check_tensor_shapes, open_run, safetensors_header
 
 __all__ = ["Aligner", "load_aligner", "input_stats", "ALIGNER_ARCH_KEYS"]
 
@@ -172,30 +173,30 @@ class Aligner(nn.Module):
             buf.copy_(v.clamp(min=1e-6) if name.endswith("std") else v)
 
     def embed_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project and concatenate modalities: ([B, Li + Lt, d], mask [B, Li + Lt])."""
+        """Project and concatenate the modalities the aligner reads: ([B, Li + Lt, d], mask [B, Li + Lt]).
+        Without images (image_dim 0) that is the text tokens alone, [B, Lt, d], and vice versa."""
+        check_modality(batch, "image", self.arch["image_dim"])
+        check_modality(batch, "text", self.arch["text_dim"])
         dtype = self.modality_emb.dtype
         parts, masks = [], []
         if self.image_proj is not None:
             img = batch["image"]  # [B, Li, Di] fp16
-            if img.shape[-1] != self.arch["image_dim"]:
-                raise ValueError(f"batch image dim {img.shape[-1]} != aligner image_dim {self.arch['image_dim']}")
             img = (img.to(dtype) - self.image_mean) / self.image_std
             parts.append(self.image_proj(img) + self.modality_emb[0])
             masks.append(batch["image_mask"].bool())
         if self.text_proj is not None:
             txt = batch["text"]  # [B, Lt, Dt] fp16
-            if txt.shape[-1] != self.arch["text_dim"]:
-                raise ValueError(f"batch text dim {txt.shape[-1]} != aligner text_dim {self.arch['text_dim']}")
             txt = (txt.to(dtype) - self.text_mean) / self.text_std
             parts.append(self.text_proj(txt) + self.modality_emb[1])
             masks.append(batch["text_mask"].bool())
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     @staticmethod
-    def from_pretrained(run_dir: str | Path, device: str = "cpu") -> nn.Module:
-        """The aligner of a finished Stage-1 run (arch prenorm or mlaga), in eval mode on ``device``.
+    def from_pretrained(run_dir: str | Path, device: str = "cpu", *, verify: bool = True) -> nn.Module:
+        """The aligner of a finished Stage-1 run (arch prenorm or mlaga), in eval mode on ``device``, its files
+        checked first (``load_aligner``; ``verify=False`` skips the checksum).
         Its ``encode(features)`` maps a features dir or FeatureStore to tokens [N, nq, d] and pooled [N, d]."""
-        model, _ = load_aligner(run_dir, map_location=device)
+        model, _ = load_aligner(run_dir, map_location=device, verify=verify)
         return model
 
     def encode(self, features: Any, nodes: Any = None, *, batch_size: int = 256, device: str = "auto",
@@ -214,28 +215,30 @@ class Aligner(nn.Module):
 
 
 def load_aligner(run_dir: str | Path, map_location: str | torch.device = "cpu",
-                 attn_backend: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                 attn_backend: str | None = None, *, verify: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a finished Stage 1 run's aligner (``arch`` prenorm or mlaga; eval mode) and return it with
     the run manifest.
 
-    Refuses a run without a manifest or weights, of another stage, or of an incompatible version.
+    The run is opened with ``mlaga_fast.runs.open.open_run`` (manifest, stage, version, the weights'
+    checksum unless ``verify`` is False, a sound safetensors header), then every tensor's name and shape is
+    compared with the architecture its manifest's dims describe, before any weight is read.
     """
     run_dir = Path(run_dir)
-    manifest = read_stage_manifest(run_dir, "align")
-    dims = manifest.get("dims", {})
-    missing = [k for k in ALIGNER_ARCH_KEYS if k not in dims]
+    manifest = open_run(run_dir, "align", verify=verify).manifest
+    dims = manifest.get("dims")
+    missing = [k for k in ALIGNER_ARCH_KEYS if not isinstance(dims, dict) or k not in dims]
     if missing:
         raise ValueError(f"{run_dir}/manifest.json dims lack {missing[0]!r}: not an aligner run manifest")
     weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"{run_dir} has no model.safetensors (training did not finish?)")
     cls = MLaGAAligner if dims.get("arch", "prenorm") == "mlaga" else Aligner
-    model = cls(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
-    state = load_file(str(weights), device=str(map_location))
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{weights} does not match the architecture in its manifest: {e}") from e
+        model = cls(**{k: dims[k] for k in ALIGNER_ARCH_KEYS}, attn_backend=attn_backend)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{run_dir}/manifest.json: its dims do not describe an aligner ({e})") from None
+    tensors, _ = safetensors_header(weights)
+    check_tensor_shapes(weights, tensors, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                        "the architecture in its manifest")
+    model.load_state_dict(load_file(str(weights), device=str(map_location)))
     return model.eval(), json.loads(json.dumps(manifest))
 
 

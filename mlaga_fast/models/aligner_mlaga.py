@@ -29,7 +29,22 @@ from torch import nn
 from mlaga_fast.models.encode import encode_all
 from mlaga_fast.ops.cross_attention import cross_attention
 
-__all__ = ["MLaGAAligner"]
+__all__ = ["MLaGAAligner", "check_modality"]
+
+
+def check_modality(batch: dict, modality: str, dim: int) -> None:
+    """A batch must carry ``modality`` ("image" or "text") at width ``dim`` when the aligner reads it (dim > 0).
+    An aligner built without a modality (dim 0: a text-only or image-only graph) runs on the other alone and
+    reads nothing of this one, so no zero tokens ever stand in for a missing modality."""
+    if not dim:
+        return
+    x = batch.get(modality)
+    got = 0 if x is None or x.dim() != 3 or x.shape[1] == 0 else int(x.shape[-1])
+    if got == 0:
+        raise ValueError(f"the features have no {modality} tokens, but this aligner was trained with {modality}s "
+                         f"({modality}_dim {dim}); use features of the graph and encoder it was trained on")
+    if got != dim:
+        raise ValueError(f"batch {modality} dim {got} != aligner {modality}_dim {dim}")
 
 
 def _valid_keys(mask: torch.Tensor) -> torch.Tensor:
@@ -136,7 +151,9 @@ class MLaGAAligner(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = self.queries.dtype
-        streams = []  # (tokens [B, L, d], mask [B, L]) per present modality, image first
+        check_modality(batch, "image", self.arch["image_dim"])
+        check_modality(batch, "text", self.arch["text_dim"])
+        streams = []  # (tokens [B, L, d], mask [B, L]) per modality the aligner reads, image first
         if self.image_proj is not None:
             streams.append((self.image_proj(batch["image"].to(dtype)), batch["image_mask"].bool()))
         if self.text_proj is not None:

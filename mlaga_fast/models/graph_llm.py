@@ -37,6 +37,7 @@ from mlaga_fast.llm.splice import IGNORE_INDEX, splice_node_embeds
 from mlaga_fast.models.projector import Projectors, load_projectors, projector_config, save_projectors
 from mlaga_fast.prompts.answers import branch_points
 from mlaga_fast.prompts.batch import Batch
+from mlaga_fast.runs.open import OpenedRun, open_run
 from mlaga_fast.runtime.precision import Precision
 
 __all__ = ["GraphLLM", "bf16_agreement"]
@@ -67,15 +68,22 @@ class GraphLLM:
         return cls(model, tok, proj, precision, options.device), spec
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, manifest: Mapping[str, Any], *, device: Any, llm: tuple | None = None,
-                 progress: bool = True) -> "GraphLLM":
-        """The model of a finished Stage-2 run (or an export), checked against its manifest. ``llm``: an
-        already loaded (model, tokenizer) of the same LLM (not for LoRA runs, whose adapters would change it)."""
-        run_dir, device = Path(run_dir), torch.device(device)
+    def from_run(cls, run: OpenedRun | str | Path, *, device: Any, llm: tuple | None = None,
+                 progress: bool = True, verify: bool = True) -> "GraphLLM":
+        """The model of a finished Stage-2 run (or an export): ``run`` is a folder, opened here with
+        ``mlaga_fast.runs.open.open_run`` (``verify=False`` skips the checksums), or a run already opened.
+        The projector file is checked against the manifest's projector config and the LLM's hidden size
+        against its dims. ``llm``: an already loaded (model, tokenizer) of the same LLM (not for LoRA runs,
+        whose adapters would change it)."""
+        if not isinstance(run, OpenedRun):
+            run = open_run(run, "instruct", verify=verify)
+        run_dir, manifest, device = run.path, run.manifest, torch.device(device)
         cfg = manifest["config"]
         prec = Precision(**manifest["precision"])
         if device.type != "cuda" and prec.weights != "float32":  # a GPU run read on a CPU: autocast instead
             prec = Precision(prec.name, "float32", prec.weights)
+        # The projectors first: a damaged file is refused before the LLM is loaded.
+        proj = load_projectors(run_dir / "projectors.safetensors", expected=manifest["projector"])
         if llm is not None and not cfg.get("lora"):
             model, tok = llm
         else:
@@ -88,14 +96,14 @@ class GraphLLM:
         if cfg.get("lora"):
             from peft import PeftModel
 
-            with quiet_peft():
-                model = PeftModel.from_pretrained(model, str(run_dir / "lora"))
+            try:
+                with quiet_peft():
+                    model = PeftModel.from_pretrained(model, str(run_dir / "lora"))
+            except (KeyError, TypeError, RuntimeError) as e:  # shapes or names that do not fit this LLM
+                raise ValueError(f"{run_dir / 'lora'}: the LoRA adapter does not fit {cfg['llm']} "
+                                 f"({' '.join(str(e).split())[:300]})") from None
             model.eval()
-        proj = load_projectors(run_dir / "projectors.safetensors").to(device).eval()
-        if proj.cfg.to_dict() != manifest["projector"]:
-            raise ValueError(f"{run_dir}/projectors.safetensors was saved with projector config "
-                             f"{proj.cfg.to_dict()}, but the manifest records {manifest['projector']}")
-        return cls(model, tok, proj, prec, device)
+        return cls(model, tok, proj.to(device).eval(), prec, device)
 
     def save(self, out: str | Path) -> None:
         """OUT/projectors.safetensors and, under LoRA, OUT/lora/ (a peft adapter folder)."""

@@ -61,7 +61,7 @@ def aligner_identity(align_dir: str | Path) -> str:
 
 def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None = None,
                 device: str = "cpu", batch_size: int = 256, progress: bool = True,
-                cache_root: str | Path | None = None) -> np.ndarray:
+                cache_root: str | Path | None = None, verify: bool = True) -> np.ndarray:
     """fp16 [N, nq, d] node tokens (cached under cache_root, by default the features folder), or [N, 1, D]
     pooled features for source='raw'.
 
@@ -80,7 +80,7 @@ def node_tokens(store, *, source: str = "aligner", align_dir: str | Path | None 
         arr = np.load(cache, mmap_mode="r")
         if arr.shape[0] == store.num_nodes:
             return arr
-    aligner, _ = load_aligner(align_dir)
+    aligner, _ = load_aligner(align_dir, verify=verify)
     out = np.zeros((store.num_nodes, aligner.num_queries, aligner.d), np.float16)
     for ids, tok, _ in encode_nodes(aligner, store, batch_size=batch_size, device=device, progress=progress,
                                     desc="node tokens"):
@@ -119,7 +119,7 @@ class DatasetInputs:
 
 def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *, source: str,
                         align_dir: str | Path | None, allow_unseen: bool, device: str = "cpu",
-                        progress: bool = True, images: bool = False) -> DatasetInputs:
+                        progress: bool = True, images: bool = False, verify: bool = True) -> DatasetInputs:
     data_dir = Path(data_dir)
     graph = load(data_dir)
     store = open_features(features_dir or data_dir / "features", data_dir=data_dir, graph=graph, device=device)
@@ -135,7 +135,7 @@ def load_dataset_inputs(data_dir: str | Path, features_dir: str | Path | None, *
         check_aligner_features(read_stage_manifest(align_dir, "align"), store, allow_unseen=allow_unseen)
     # online features have no folder: their node tokens are cached with the dataset's other caches
     tokens = node_tokens(store, source=source, align_dir=align_dir, device=device, progress=progress,
-                         cache_root=data_dir / "cache" if is_online(store.path) else None)
+                         cache_root=data_dir / "cache" if is_online(store.path) else None, verify=verify)
     return DatasetInputs(graph.name, data_dir, graph, store, tokens, image_vectors(store) if images else None)
 
 

@@ -9,7 +9,8 @@ Two kinds (``ProjectorConfig.kind``):
   ``shared``) map its nq aligner tokens to its ``<graph>`` tokens; an optional cross-task attention
   block lets a task's projection attend to the other task's projection of the same node (queries from
   the task's projector, keys/values from the other's; one pre-norm attention + FFN block, 8 heads,
-  FFN 4H, dropout 0.1, residual).
+  FFN 4H, dropout 0.1, residual). On features without images (``image_dim`` 0) there is no image
+  projector and no ``<image>`` slot: the graph projectors alone, never a zero vector posing as a picture.
 
 Only these (and optional LoRA adapters) train; the LLM stays frozen.
 """
@@ -21,10 +22,10 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from mlaga_fast.runs.open import check_tensor_shapes, safetensors_header
 from mlaga_fast.utils.io import atomic_write_bytes
 
 __all__ = ["ProjectorConfig", "Projectors", "CrossTaskAttention", "save_projectors", "load_projectors",
@@ -40,7 +41,7 @@ class ProjectorConfig:
     out_dim: int  # LLM hidden size H
     kind: str = "single"
     hidden_dim: int = 0  # 0 = out_dim, the usual choice for 2-layer connectors
-    image_dim: int = 0  # pooled image vector dim Dp (kind "modality")
+    image_dim: int = 0  # pooled image vector dim Dp (kind "modality"; 0 = no image slot: text-only features)
     shared_graph: bool = False  # modality: one graph projector for both tasks
     cross_task: bool = False  # modality: cross-task attention between the NC and LP projections
     cross_heads: int = 8
@@ -52,9 +53,9 @@ class ProjectorConfig:
         if self.graph_dim <= 0 or self.out_dim <= 0 or self.hidden_dim < 0:
             raise ValueError(f"projector dims must be positive, got graph_dim={self.graph_dim}, "
                              f"out_dim={self.out_dim}, hidden_dim={self.hidden_dim}")
-        if self.kind == "modality" and self.image_dim <= 0:
-            raise ValueError("projector 'modality' needs a pooled image vector per node, but the features have "
-                             "no image modality (image_dim 0); use projector 'single'")
+        if self.image_dim < 0 or (self.kind == "single" and self.image_dim):
+            raise ValueError(f"projector {self.kind!r}: image_dim {self.image_dim} (a pooled image vector dim for "
+                             "'modality', 0 for none)")
         if self.cross_task and (self.kind != "modality" or self.shared_graph):
             raise ValueError("cross_task_attention needs projector 'modality' with task-specific graph projectors "
                              "(not shared_graph_projector)")
@@ -115,7 +116,7 @@ class Projectors(nn.Module):
         hid = cfg.hidden_dim or cfg.out_dim
         names = ("shared",) if cfg.kind == "single" or cfg.shared_graph else TASKS
         self.graph_mlp = nn.ModuleDict({n: _mlp(cfg.graph_dim, hid, cfg.out_dim) for n in names})
-        self.image_mlp = _mlp(cfg.image_dim, hid, cfg.out_dim) if cfg.kind == "modality" else None
+        self.image_mlp = _mlp(cfg.image_dim, hid, cfg.out_dim) if cfg.kind == "modality" and cfg.image_dim else None
         self.cross = CrossTaskAttention(cfg.out_dim, cfg.cross_heads, cfg.cross_dropout) if cfg.cross_task else None
 
     @property
@@ -141,7 +142,8 @@ class Projectors(nn.Module):
     def image(self, vectors: torch.Tensor) -> torch.Tensor:
         """vectors [M, Dp] -> [M, 1, H] (one image token per slot), or [M, p, Dp] -> [M, p, H] (a paired slot)."""
         if self.image_mlp is None:
-            raise ValueError("this run has no image projector (projector 'single')")
+            raise ValueError(f"this run has no image projector (projector {self.cfg.kind!r}, image_dim "
+                             f"{self.cfg.image_dim})")
         if vectors.shape[-1] != self.cfg.image_dim:
             raise ValueError(f"image projector input: last dim is {vectors.shape[-1]}, expected {self.cfg.image_dim}")
         out = self.image_mlp(vectors.to(next(self.parameters()).dtype))
@@ -160,14 +162,23 @@ def save_projectors(proj: Projectors, path) -> None:
     atomic_write_bytes(path, save(state, metadata={"projector_config": json.dumps(proj.cfg.to_dict())}))
 
 
-def load_projectors(path) -> Projectors:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+def load_projectors(path, expected: Mapping[str, Any] | None = None) -> Projectors:
+    """The projectors saved at ``path``, after checking its header (``runs.open.safetensors_header``), the
+    config in its metadata (against ``expected``, the run manifest's, when given) and every tensor's name
+    and shape against that config, so a damaged file is refused with a ValueError naming it."""
+    tensors, meta = safetensors_header(path)
     if "projector_config" not in meta:
         raise ValueError(f"{path}: not a projector file (no projector_config metadata)")
-    proj = Projectors(ProjectorConfig(**json.loads(meta["projector_config"])))
     try:
-        proj.load_state_dict(load_file(str(path)))
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the projector config in its metadata: {e}") from None
+        cfg = ProjectorConfig(**json.loads(meta["projector_config"]))
+        cfg.validate()
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its projector_config metadata is damaged ({' '.join(str(e).split())})") from None
+    if expected is not None and cfg.to_dict() != dict(expected):
+        raise ValueError(f"{path} was saved with projector config {cfg.to_dict()}, but the manifest records "
+                         f"{dict(expected)}")
+    proj = Projectors(cfg)
+    check_tensor_shapes(path, tensors, {k: tuple(v.shape) for k, v in proj.state_dict().items()},
+                        "the projector config")
+    proj.load_state_dict(load_file(str(path)))
     return proj

@@ -21,6 +21,7 @@ length used is that of the longest candidate, so every candidate's score sees th
 """
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -41,6 +42,8 @@ _REQUIRED = {
     "ask": ["node", "pair", "question"],
 }
 IMAGE_SLOT, GRAPH_SLOT = 0, 1  # kinds of placeholder groups in Example.slots
+TITLE_WORDS = 8  # a node description's title: at most this many words of the text's first clause
+WORDING_LISTS = ("nc_train", "nc_held_out", "lp_train", "lp_held_out", "describe_train", "describe_held_out")
 _SENTINEL = "\x00MLAGA_MESSAGE\x00"  # stands for the user's message when the chat template is rendered
 
 
@@ -59,6 +62,16 @@ def load_templates(path: str | Path | None = None) -> dict:
             for k in keys:
                 if not isinstance(t[name][sec].get(k), str):
                     raise ValueError(f"templates {where}: missing string {name}.{sec}.{k}")
+    w = t.get("wordings", {})
+    for k in WORDING_LISTS:
+        if not (isinstance(w.get(k), list) and w[k] and all(isinstance(q, str) and q.strip() for q in w[k])):
+            raise ValueError(f"templates {where}: wordings.{k} must be a non-empty list of questions")
+    for task in ("nc", "lp", "describe"):
+        both = set(w[f"{task}_train"]) & set(w[f"{task}_held_out"])
+        if both:
+            raise ValueError(f"templates {where}: wordings {sorted(both)} are both trained on and held out ({task})")
+    if not isinstance(w.get("description"), str) or "{label}" not in w["description"]:
+        raise ValueError(f"templates {where}: wordings.description must be a string with {{label}}")
     return t
 
 
@@ -95,8 +108,16 @@ def chat_wrapper(tokenizer) -> tuple[str, str] | None:
     """(text before, text after) the user's message in the tokenizer's chat template, or None."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
-                                         add_generation_prompt=True)
+    # enable_thinking=False: reasoning models (Qwen3) answer at once, after an empty reasoning block, as
+    # their template renders a finished assistant turn; templates without the switch ignore it.
+    from jinja2 import TemplateError
+
+    try:
+        full = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=False)
+    except TemplateError as e:  # the template's raise_exception(...), or a broken template
+        raise ValueError(f"llm: the tokenizer's chat template refuses a conversation of one user turn ({e}); "
+                         f"use --chat-template none or give the tokenizer another template") from None
     if full.count(_SENTINEL) != 1:
         raise ValueError("llm: the tokenizer's chat template does not place the user's message once")
     before, after = full.split(_SENTINEL)
@@ -124,7 +145,8 @@ class PromptBuilder:
         self.texts = texts
         self.class_names = [str(c) for c in class_names]
         self.policy = policy or TruncationPolicy()
-        self.t = (templates or load_templates())[template_set]
+        loaded = templates or load_templates()
+        self.t, self.wordings = loaded[template_set], loaded.get("wordings", {})
         self.domain = domain
         self._text_ids: dict[int, list[int]] = {}
         self._lit = lru_cache(maxsize=4096)(self._encode)
@@ -243,10 +265,11 @@ class PromptBuilder:
             tcap, dcap, m = self._shrink(tcap, dcap, m, len(ids) + ans_len, f"lp pair ({a}, {b})")
 
     # -- free questions (``mlaga-fast ask``) --------------------------------------------------------
-    def ask(self, nodes: Sequence[int], question: str, demos: Sequence[int] = (), demo_labels: Sequence[int] = ()
-            ) -> Example:
+    def ask(self, nodes: Sequence[int], question: str, demos: Sequence[int] = (), demo_labels: Sequence[int] = (),
+            *, answer: Sequence[int] = (), target: int = -1, dataset: int = 0) -> Example:
         """One node (with its NC intro and optional demonstrations) or a pair (LP intro), then the user's
-        question; the answer is left to free generation."""
+        question. ``answer``: the answer's token ids (end token included) for a training prompt, else empty
+        (free generation); ``target``: the class (NC) or 1/0 (LP) it stands for, -1 when none."""
         if len(nodes) not in (1, 2):
             raise ValueError(f"ask: one node or a pair, got {len(nodes)} nodes")
         task = "nc" if len(nodes) == 1 else "lp"
@@ -268,10 +291,22 @@ class PromptBuilder:
         self._render(a["node" if task == "nc" else "pair"], own_t, own_n, self._subs(num_demos=m), ids, slots)
         self._render(a["question"], {}, {}, self._subs(question=" ".join(question.split())), ids, slots)
         ids.extend(self.tail)
-        if len(ids) > self.policy.max_length:
-            raise ValueError(f"ask: the prompt needs {len(ids)} tokens, more than max_length "
+        if len(ids) + len(answer) > self.policy.max_length:
+            raise ValueError(f"ask: the prompt needs {len(ids) + len(answer)} tokens, more than max_length "
                              f"{self.policy.max_length}; shorten the question")
-        return Example(task, ids, slots, -1, [], tuple(int(v) for v in nodes), [int(d) for d in demos])
+        return Example(task, ids, slots, int(target), list(answer), tuple(int(v) for v in nodes),
+                       [int(d) for d in demos], dataset)
+
+    def description_ids(self, node: int, label: int) -> list[int]:
+        """The answer of a node-description prompt: ``wordings.description`` (its category and title) + end."""
+        raw = " ".join(str(self.texts[node] or "").split()) if self.texts is not None else ""
+        title = " ".join(re.split(r"[.,;:!?]", raw, maxsplit=1)[0].split()[:TITLE_WORDS])
+        text = self.wordings["description"].format(label=self.class_names[label], title=title).rstrip(": ")
+        return self.answer_text_ids(text)
+
+    def answer_text_ids(self, text: str) -> list[int]:
+        """A free answer's token ids as the LLM must produce them after the prompt, end token included."""
+        return list(self._encode(text if self._strip_answer else " " + text)) + [self.eos]
 
     def _shrink(self, tcap: int, dcap: int, m: int, length: int, what: str) -> tuple[int, int, int]:
         if dcap > 0 and m > 0:

@@ -6,7 +6,7 @@ here, so a run is read with exactly the prompts it was trained on.
 from __future__ import annotations
 
 from dataclasses import is_dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -15,7 +15,8 @@ from mlaga_fast.prompts.builder import Example, PromptBuilder, TruncationPolicy,
 from mlaga_fast.prompts.demos import LinkPairs, NCDemos
 from mlaga_fast.utils.io import fingerprint
 
-__all__ = ["builder_for", "templates_fingerprint", "nc_examples", "lp_examples"]
+__all__ = ["builder_for", "templates_fingerprint", "nc_examples", "lp_examples", "asked_nc_examples",
+           "asked_lp_examples", "description_examples", "cycle_wordings"]
 
 
 def templates_fingerprint(template_set: str = "compact") -> str:
@@ -63,3 +64,51 @@ def lp_examples(builder: PromptBuilder, pairs: np.ndarray, labels: np.ndarray, l
         out.append(builder.lp(a, b, demo, label=y if with_label else -1, dataset=dataset))
         out[-1].target = y
     return out
+
+
+def cycle_wordings(questions: Sequence[str], n: int, rng: np.random.Generator | None = None) -> list[str]:
+    """n questions: drawn at random (training, seeded) or, without ``rng``, cycled in order (evaluation, so
+    that each wording is asked of every len(questions)-th example)."""
+    if rng is not None:
+        return [questions[i] for i in rng.integers(0, len(questions), n)]
+    return [questions[i % len(questions)] for i in range(n)]
+
+
+def asked_nc_examples(graph, builder: PromptBuilder, targets: np.ndarray, demos: NCDemos, questions: Sequence[str],
+                      *, with_label: bool, dataset: int = 0) -> list[Example]:
+    """NC asked in ``ask``'s layout with free wordings (``questions``: one per target); the answer is the class
+    name, as in ``nc_examples``, so constrained scoring reads them alike."""
+    labels = np.asarray(graph.labels)
+    out = []
+    for v, q in zip(np.asarray(targets, dtype=np.int64).tolist(), questions):
+        y = int(labels[v]) if labels.size else -1
+        if with_label and y < 0:
+            raise ValueError(f"nc target node {v} has no label (-1)")
+        d, dy = demos(v)
+        out.append(builder.ask([v], q, d, dy, answer=builder.nc_answers[y] if with_label else (), target=y,
+                               dataset=dataset))
+    return out
+
+
+def asked_lp_examples(builder: PromptBuilder, pairs: np.ndarray, labels: np.ndarray, questions: Sequence[str], *,
+                      with_label: bool, dataset: int = 0) -> list[Example]:
+    """LP asked in ``ask``'s layout with free wordings; pairs [2, n], labels [n] (1 = linked)."""
+    return [builder.ask([int(pairs[0, j]), int(pairs[1, j])], questions[j],
+                        answer=builder.lp_answers[int(labels[j])] if with_label else (), target=int(labels[j]),
+                        dataset=dataset) for j in range(pairs.shape[1])]
+
+
+def description_examples(graph, builder: PromptBuilder, targets: np.ndarray, questions: Sequence[str], *,
+                         with_label: bool, dataset: int = 0) -> list[Example]:
+    """Node-description prompts (LLaGA's task): ``ask``'s layout, answered with the node's category and title
+    (``PromptBuilder.description_ids``); ``target`` keeps the class, which scoring looks for in the answer."""
+    labels = np.asarray(graph.labels)
+    out = []
+    for v, q in zip(np.asarray(targets, dtype=np.int64).tolist(), questions):
+        y = int(labels[v])
+        if y < 0:
+            raise ValueError(f"description target node {v} has no label (-1)")
+        out.append(builder.ask([v], q, answer=builder.description_ids(v, y) if with_label else (), target=y,
+                               dataset=dataset))
+    return out
+

@@ -9,6 +9,19 @@ from mlaga_fast.utils.io import atomic_write_text
 __all__ = ["write_model_card"]
 
 
+def _integrity_line(m: dict) -> str:
+    sums = m.get("checksums")
+    if not sums:
+        return ("- Integrity: no checksums recorded (written before mlaga_fast recorded them): its files cannot "
+                "be verified.")
+    line = (f"- Integrity: sha256 of {len(sums)} files ({', '.join(sorted(sums))}) in manifest.json, checked "
+            "whenever the run is opened (`--no-verify` skips it).")
+    src = (m.get("integrity") or {}).get("exported_from")
+    if src and src != "verified":
+        line += f" Exported from a run whose files were {src}: these checksums are of the copies."
+    return line
+
+
 def write_model_card(run_dir: str | Path) -> Path:
     """RUN2/model_card.md from the run's manifest (and RUN2/evaluations.jsonl, if evaluations were run)."""
     run_dir = Path(run_dir)
@@ -29,7 +42,8 @@ def write_model_card(run_dir: str | Path) -> Path:
         + (f" from the Stage-1 run {m['inputs']['align']['identity']}." if m["inputs"].get("align") else "."),
         f"- Prompts: template set `{m['templates']['set']}` ({m['templates']['fingerprint']}), chat template "
         f"{m['templates']['chat_template']}, NC demonstrations {cfg['demos']} x {cfg['num_demos']}.",
-        f"- Precision: {m['precision']['name']}.", "",
+        f"- Precision: {m['precision']['name']}.",
+        _integrity_line(m), "",
         "## Training data",
         "| dataset | graph fingerprint | features | encoder | classes |", "|---|---|---|---|---:|",
     ]
@@ -43,9 +57,13 @@ def write_model_card(run_dir: str | Path) -> Path:
               f"- Final training loss: {final.get('loss', float('nan')):.4f}." if final else "- Final loss: n/a.", ""]
     lines += ["## Evaluations"]
     if evals:
-        lines += ["| dataset | task | split | protocol | accuracy | examples | transfer |", "|---|---|---|---|---:|---:|---|"]
+        lines += ["| dataset | task | split | protocol | accuracy | examples | transfer | run files |",
+                  "|---|---|---|---|---:|---:|---|---|"]
         lines += [f"| {e['dataset']} | {e['task']} | {e['split']} | {e['protocol']} | {100 * e['accuracy']:.2f} | "
-                  f"{e['num_examples']} | {e['transfer']} |" for e in evals]
+                  f"{e['num_examples']} | {e['transfer']} | {e.get('integrity', 'n/a')} |" for e in evals]
+        if any(e.get("integrity") == "unverified" for e in evals):
+            lines += ["", "Rows with run files \"unverified\" were evaluated with `--no-verify`: the run's files "
+                          "were not checked against their checksums, so they may differ from what was trained."]
     else:
         lines += ["None recorded (`mlaga-fast eval --run` adds them here)."]
     lines += ["", "## Intended use",

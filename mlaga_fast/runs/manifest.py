@@ -82,9 +82,11 @@ def read_stage_manifest(run_dir: str | os.PathLike, stage: str | None = None) ->
     if not path.is_file():
         raise ValueError(f"{run_dir} has no {MANIFEST_NAME}: not a finished mlaga_fast run (or the wrong folder)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} must hold a JSON object, got a JSON {type(manifest).__name__}")
     if stage is not None and manifest.get("stage") != stage:
         raise ValueError(f"{run_dir} is a {manifest.get('stage')!r} run, expected a {stage!r} run")
     check_version(manifest, where=str(run_dir))

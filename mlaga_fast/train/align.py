@@ -39,6 +39,7 @@ from mlaga_fast.models.aligner import Aligner, input_stats
 from mlaga_fast.models.aligner_mlaga import MLaGAAligner
 from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlaga_objective, sample_positives
 from mlaga_fast.runs.manifest import features_record, write_stage_manifest
+from mlaga_fast.runs.open import ALIGN_ARTIFACTS, CHECKSUMS, record_checksums
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as D
 from mlaga_fast.train.align_config import RESUMABLE_CHANGES, AlignConfig
@@ -295,6 +296,7 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
                         "features_manifest": {k: v for k, v in store.manifest.items() if k != "shards"}},
                 dims=dims,
                 extra={"precision": stage.precision.to_dict(),
+                       CHECKSUMS: record_checksums(run, ALIGN_ARTIFACTS),
                        "train": {"steps": total_steps, "total_steps": total_steps, "world_size": info.world_size,
                                  "final": last}})
         D.barrier()

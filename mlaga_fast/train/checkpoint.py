@@ -3,24 +3,29 @@
 A checkpoint is one file ``<dir>/step_<step:09d>.pt`` holding: the model state (DDP wrapper removed),
 optimizer, LR scheduler, AMP grad scaler, the RNG states (python, numpy, torch CPU, every CUDA
 device), the step and a free ``extra`` dict (epoch, data-order position, ...). It is written through
-``atomic_torch_save`` so a crash mid-write leaves the previous checkpoint intact, and it is loadable
-with ``torch.load(weights_only=True)``: the numpy RNG state is stored as tensors, not pickled arrays.
+atomic writes so a crash or a full disk mid-write leaves the previous checkpoint intact, and it is loadable
+with ``torch.load(weights_only=True)``: the numpy RNG state is stored as tensors, not pickled arrays. Its
+sha256 is written beside it (``step_<step:09d>.pt.sha256``) and checked, streamed, before a resume reads it.
 
 Only the main rank should call ``save_checkpoint`` in multi-process runs (the caller decides; the
 model and optimizer states are identical on every rank under DDP).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import os
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mlaga_fast.utils.io import atomic_torch_save
+from mlaga_fast.utils.io import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = [
     "capture_rng_state",
@@ -30,9 +35,12 @@ __all__ = [
     "find_latest",
     "list_checkpoints",
     "unwrap_model",
+    "verify_checkpoint",
+    "digest_path",
 ]
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
+DIGEST_SUFFIX = ".sha256"
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -125,14 +133,49 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     path = checkpoint_path(ckpt_dir, step)
-    atomic_torch_save(state, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    try:
+        # The digest first: a checkpoint whose digest file is missing is refused on resume, so the pair is
+        # never half-written in a way that reads as valid (a stale digest for a new file fails to match).
+        atomic_write_text(digest_path(path), hashlib.sha256(data).hexdigest() + "\n")
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # a digest whose checkpoint was not written must not remain
+            digest_path(path).unlink()
+        prev = list_checkpoints(ckpt_dir)
+        raise OSError(e.errno, f"checkpoint {path} could not be written ({e.strerror or e}); "
+                      + (f"the previous checkpoint {prev[-1][1].name} is kept" if prev else "no earlier checkpoint")
+                      ) from None
     if keep is not None and keep > 0:
         for _, old in list_checkpoints(ckpt_dir)[:-keep]:
-            try:
-                old.unlink()
-            except OSError:
-                pass
+            for f in (old, digest_path(old)):
+                with contextlib.suppress(OSError):
+                    f.unlink()
     return path
+
+
+def digest_path(path: str | os.PathLike) -> Path:
+    """The sha256 of checkpoint ``path``, written beside it (``step_000000010.pt.sha256``)."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose bytes do not match the sha256 written with it (streamed). A checkpoint
+    written before digests were recorded has none and passes with a one-line warning."""
+    path = Path(path)
+    dig = digest_path(path)
+    if not dig.is_file():
+        print(f"Warning: {path} has no {dig.name} (written before mlaga_fast recorded checksums): it cannot "
+              "be verified", file=sys.stderr)
+        return
+    want = dig.read_text(encoding="utf-8", errors="replace").strip()
+    got = sha256_file(path)
+    if got != want:
+        raise ValueError(f"checkpoint {path} does not match its checksum ({dig.name}): the file was damaged "
+                         "after it was written; delete it to resume from the one before")
 
 
 def load_checkpoint(
@@ -149,6 +192,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
+    verify_checkpoint(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -156,7 +200,10 @@ def load_checkpoint(
     if not isinstance(state, dict) or state.get("format") != "mlaga_fast.checkpoint/1":
         raise ValueError(f"checkpoint {path} is not a mlaga_fast checkpoint (format field missing or wrong)")
     if model is not None:
-        unwrap_model(model).load_state_dict(state["model"])
+        try:
+            unwrap_model(model).load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise ValueError(f"checkpoint {path} does not fit this model ({' '.join(str(e).split())[:300]})") from None
     if optimizer is not None:
         if state["optimizer"] is None:
             raise ValueError(f"checkpoint {path} holds no optimizer state")

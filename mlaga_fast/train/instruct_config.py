@@ -49,6 +49,11 @@ class InstructConfig(LoopConfig):
     ppr_eps: float = field(default=1e-4, metadata={"help": "PPR push tolerance"})
     nc_per_dataset: int = field(default=0, metadata={"help": "NC training prompts per dataset (0 = all train nodes)"})
     lp_per_dataset: int = field(default=0, metadata={"help": "LP training prompts per dataset (0 = as many as NC)"})
+    paraphrase_ratio: float = field(default=0.0, metadata={
+        "help": "fraction of NC and LP training prompts asked in ask's layout with a varied wording (the "
+                "templates' wordings.*_train; the *_held_out ones are never trained on)"})
+    describe_per_dataset: int = field(default=0, metadata={
+        "help": "node-description prompts per dataset (ask's layout; answer: the node's category and title)"})
     max_length: int = field(default=384, metadata={"help": "max prompt + answer tokens (see the truncation policy)"})
     target_text_tokens: int = field(default=0, metadata={"help": "text tokens kept per question node"})
     demo_text_tokens: int = field(default=0, metadata={"help": "text tokens kept per demonstration node"})
@@ -131,6 +136,12 @@ def check_config(cfg: InstructConfig) -> None:
             raise ValueError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.projector_lr_scale <= 1:
         raise ValueError(f"config field 'projector_lr_scale' must be in [0, 1], got {cfg.projector_lr_scale}")
+    if not 0 <= cfg.paraphrase_ratio <= 1:
+        raise ValueError(f"config field 'paraphrase_ratio' must be in [0, 1], got {cfg.paraphrase_ratio}")
+    if cfg.describe_per_dataset < 0:
+        raise ValueError(f"config field 'describe_per_dataset' must be >= 0, got {cfg.describe_per_dataset}")
+    if cfg.describe_per_dataset and "nc" not in cfg.tasks:
+        raise ValueError("describe_per_dataset: descriptions name the node's category; add nc to --tasks or set it to 0")
     if not 0 <= cfg.nc_demo_dropout <= 1:
         raise ValueError(f"config field 'nc_demo_dropout' must be in [0, 1], got {cfg.nc_demo_dropout}")
     if not (math.isfinite(cfg.warmup_lr) and 0 < cfg.warmup_lr <= 10):

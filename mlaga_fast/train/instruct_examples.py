@@ -13,7 +13,8 @@ import numpy as np
 
 from mlaga_fast.models.node_inputs import demo_cache_dir
 from mlaga_fast.prompts.demos import LinkPairs, NCDemos, ppr_demo_table, train_label_pool
-from mlaga_fast.prompts.examples import builder_for, lp_examples, nc_examples
+from mlaga_fast.prompts.examples import (asked_lp_examples, asked_nc_examples, builder_for, cycle_wordings,
+                                         description_examples, lp_examples, nc_examples)
 from mlaga_fast.train.instruct_config import InstructConfig, task_datasets
 from mlaga_fast.utils.progress import progress as bar_of
 
@@ -46,7 +47,10 @@ def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, imag
     lp_count = mix_counts(cfg, "lp", cfg.lp_per_dataset) if weighted and lp_sets else {}
     for di, ds in enumerate(bar_of(datasets, desc="prompts", enabled=progress)):
         rng = np.random.default_rng([cfg.seed, di, 7])
+        wrng = np.random.default_rng([cfg.seed, di, 13])  # varied wordings draw from their own stream: with
+        # paraphrase_ratio 0 and no descriptions every other prompt is what it was before they existed
         builder = builder_for(cfg, tokenizer, ds.graph, nq, image_tokens)
+        words = builder.wordings
         pool = train_label_pool(ds.graph)
         n_nc = 0
         if di in nc_sets:
@@ -67,8 +71,21 @@ def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, imag
             table = (ppr_demo_table(ds.graph, k=max(cfg.ppr_k, cfg.num_demos), alpha=cfg.ppr_alpha, eps=cfg.ppr_eps,
                                     cache_dir=demo_cache_dir(ds), progress=progress) if mode == "ppr" else None)
             drop = rng.random(len(targets)) < cfg.nc_demo_dropout
-            instruct += nc_examples(ds.graph, builder, targets, NCDemos(ds.graph, mode, cfg.num_demos, cfg.seed, table),
-                                    with_label=True, dataset=di, drop_demos=drop)
+            nc_demos = NCDemos(ds.graph, mode, cfg.num_demos, cfg.seed, table)
+            # drawn in target order for the prompts that show demonstrations, as without varied wordings
+            shown = {v: nc_demos(v) for v, off in zip(targets.tolist(), drop) if not off}
+            demos = lambda v: shown.get(v, ([], []))  # noqa: E731
+            asked = _asked(wrng, len(targets), cfg.paraphrase_ratio)
+            instruct += nc_examples(ds.graph, builder, targets[~asked], demos, with_label=True, dataset=di,
+                                    drop_demos=drop[~asked])
+            instruct += asked_nc_examples(ds.graph, builder, targets[asked], demos,
+                                          cycle_wordings(words["nc_train"], int(asked.sum()), wrng), with_label=True,
+                                          dataset=di)
+            if cfg.describe_per_dataset:
+                nodes = wrng.choice(pool, min(cfg.describe_per_dataset, pool.size), replace=False)
+                instruct += description_examples(ds.graph, builder, nodes,
+                                                 cycle_wordings(words["describe_train"], len(nodes), wrng),
+                                                 with_label=True, dataset=di)
             n_nc = len(targets)
         if di in lp_sets:
             links = LinkPairs(ds.graph, seed=cfg.seed)
@@ -81,9 +98,18 @@ def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, imag
                 count = cfg.lp_per_dataset if cfg.lp_per_dataset > 0 else max(n_nc, n_default, 2)
             if count:
                 pairs, y = links.train_pairs(count, rng)
-                instruct += lp_examples(builder, pairs, y, links if cfg.lp_demo else None, with_label=True,
-                                        dataset=di)
+                asked = _asked(wrng, pairs.shape[1], cfg.paraphrase_ratio)
+                instruct += lp_examples(builder, pairs[:, ~asked], y[~asked], links if cfg.lp_demo else None,
+                                        with_label=True, dataset=di)
+                instruct += asked_lp_examples(builder, pairs[:, asked], y[asked],
+                                              cycle_wordings(words["lp_train"], int(asked.sum()), wrng),
+                                              with_label=True, dataset=di)
     return warm, instruct
+
+
+def _asked(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
+    """[n] bool: which prompts are asked in a varied wording (no draw at all when ratio is 0)."""
+    return rng.random(n) < ratio if ratio > 0 else np.zeros(n, dtype=bool)
 
 
 def example_counts(datasets, warm: list, instruct: list) -> list[dict]:
@@ -95,3 +121,4 @@ def example_counts(datasets, warm: list, instruct: list) -> list[dict]:
     for ex in instruct:
         out[ex.dataset][ex.task] += 1
     return out
+

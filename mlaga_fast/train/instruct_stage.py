@@ -6,6 +6,7 @@ steps this module defines; the model they train is ``mlaga_fast.models.graph_llm
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ from mlaga_fast.llm.loading import LLMOptions
 from mlaga_fast.models.graph_llm import GraphLLM
 from mlaga_fast.models.node_inputs import aligner_identity, load_dataset_inputs
 from mlaga_fast.prompts.batch import NodeInputs, answer_token_count, collate, plan_batches
+from mlaga_fast.prompts.builder import load_templates
 from mlaga_fast.prompts.examples import templates_fingerprint
 from mlaga_fast.runs.card import write_model_card
 from mlaga_fast.runs.manifest import write_stage_manifest
+from mlaga_fast.runs.open import CHECKSUMS, INSTRUCT_ARTIFACTS, record_checksums
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as dist
 from mlaga_fast.train.instruct_config import InstructConfig
@@ -26,7 +29,7 @@ from mlaga_fast.train.instruct_examples import build_phase_examples, example_cou
 from mlaga_fast.train.loop import run_loop, warmup_steps_for
 from mlaga_fast.train.schedule import cosine_warmup_factor
 
-__all__ = ["InstructStage", "run_instruct"]
+__all__ = ["InstructStage", "node_modalities", "run_instruct"]
 
 
 class InstructStage:
@@ -119,6 +122,30 @@ class InstructStage:
         return self._plan[pos]
 
 
+def _trained_wordings(cfg: InstructConfig) -> dict:
+    """What the manifest records of the varied wordings the run trained on (evaluation of held-out wordings
+    refuses a run that trained on one of them)."""
+    words = load_templates()["wordings"]
+    trained = {}
+    if cfg.paraphrase_ratio > 0:
+        trained.update({t: words[f"{t}_train"] for t in ("nc", "lp") if t in cfg.tasks})
+    if cfg.describe_per_dataset:
+        trained["describe"] = words["describe_train"]
+    return {"paraphrase_ratio": cfg.paraphrase_ratio, "describe_per_dataset": cfg.describe_per_dataset,
+            "trained": trained}
+
+
+def node_modalities(datasets: list) -> list[str]:
+    """The node modalities the datasets' features hold, e.g. ["text", "image"]; every dataset must hold the
+    same ones (an aligner reads one layout)."""
+    kinds = {tuple(m for m, dim in (("text", ds.store.text_dim), ("image", ds.store.image_dim)) if dim)
+             for ds in datasets}
+    if len(kinds) != 1:
+        raise ValueError(f"datasets' features hold different modalities {sorted(kinds)}; train on datasets that "
+                         "have the same ones")
+    return list(kinds.pop())
+
+
 def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> dict:
     main = info.is_main
     modality = cfg.projector == "modality"
@@ -131,11 +158,18 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
     if len(shapes) != 1:
         raise ValueError(f"datasets give node tokens of different shapes {sorted(shapes)}; use one aligner/encoder")
     nq, d = shapes.pop()
+    modalities = node_modalities(datasets)
     image_dims = {0 if ds.image is None else ds.image.shape[1] for ds in datasets}
-    if modality and (len(image_dims) != 1 or 0 in image_dims):
+    if modality and len(image_dims) != 1:
         raise ValueError("projector 'modality' needs every dataset's features to have the same image modality "
-                         f"(image dims {sorted(image_dims)}); use --projector single")
+                         f"(image dims {sorted(image_dims)}); train on datasets that all have images or none do, "
+                         "or use --projector single")
     image_dim = image_dims.pop() if modality else 0
+    if modality and not image_dim and main:
+        # A graph without pictures: the modality projectors lose their image slot rather than read zeros.
+        print(f"instruct: the features hold no images (modalities: {', '.join(modalities)}), so projector "
+              "'modality' runs without its image projector: no <image> token in the prompts; the task-specific "
+              "graph projectors train as usual", file=sys.stderr, flush=True)
 
     precision = resolve_precision(cfg.precision, info.device.type, frozen_weights=True)
     # Seeded here, not earlier: filling a cache runs the aligner, and the initial projector / LoRA weights
@@ -172,13 +206,16 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
             extra={"llm": {"name": spec.name, "source": spec.source, "gguf_file": spec.gguf_file,
                            "hidden_size": int(parts.hidden), "vocab_size": int(parts.embed.weight.shape[0])},
                    "projector": projectors.cfg.to_dict(),
+                   "modalities": {"features": modalities, "image_token": bool(projectors.image_tokens)},
                    "templates": {"set": cfg.template_set, "fingerprint": templates_fingerprint(cfg.template_set),
                                  "chat_template": cfg.chat_template},
                    "truncation": {"max_length": cfg.max_length, "target_text_tokens": cfg.target_text_tokens,
                                   "demo_text_tokens": cfg.demo_text_tokens},
                    "precision": precision.to_dict(),
+                   CHECKSUMS: record_checksums(out, INSTRUCT_ARTIFACTS),
                    "num_examples": {"warmup": len(warm), "instruct": len(instruct),
                                     "per_dataset": example_counts(datasets, warm, instruct)},
+                   "wordings": _trained_wordings(cfg),
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
                              "warmup_steps": stage.warm_steps, "world_size": info.world_size,
                              "global_batch_size": stage.global_batch, "final": last}})

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_instruct_inputs(root: Path, **llm_kw) -> Path:
-    """Fills ``root``; ``llm_kw`` go to ``build_tiny_llm`` (hidden, heads, init_std, ...). Returns ``root``."""
+def build_instruct_inputs(root: Path, vocab_texts=(), **llm_kw) -> Path:
+    """Fills ``root``; ``vocab_texts`` join the tokenizer's vocabulary (beside the catalogue's texts and class
+    names), ``llm_kw`` go to ``build_tiny_llm`` (hidden, heads, init_std, ...). Returns ``root``."""
     from helpers.tiny_llm import build_tiny_llm
     from mlaga_fast.data.synth import make_catalogue
     from mlaga_fast.features import FeatureConfig, extract_features
@@ -20,5 +21,5 @@ def build_instruct_inputs(root: Path, **llm_kw) -> Path:
     train_align(AlignConfig(dim=16, num_layers=1, num_heads=2, num_queries=2, batch_size=32, max_steps=2,
                             warmup_steps=1, device="cpu"),
                 root / "data", root / "data" / "features", root / "align", show_progress=False)
-    build_tiny_llm(root / "llm", list(g.texts) + list(g.class_names), **llm_kw)
+    build_tiny_llm(root / "llm", list(g.texts) + list(g.class_names) + list(vocab_texts), **llm_kw)
     return root
