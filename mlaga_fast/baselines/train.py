@@ -224,8 +224,12 @@ def run_nc(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
 # ----------------------------------------------------------------------------- LP
 
 
-def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> dict:
-    """Train/evaluate one LP baseline; returns a result dict (mlaga_fast.eval.report format)."""
+def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None, targets: tuple = ()) -> dict:
+    """Train/evaluate one LP baseline; returns a result dict (mlaga_fast.eval.report format).
+
+    ``targets``: (graph, features) pairs of graphs it was not trained on; the trained model (and the
+    source's validation threshold) scores each one's balanced test pairs on that graph's own training
+    edges, and the results, marked ``extra.transfer``, come back under ``extra["targets"]``."""
     cfg.validate()
     ls = graph.link_split
     if ls is None:
@@ -295,13 +299,38 @@ def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         "num_params": sum(p.numel() for p in params),
         "train_seconds": round(time.perf_counter() - t0, 3),
     }
+    extra["targets"] = [_lp_on(tg, tf, cfg, encoder, scorer, thr, dev) for tg, tf in targets]
     return make_result(task="lp", method=cfg.model, dataset=graph.name,
                        y_true=test_y.astype(np.int64), y_pred=(test_s > thr).astype(np.int64),
                        extra=extra)
 
 
-def run_baseline(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> dict:
-    """Dispatch on cfg.task. `features` is float32 [N, D] (ignored by labelprop, may be None)."""
+def _lp_on(graph, features, cfg: BaselineConfig, encoder, scorer, thr: float, dev) -> dict:
+    """A trained LP baseline applied, without tuning, to another graph's balanced test pairs."""
+    ls = graph.link_split
+    if ls is None:
+        raise ValueError(f"link_split: target graph {graph.name!r} has none")
+    n = graph.num_nodes
+    indptr, indices = graph.train_graph()
+    x = prepare_features(features, n, cfg.standardize).to(dev)  # [N', D]
+    edge_index = edge_index_from_csr(np.asarray(indptr, np.int64), np.asarray(indices, np.int64), n).to(dev)
+    pos = _check_pairs(ls.test_pos, n, "link_split.test_pos")
+    neg = _check_pairs(ls.test_neg, n, "link_split.test_neg")
+    encoder.eval()
+    scorer.eval()
+    with torch.no_grad():
+        s = scorer(encoder(x, edge_index), torch.from_numpy(np.concatenate([pos, neg], 1)).to(dev)).float().cpu().numpy()
+    y = np.r_[np.ones(pos.shape[1]), np.zeros(neg.shape[1])]
+    return make_result(task="lp", method=cfg.model, dataset=graph.name, y_true=y.astype(np.int64),
+                       y_pred=(s > thr).astype(np.int64),
+                       extra={"seed": cfg.seed, "auc": roc_auc(s, y), "threshold": thr, "transfer": True})
+
+
+def run_baseline(graph, features, cfg: BaselineConfig, meta: dict | None = None, targets: tuple = ()) -> dict:
+    """Dispatch on cfg.task. `features` is float32 [N, D] (ignored by labelprop, may be None). ``targets``:
+    LP only, (graph, features) of graphs to apply the trained model to untuned (see ``run_lp``)."""
+    if targets and cfg.task != "lp":
+        raise ValueError("targets: only an LP baseline applies to another graph (label sets differ)")
     cfg.validate()
     if cfg.model != "labelprop" and features is None:
         raise ValueError(f"features: model {cfg.model!r} needs pooled node features")
@@ -309,6 +338,6 @@ def run_baseline(graph, features, cfg: BaselineConfig, meta: dict | None = None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return (run_nc if cfg.task == "nc" else run_lp)(graph, features, cfg, meta)
+        return run_nc(graph, features, cfg, meta) if cfg.task == "nc" else run_lp(graph, features, cfg, meta, targets)
     finally:
         torch.set_num_threads(old)

@@ -15,8 +15,10 @@ from mlaga_fast.demo.config import PRESETS, DemoConfig
                                             "mean ± std table over them (overrides --seed)")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/TOML/JSON file of demo fields (CLI options override it)")
+@click.option("--transfer", is_flag=True, help="then apply the tuned MLaGA, untuned, to catalogues it never saw (the "
+                                               "toy store's categories 9-16 and a grocery) and print the transfer rows")
 @config_options(DemoConfig)
-def demo_cmd(out_dir, fast, seeds, config_file, **fields):
+def demo_cmd(out_dir, fast, seeds, config_file, transfer, **fields):
     """Synthesise a catalogue, extract features, train both stages, evaluate, compare with baselines."""
     from dataclasses import replace
     from pathlib import Path
@@ -29,8 +31,14 @@ def demo_cmd(out_dir, fast, seeds, config_file, **fields):
     cfg = resolve_config(DemoConfig, fields, config_file=config_file, preset="fast" if fast else "full",
                          presets=PRESETS)
     if seeds is None:
-        run_demo(cfg, out_dir)
+        metrics = run_demo(cfg, out_dir)
+        if transfer:
+            from mlaga_fast.demo.transfer import run_transfer
+
+            run_transfer(cfg, out_dir, metrics)
         return
+    if transfer:
+        raise click.UsageError("--transfer: run it for one seed (--seed), not with --seeds")
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     if not seed_list:
         raise ValueError("--seeds: give at least one seed")

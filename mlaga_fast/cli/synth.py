@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from mlaga_fast.cli.data import data
+from mlaga_fast.data.shops import SHOPS
 
 
 @data.command("synth")
@@ -12,7 +13,8 @@ from mlaga_fast.cli.data import data
               help="Also (or instead of --out) write the catalogue as the tables `data prepare --format table` "
                    "reads: DIR/nodes.csv, DIR/edges.csv, DIR/images/.")
 @click.option("--nodes", default=3000, show_default=True, type=click.IntRange(min=8), help="Number of products.")
-@click.option("--classes", default=8, show_default=True, type=click.IntRange(2, 20), help="Number of categories.")
+@click.option("--classes", default=8, show_default=True, type=click.IntRange(2, 20),
+              help="Number of categories (the shop's first ones; see --categories).")
 @click.option("--homophily", default=0.7, show_default=True, type=click.FloatRange(0, 1),
               help="Fraction of edges that join products of the same category.")
 @click.option("--image-mismatch", default=0.15, show_default=True, type=click.FloatRange(0, 1),
@@ -35,14 +37,23 @@ from mlaga_fast.cli.data import data
 @click.option("--no-link-split", is_flag=True, help="Skip the link-prediction edge split.")
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG contact sheet (8 pictures per class) to this path.")
+@click.option("--shop", default="toys", show_default=True, type=click.Choice(sorted(SHOPS)),
+              help="Whose vocabulary and looks the texts and pictures come from.")
+@click.option("--categories", default=None,
+              help="The shop's categories to draw, 1-based numbers and ranges or names: '9-16', 'Bakery,Beverages' "
+                   "(sets --classes).")
+@click.option("--dress", "dress", default=None, type=click.Path(dir_okay=False),
+              help="Dress a real graph instead of drawing one: a DGL file (e.g. MAGB ToysGraph.pt, read in place) "
+                   "whose topology and labels are kept, with texts and pictures drawn per label from --shop.")
 def synth(out_dir: str | None, as_table: str | None, nodes: int, classes: int, homophily: float,
-          image_mismatch: float, text_mismatch: float, seed: int, mean_degree: float, degree_exponent: float, text_noise: float, image_size: int, name: str,
-          modalities: str, no_link_split: bool, preview: str | None) -> None:
+          image_mismatch: float, text_mismatch: float, seed: int, mean_degree: float, degree_exponent: float,
+          text_noise: float, image_size: int, name: str, modalities: str, no_link_split: bool, preview: str | None,
+          shop: str, categories: str | None, dress: str | None) -> None:
     """Make a synthetic product-catalogue graph (DC-SBM structure, category texts, rendered pictures,
     controllable modality mismatch). The same seed gives byte-identical arrays."""
     import time
 
-    from mlaga_fast.data.synth import make_catalogue
+    from mlaga_fast.data.synth import dress_graph, make_catalogue
 
     if not out_dir and not as_table:
         raise click.UsageError("give --out (a dataset directory), --as-table (tables), or both")
@@ -51,10 +62,23 @@ def synth(out_dir: str | None, as_table: str | None, nodes: int, classes: int, h
 
         check_table_target(as_table)  # before the catalogue is made
     t0 = time.perf_counter()
-    g = make_catalogue(out_dir, nodes=nodes, classes=classes, homophily=homophily, image_mismatch=image_mismatch,
-                       text_mismatch=text_mismatch, seed=seed, mean_degree=mean_degree,
-                       degree_exponent=degree_exponent, text_noise=text_noise, image_size=image_size,
-                       name=name, modalities=modalities, link_split=not no_link_split, progress=True)
+    if dress:
+        if categories:
+            raise click.UsageError("--categories: a dressed graph keeps its own classes; drop it with --dress")
+        g = dress_graph(dress, out_dir, shop=shop, seed=seed, image_mismatch=image_mismatch,
+                        text_mismatch=text_mismatch, text_noise=text_noise, image_size=image_size,
+                        name=None if name == "synthetic-catalogue" else name, link_split=not no_link_split)
+        d = g.meta["dressed"]
+        merged = (f"; classes l and l+{d['shop_categories']} share a category" if d["graph_classes"] > d["classes"]
+                  else "")
+        click.echo(f"dressed {d['graph_classes']} graph classes with {d['classes']} of the {shop} shop's "
+                   f"{d['shop_categories']} categories{merged}")
+    else:
+        g = make_catalogue(out_dir, nodes=nodes, classes=classes, homophily=homophily, image_mismatch=image_mismatch,
+                           text_mismatch=text_mismatch, seed=seed, mean_degree=mean_degree,
+                           degree_exponent=degree_exponent, text_noise=text_noise, image_size=image_size,
+                           name=name, modalities=modalities, link_split=not no_link_split, progress=True, shop=shop,
+                           categories=categories)
     s = g.stats
     if as_table:
         from mlaga_fast.data.table import write_tables

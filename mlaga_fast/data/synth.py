@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mlaga_fast.data import vocab
+from mlaga_fast.data.shops import get_shop, parse_categories
 
 MODALITIES = ("text,image", "text", "image")
 
@@ -44,14 +45,23 @@ class SynthConfig:
     image_size: int = 64
     name: str = "synthetic-catalogue"
     modalities: str = "text,image"  # which node modalities the dataset holds: text,image | text | image
+    shop: str = "toys"  # whose vocabulary the texts and pictures come from (mlaga_fast.data.shops)
+    # 0-based categories of the shop, class k = categories[k]; () = the first `classes`
+    categories: tuple[int, ...] = ()
 
     def validate(self) -> None:
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
-        if not 2 <= self.classes <= vocab.MAX_CLASSES:
-            raise ValueError(f"classes must be in [2, {vocab.MAX_CLASSES}], got {self.classes}")
+        k = len(get_shop(self.shop).categories)
+        if not 2 <= self.classes <= k:
+            raise ValueError(f"classes must be in [2, {k}] (the {self.shop} shop's categories), got {self.classes}")
+        if self.categories:
+            if len(self.categories) != self.classes:
+                raise ValueError(f"categories: {len(self.categories)} given for {self.classes} classes")
+            if len(set(self.categories)) != len(self.categories) or not all(0 <= c < k for c in self.categories):
+                raise ValueError(f"categories: {list(self.categories)} must be distinct indices in [0, {k})")
         if not 2.0 <= self.mean_degree <= 64.0:
             raise ValueError(f"mean_degree must be in [2, 64], got {self.mean_degree}")
         # Same-class edges must fill at most half of the possible same-class pairs (at homophily 1),
@@ -70,6 +80,11 @@ class SynthConfig:
             raise ValueError(f"degree_exponent must be in [2.05, 5], got {self.degree_exponent}")
         if not 8 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be in [8, 1024], got {self.image_size}")
+
+    def category_list(self) -> tuple[vocab.Category, ...]:
+        """The catalogue's categories in class order."""
+        cats = get_shop(self.shop).categories
+        return tuple(cats[i] for i in self.categories) if self.categories else cats[: self.classes]
 
 
 def _rng(seed: int, tag: int) -> np.random.Generator:
@@ -223,10 +238,14 @@ _BODIES = ("This {noun_lc} comes with {f1} and {f2}.", "Includes {f1}, plus {f2}
 _USES = ("Perfect for {use}.", "Great for {use}.", "Ideal for {use}.")
 
 
-def make_texts(text_class: np.ndarray, c: int, noise: float, rng: np.random.Generator) -> list[str]:
-    """One "title. description" string per node, describing class ``text_class[i]``."""
+def make_texts(text_class: np.ndarray, c: int, noise: float, rng: np.random.Generator, *,
+               categories: tuple[vocab.Category, ...] | None = None, shop: vocab.Shop = vocab.TOYS) -> list[str]:
+    """One "title. description" string per node, describing class ``text_class[i]`` (class k is
+    ``categories[k]``, default the shop's first ``c``); the class-free words come from ``shop``."""
     n = text_class.shape[0]
-    cats = vocab.CATEGORIES[:c]
+    cats = shop.categories[:c] if categories is None else tuple(categories)
+    if len(cats) != c:
+        raise ValueError(f"make_texts: {len(cats)} categories given for {c} classes")
     nouns = [[(_cap_words(w), w) for w in cat.nouns] for cat in cats]
     # All random choices are drawn as arrays up front; the loop only formats strings.
     slot_cls = np.where(rng.random((n, 3)) < noise, rng.integers(0, c, (n, 3)), text_class[:, None])
@@ -242,14 +261,14 @@ def make_texts(text_class: np.ndarray, c: int, noise: float, rng: np.random.Gene
         if f2 == f1:
             f2 = f2s[(p2 + 1) % len(f2s)]
         uses = cats[s2].uses
-        fill = {"brand": vocab.BRANDS[p3 % len(vocab.BRANDS)], "adj": vocab.ADJECTIVES[p4 % len(vocab.ADJECTIVES)],
-                "noun": noun_t, "noun_lc": noun_lc, "colour": vocab.COLOURS[p5 % len(vocab.COLOURS)],
-                "age": vocab.AGES[p6 % len(vocab.AGES)], "pack": vocab.PACKS[p7 % len(vocab.PACKS)],
+        fill = {"brand": shop.brands[p3 % len(shop.brands)], "adj": shop.adjectives[p4 % len(shop.adjectives)],
+                "noun": noun_t, "noun_lc": noun_lc, "colour": shop.colours[p5 % len(shop.colours)],
+                "age": shop.ages[p6 % len(shop.ages)], "pack": shop.packs[p7 % len(shop.packs)],
                 "f1": f1, "f2": f2, "use": uses[p8 % len(uses)]}
         title = _TITLES[p9 % len(_TITLES)].format(**fill)
         body = _BODIES[p10 % len(_BODIES)].format(**fill)
         use = _USES[(p11 >> 8) % len(_USES)].format(**fill)
-        out.append(f"{title}. {body} {use} {vocab.SHOP_LINES[p11 % len(vocab.SHOP_LINES)]}")
+        out.append(f"{title}. {body} {use} {shop.shop_lines[p11 % len(shop.shop_lines)]}")
     return out
 
 
@@ -292,7 +311,8 @@ def generate(cfg: SynthConfig, *, link_split: bool = True, progress: bool = Fals
     steps.update()
     image_class, image_flag = mismatch(labels, c, cfg.image_mismatch, _rng(cfg.seed, _TAG_IMG_MIS))
     text_class, text_flag = mismatch(labels, c, cfg.text_mismatch, _rng(cfg.seed, _TAG_TXT_MIS))
-    texts = make_texts(text_class, c, cfg.text_noise, _rng(cfg.seed, _TAG_TEXT))
+    shop, cats = get_shop(cfg.shop), cfg.category_list()
+    texts = make_texts(text_class, c, cfg.text_noise, _rng(cfg.seed, _TAG_TEXT), categories=cats, shop=shop)
     steps.update()
     train, val, test = stratified_split(labels, c, _rng(cfg.seed, _TAG_SPLIT))
     steps.update()
@@ -305,15 +325,17 @@ def generate(cfg: SynthConfig, *, link_split: bool = True, progress: bool = Fals
     config = asdict(cfg)
     if cfg.modalities == MODALITIES[0]:
         del config["modalities"]  # full catalogues keep the metadata (and fingerprint) they had before the option
+    if cfg.shop == vocab.TOYS.name and not cfg.categories:
+        del config["shop"], config["categories"]  # likewise the default toy catalogue, before --shop/--categories
     meta = {"generator": "mlaga_fast.data.synth", "config": config, "image_style_version": STYLE_VERSION,
-            "mlaga_fast_version": __version__,
+            "mlaga_fast_version": __version__, **_domain(cfg),
             # Ground truth for scoring mismatch filtering, NOT model inputs (they leak the label).
             "synth_truth_keys": [TRUTH_PREFIX + k for k in truth]}
     graph = MultimodalGraph(
         cfg.name, indptr, indices, texts=texts if "text" in cfg.modalities else None,
-        images=(SyntheticImages(image_class, seed=cfg.seed, size=cfg.image_size, num_classes=c)
+        images=(SyntheticImages(image_class, seed=cfg.seed, size=cfg.image_size, num_classes=c, looks=_looks(cfg))
                 if "image" in cfg.modalities else None),
-        labels=labels, class_names=[cat.name for cat in vocab.CATEGORIES[:c]],
+        labels=labels, class_names=[cat.name for cat in cats],
         train=train, val=val, test=test, stats=stats, meta=meta,
         features={TRUTH_PREFIX + k: v for k, v in truth.items()}, validate=False)
     steps.update()
@@ -323,6 +345,18 @@ def generate(cfg: SynthConfig, *, link_split: bool = True, progress: bool = Fals
     steps.update()
     steps.close()
     return graph
+
+
+def _domain(cfg: SynthConfig) -> dict:
+    """The prompts' domain for another shop's catalogue; the default toy catalogue keeps its name as domain."""
+    return {"domain": get_shop(cfg.shop).domain} if cfg.shop != vocab.TOYS.name else {}
+
+
+def _looks(cfg: SynthConfig) -> tuple[vocab.Look, ...] | None:
+    """The pictures' looks in class order; None (the renderer's default) for the toy store's first classes."""
+    if cfg.shop == vocab.TOYS.name and tuple(cfg.categories) in ((), tuple(range(cfg.classes))):
+        return None
+    return tuple(cat.look for cat in cfg.category_list())
 
 
 TRUTH_PREFIX = "synth_"
@@ -344,16 +378,98 @@ def make_catalogue(out_dir=None, nodes: int = 3000, classes: int = 8, homophily:
                    image_mismatch: float = 0.15, text_mismatch: float = 0.05, seed: int = 0, *,
                    mean_degree: float = 8.0, degree_exponent: float = 2.5, text_noise: float = 0.25,
                    image_size: int = 64, name: str = "synthetic-catalogue", modalities: str = "text,image",
-                   link_split: bool = True, progress: bool = False):
+                   link_split: bool = True, progress: bool = False, shop: str = "toys",
+                   categories: str | list | tuple | None = None):
     """Generate a synthetic product catalogue; also save it as a dataset directory when ``out_dir``
     is given (atomically, via mlaga_fast.data.store.save). ``modalities`` "text" or "image" leaves the
-    other modality out of the dataset. Returns the MultimodalGraph."""
-    cfg = SynthConfig(nodes=int(nodes), classes=int(classes), homophily=float(homophily),
+    other modality out of the dataset. Returns the MultimodalGraph.
+
+    ``shop`` picks the vocabulary; ``categories`` (1-based numbers and ranges such as "9-16", or category
+    names) picks the shop's categories, which then set ``classes``."""
+    cats = parse_categories(categories, get_shop(shop)) if categories is not None else ()
+    classes = len(cats) if cats else classes
+    cfg = SynthConfig(nodes=int(nodes), classes=int(classes), homophily=float(homophily), shop=shop, categories=cats,
                       image_mismatch=float(image_mismatch), text_mismatch=float(text_mismatch), seed=int(seed),
                       mean_degree=float(mean_degree), degree_exponent=float(degree_exponent),
                       text_noise=float(text_noise), image_size=int(image_size), name=name,
                       modalities=modalities)
     graph = generate(cfg, link_split=link_split, progress=progress)
+    if out_dir is not None:
+        from mlaga_fast.data.store import save
+
+        save(graph, Path(out_dir))
+    return graph
+
+
+def dress_graph(path, out_dir=None, *, shop: str = "toys", seed: int = 0, image_mismatch: float = 0.15,
+                text_mismatch: float = 0.05, text_noise: float = 0.25, image_size: int = 64, name: str | None = None,
+                link_split: bool = True):
+    """A real graph's topology and node labels (a DGL file such as MAGB's ToysGraph.pt, read in place)
+    dressed with ``shop``'s synthetic texts and pictures, drawn per label as ``generate`` draws them.
+
+    Real class l becomes the shop's category l when the graph has at most K classes (K = the shop's
+    categories); with more, class l becomes category l mod K, so classes l and l + K merge into one
+    (the mapping is stored in meta["dressed"]). Unlabelled nodes (-1) stay unlabelled and describe a
+    random category. Splits are drawn here (60/20/20 per class), as for a synthetic catalogue.
+    """
+    from mlaga_fast._version import __version__
+    from mlaga_fast.data.dgl_format import read_dgl_graph
+    from mlaga_fast.data.graph import MultimodalGraph
+    from mlaga_fast.data.splits import split_links
+    from mlaga_fast.data.synth_images import STYLE_VERSION, SyntheticImages
+
+    sh = get_shop(shop)
+    for field_name, v in (("image_mismatch", image_mismatch), ("text_mismatch", text_mismatch),
+                          ("text_noise", text_noise)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{field_name} must be in [0, 1], got {v}")
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"dress: {path} is not a file (a DGL graph such as ToysGraph.pt)")
+    dg = read_dgl_graph(path)
+    raw = dg.ndata.get("label")
+    if raw is None:
+        raise ValueError(f"dress: {path.name} has no node data 'label' to dress by")
+    raw = np.asarray(raw).reshape(-1).astype(np.int64)
+    if raw.shape[0] != dg.num_nodes:
+        raise ValueError(f"dress: {path.name} holds {raw.shape[0]} labels for {dg.num_nodes} nodes")
+    real_classes = int(raw.max()) + 1 if (raw >= 0).any() else 0
+    k = len(sh.categories)
+    c = min(real_classes, k)
+    if c < 2:
+        raise ValueError(f"dress: {path.name} has {real_classes} labelled classes; at least 2 are needed")
+    labels = np.where(raw >= 0, raw % k, -1).astype(np.int64)  # [N] category of each node, -1 unlabelled
+    n = dg.num_nodes
+    base = labels.copy()
+    base[labels < 0] = _rng(seed, _TAG_LABELS).integers(0, c, int((labels < 0).sum()))
+    image_class, image_flag = mismatch(base, c, image_mismatch, _rng(seed, _TAG_IMG_MIS))
+    text_class, text_flag = mismatch(base, c, text_mismatch, _rng(seed, _TAG_TXT_MIS))
+    cats = sh.categories[:c]
+    texts = make_texts(text_class, c, text_noise, _rng(seed, _TAG_TEXT), categories=cats, shop=sh)
+    train, val, test = stratified_split(labels, c, _rng(seed, _TAG_SPLIT))
+    truth = {"image_class": image_class, "image_mismatch": image_flag, "text_class": text_class,
+             "text_mismatch": text_flag}
+    looks = None if sh.name == vocab.TOYS.name else tuple(cat.look for cat in cats)
+    meta = {"generator": "mlaga_fast.data.synth.dress_graph", "image_style_version": STYLE_VERSION,
+            "mlaga_fast_version": __version__, "domain": sh.domain,
+            "dressed": {"graph_file": str(path.resolve()), "shop": sh.name, "seed": int(seed),
+                        "graph_classes": real_classes, "shop_categories": k, "classes": c,
+                        "category_of_class": [int(l % k) for l in range(real_classes)],
+                        "image_mismatch": image_mismatch, "text_mismatch": text_mismatch, "text_noise": text_noise},
+            "synth_truth_keys": [TRUTH_PREFIX + key for key in truth]}
+    graph = MultimodalGraph.from_edges(
+        name or f"{path.stem}-dressed-{sh.name}", dg.src, dg.dst, n, texts=texts,
+        images=SyntheticImages(image_class, seed=seed, size=image_size, num_classes=c, looks=looks),
+        labels=labels, class_names=[cat.name for cat in cats], train=train, val=val, test=test,
+        stats={"image_mismatched": int(image_flag.sum()), "text_mismatched": int(text_flag.sum()),
+               "missing_images": 0}, meta=meta,
+        features={TRUTH_PREFIX + key: v for key, v in truth.items()})
+    graph.stats.update(realised_homophily=edge_homophily(graph.indptr, graph.indices, labels),
+                       max_degree=int(np.diff(graph.indptr).max()),
+                       isolated_nodes=int((np.diff(graph.indptr) == 0).sum()))
+    if link_split:
+        graph.set_link_split(split_links(graph, seed=_derived_seed(seed, _TAG_LINKS)))
+    graph.validate()
     if out_dir is not None:
         from mlaga_fast.data.store import save
 

@@ -190,13 +190,15 @@ class SyntheticImages(ImageSource):
     kind = KIND
 
     def __init__(self, image_class: np.ndarray, seed: int, size: int = 64, num_classes: int | None = None,
-                 classes_file: str = "image_class.npy") -> None:
+                 classes_file: str = "image_class.npy", looks: tuple[Look, ...] | None = None) -> None:
         image_class = np.asarray(image_class)
         if image_class.ndim != 1 or not np.issubdtype(image_class.dtype, np.integer):
             raise ValueError(f"image_class must be a 1-D integer array, got {image_class.dtype} {image_class.shape}")
-        ncls = len(CATEGORIES) if num_classes is None else int(num_classes)
-        if not 1 <= ncls <= len(CATEGORIES):
-            raise ValueError(f"num_classes must be in [1, {len(CATEGORIES)}], got {ncls}")
+        # looks: class k shows looks[k] (another shop's or a chosen subset's); default the toy store's in order
+        all_looks = tuple(looks) if looks is not None else tuple(c.look for c in CATEGORIES)
+        ncls = len(all_looks) if num_classes is None else int(num_classes)
+        if not 1 <= ncls <= len(all_looks):
+            raise ValueError(f"num_classes must be in [1, {len(all_looks)}], got {ncls}")
         bad = np.flatnonzero((image_class < 0) | (image_class >= ncls))
         if bad.size:
             raise ValueError(f"image_class: value {int(image_class[bad[0]])} at index {int(bad[0])} "
@@ -208,7 +210,8 @@ class SyntheticImages(ImageSource):
         self.size = int(size)
         self.num_classes = ncls
         self.classes_file = classes_file
-        self._looks = tuple(c.look for c in CATEGORIES[:ncls])
+        self._looks = all_looks[:ncls]
+        self._custom_looks = looks is not None
 
     def __len__(self) -> int:
         return int(self.image_class.shape[0])
@@ -248,14 +251,19 @@ class SyntheticImages(ImageSource):
         atomic_np_save(Path(dataset_dir) / self.classes_file,
                        np.ascontiguousarray(self.image_class, dtype=np.int64))
         return {"kind": KIND, "seed": self.seed, "size": self.size, "num_classes": self.num_classes,
-                "num_nodes": len(self), "classes_file": self.classes_file, "style_version": STYLE_VERSION}
+                "num_nodes": len(self), "classes_file": self.classes_file, "style_version": STYLE_VERSION,
+                **self._looks_record()}
+
+    def _looks_record(self) -> dict[str, Any]:
+        """{"looks": [[hue, shape, texture], ...]} when the looks are not the toy store's default."""
+        return {"looks": [[lk.hue, lk.shape, lk.texture] for lk in self._looks]} if self._custom_looks else {}
 
     def identity(self) -> Any:
         import hashlib
 
         digest = hashlib.sha256(np.ascontiguousarray(self.image_class, dtype=np.int64).tobytes()).hexdigest()
         return {"kind": KIND, "seed": self.seed, "size": self.size, "num_classes": self.num_classes,
-                "style_version": STYLE_VERSION, "classes_sha256": digest}
+                "style_version": STYLE_VERSION, "classes_sha256": digest, **self._looks_record()}
 
     @classmethod
     def from_manifest(cls, d: dict[str, Any], root: str | Path) -> "SyntheticImages":
@@ -271,8 +279,9 @@ class SyntheticImages(ImageSource):
         if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.shape[0] != int(d["num_nodes"]):
             raise ValueError(f"images.num_nodes: manifest says {d['num_nodes']} class ids, {path.name} holds "
                              f"{arr.dtype.name} {list(arr.shape)}")
+        looks = tuple(Look(float(h), str(sh), str(tx)) for h, sh, tx in d["looks"]) if d.get("looks") else None
         return cls(arr, seed=int(d["seed"]), size=int(d["size"]), num_classes=int(d["num_classes"]),
-                   classes_file=d["classes_file"])
+                   classes_file=d["classes_file"], looks=looks)
 
 
 def contact_sheet(graph, per_class: int = 8) -> bytes:

@@ -245,3 +245,22 @@ SHOP_LINES: tuple[str, ...] = (
     "A bestseller this season.", "Comes in recyclable packaging.", "Great value for the price.",
     "Loved by kids and parents alike.", "Assembly takes only minutes.", "Fits neatly on a shelf.",
 )
+
+
+@dataclass(frozen=True)
+class Shop:
+    """One shop's whole vocabulary: its categories and the class-free words mixed into every text. The
+    text templates fill ``ages`` and ``colours`` as a qualifier and a variant (an age range and a colour
+    for toys; another shop may put a dietary claim and a flavour there)."""
+    name: str  # the --shop value
+    domain: str  # what the prompts call the catalogue's domain
+    categories: tuple[Category, ...]
+    brands: tuple[str, ...]
+    adjectives: tuple[str, ...]
+    ages: tuple[str, ...]
+    colours: tuple[str, ...]
+    packs: tuple[str, ...]
+    shop_lines: tuple[str, ...]
+
+
+TOYS = Shop("toys", "toy store", CATEGORIES, BRANDS, ADJECTIVES, AGES, COLOURS, PACKS, SHOP_LINES)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlaga_fast.config import resolve_config
 from mlaga_fast.train.loop import LOOP_RUNTIME_FIELDS, LoopConfig, validate_loop
 
-__all__ = ["InstructConfig", "PRESETS", "RESUMABLE_CHANGES", "build_config", "check_config"]
+__all__ = ["InstructConfig", "PRESETS", "RESUMABLE_CHANGES", "build_config", "check_config", "check_mix",
+           "task_datasets"]
 
 
 @dataclass
@@ -20,6 +22,14 @@ class InstructConfig(LoopConfig):
     align: str = field(default="", metadata={"help": "Stage-1 run dir (not needed for --node-source raw)"})
     llm: str = field(default="smollm2", metadata={"help": "hub id, local folder, *.gguf, or alias smollm2/vicuna"})
     tasks: list[str] = field(default_factory=lambda: ["nc", "lp"], metadata={"help": "nc, lp or both"})
+    # --- the mix (the release tunes NC on some datasets and LP on others) ---
+    nc_data: list[str] = field(default_factory=list, metadata={
+        "help": "the --data dirs whose NC prompts train (empty = all of them)"})
+    lp_data: list[str] = field(default_factory=list, metadata={
+        "help": "the --data dirs whose LP prompts train (empty = all of them)"})
+    data_weights: list[float] = field(default_factory=list, metadata={
+        "help": "sampling weight per --data dir: each task's prompts (nc_per_dataset / lp_per_dataset times its "
+                "datasets) are drawn from its datasets in these proportions (empty = the same count from each)"})
     node_source: str = field(default="aligner", metadata={
         "help": "aligner tokens, or raw pooled encoder features (ablation)", "choices": ["aligner", "raw"]})
     # --- prompts ---
@@ -114,6 +124,7 @@ def check_config(cfg: InstructConfig) -> None:
     bad = [t for t in cfg.tasks if t not in ("nc", "lp")]
     if bad or not cfg.tasks:
         raise ValueError(f"tasks: {bad[0] if bad else 'empty'!r} is not one of ['nc', 'lp']")
+    check_mix(cfg)
     if cfg.node_source == "aligner" and not cfg.align:
         raise ValueError("align: a Stage-1 run is needed unless --node-source raw")
     for name in ("batch_size", "max_length", "lora_r", "lora_alpha"):
@@ -137,3 +148,42 @@ def check_config(cfg: InstructConfig) -> None:
         raise ValueError(f"config field 'warmup_lr' must be in (0, 10], got {cfg.warmup_lr}")
     if cfg.warmup_examples and "nc" not in cfg.tasks:
         raise ValueError("warmup_examples: the warm-up phase uses NC prompts; add nc to --tasks or set it to 0")
+
+
+def _same_dir(a: str) -> str:
+    return str(Path(a).expanduser().resolve())
+
+
+def task_datasets(cfg: InstructConfig, task: str) -> list[int]:
+    """Indices into cfg.data of the datasets that feed ``task`` ("nc" or "lp"); [] when the task is off."""
+    if task not in cfg.tasks:
+        return []
+    chosen = cfg.nc_data if task == "nc" else cfg.lp_data
+    if not chosen:
+        return list(range(len(cfg.data)))
+    wanted = {_same_dir(d) for d in chosen}
+    return [i for i, d in enumerate(cfg.data) if _same_dir(d) in wanted]
+
+
+def check_mix(cfg: InstructConfig) -> None:
+    """nc_data / lp_data name --data dirs of a task that is on; data_weights has one positive weight per dir."""
+    known = {_same_dir(d) for d in cfg.data}
+    for task, chosen in (("nc", cfg.nc_data), ("lp", cfg.lp_data)):
+        if chosen and task not in cfg.tasks:
+            raise ValueError(f"{task}_data: task {task} is not in --tasks {cfg.tasks}")
+        missing = [d for d in chosen if _same_dir(d) not in known]
+        if missing:
+            raise ValueError(f"{task}_data: {missing[0]!r} is not one of the --data dirs")
+    used = set(task_datasets(cfg, "nc")) | set(task_datasets(cfg, "lp"))
+    idle = [cfg.data[i] for i in range(len(cfg.data)) if i not in used]
+    if idle:
+        raise ValueError(f"data: {idle[0]!r} feeds no task; name it in --nc-data or --lp-data, or drop it")
+    if cfg.data_weights:
+        if len(cfg.data_weights) != len(cfg.data):
+            raise ValueError(f"data_weights: {len(cfg.data_weights)} weights given for {len(cfg.data)} datasets")
+        if not all(math.isfinite(w) and w > 0 for w in cfg.data_weights):
+            raise ValueError(f"data_weights: every weight must be a positive number, got {cfg.data_weights}")
+        for task, per in (("nc", cfg.nc_per_dataset), ("lp", cfg.lp_per_dataset)):
+            if task in cfg.tasks and per <= 0:
+                raise ValueError(f"data_weights: set {task}_per_dataset > 0 (the weights share "
+                                 f"{task}_per_dataset x datasets prompts)")

@@ -26,7 +26,7 @@ from mlaga_fast.runtime.autotune import Workload
 from mlaga_fast.runtime.precision import resolve_precision
 from mlaga_fast.train import distributed as dist
 from mlaga_fast.train.instruct_config import InstructConfig
-from mlaga_fast.train.instruct_examples import build_phase_examples
+from mlaga_fast.train.instruct_examples import build_phase_examples, example_counts
 from mlaga_fast.train.loop import run_loop, warmup_steps_for
 from mlaga_fast.train.schedule import cosine_warmup_factor
 
@@ -218,7 +218,8 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
                                   "demo_text_tokens": cfg.demo_text_tokens},
                    "precision": precision.to_dict(),
                    CHECKSUMS: record_checksums(out, INSTRUCT_ARTIFACTS),
-                   "num_examples": {"warmup": len(warm), "instruct": len(instruct)},
+                   "num_examples": {"warmup": len(warm), "instruct": len(instruct),
+                                    "per_dataset": example_counts(datasets, warm, instruct)},
                    "wordings": _trained_wordings(cfg),
                    "train": {"steps": stage.total_steps, "total_steps": stage.total_steps,
                              "warmup_steps": stage.warm_steps, "world_size": info.world_size,
