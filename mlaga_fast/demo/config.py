@@ -17,7 +17,8 @@ __all__ = ["DemoConfig", "PRESETS", "SET_BY_DEMO", "check_demo_config", "demo_al
 
 # Stage fields the demo sets for every run it makes: they have no option, and a config file may not set them.
 SET_BY_DEMO = {"align": ("seed", "device"),
-               "instruct": ("data", "features", "align", "node_source", "tasks", "seed", "device")}
+               "instruct": ("data", "features", "align", "node_source", "tasks", "nc_data", "lp_data", "data_weights",
+                            "seed", "device")}
 
 
 def demo_align_config() -> AlignConfig:
