@@ -234,8 +234,10 @@ def choose_cpu_precision(w: Workload, *, native: bool,
     (default: ``measure_step_seconds``); tests inject their own."""
     if not native:
         return {"choice": "fp32", "rule": "no native bf16 (AVX512-BF16 or AMX) on this CPU; not measured"}
-    if os.environ.get("MLAGA_FAST_AUTOTUNE", "1") == "0":
-        return {"choice": "fp32", "rule": "MLAGA_FAST_AUTOTUNE=0: not measured"}
+    if os.environ.get("MLAGA_FAST_AUTOTUNE", "0") != "1":
+        # Opt-in: on a quiet Zen 4, auto's bf16 for Stage 2 moved the demo's seed-0 NC from 97.50 to 96.50,
+        # below its target and GCN's 97.25, so fp32 stays the default until bf16 holds the targets.
+        return {"choice": "fp32", "rule": "not measured: auto measures bf16 only with MLAGA_FAST_AUTOTUNE=1"}
     ident = cpu_identity()
     path = cache_file(ident)
     data = _read_cache(path)
