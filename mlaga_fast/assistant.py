@@ -35,7 +35,10 @@ from mlaga_fast.runs.open import open_run
 from mlaga_fast.runtime.device import pick_device
 from mlaga_fast.utils.progress import progress as bar_of
 
-__all__ = ["MLaGA", "Prediction"]
+__all__ = ["MLaGA", "Prediction", "NO_FREE_ANSWER"]
+
+# marks an ``ask`` answer that is the run's constrained reading because the LLM ended its own answer at once
+NO_FREE_ANSWER = "no free answer to this wording"
 
 
 @dataclass
@@ -239,7 +242,7 @@ class MLaGA:
         text = answer_text(self.tokenizer, gens[0], self.tokenizer.eos_token_id)
         if text:
             return text
-        why = "no free answer to this wording"
+        why = NO_FREE_ANSWER
         if len(nodes) == 1:
             pred = self.predict_nc(data, nodes, features=features, demos=demos, seed=seed)
             return f"{pred.class_names[int(pred.labels[0])]} [{why}; the category this run scores highest]"

@@ -34,7 +34,9 @@ def world(tmp_path_factory):
     cfg = InstructConfig(data=[str(root / "data")], align=str(root / "align"), llm=str(root / "llm"),
                          tasks=["nc", "lp"], paraphrase_ratio=0.5, describe_per_dataset=12, nc_per_dataset=24,
                          lp_per_dataset=24, batch_size=8, max_steps=3, device="cpu", seed=0)
-    train_instruct(cfg, root / "run", progress=False)
+    calls = []
+    train_instruct(cfg, root / "run", progress=False, on_step=lambda step, total, rec: calls.append((step, total, rec)))
+    (root / "on_step.json").write_text(json.dumps([[s, t, float(r["loss"])] for s, t, r in calls]))
     ds = load_dataset_inputs(cfg.data[0], None, source="aligner", align_dir=cfg.align, allow_unseen=False,
                              progress=False, images=True)
     return root, cfg, ds, load_tokenizer(resolve_llm(cfg.llm))
@@ -160,3 +162,17 @@ def test_wording_options_are_checked():
         build_config({"data": ["x"], "align": "y", "paraphrase_ratio": 1.5})
     with pytest.raises(ValueError, match="describe_per_dataset"):
         build_config({"data": ["x"], "align": "y", "tasks": ["lp"], "describe_per_dataset": 4})
+
+
+def test_on_step_sees_every_optimizer_step_with_its_logged_loss(world):
+    """``train_instruct(on_step=...)`` (the demo's hand-over of the cores) is called once per step, in order, with
+    the run's step count and the loss that metrics.jsonl records for that step."""
+    root, cfg, _, _ = world
+    calls = json.loads((root / "on_step.json").read_text())
+    assert [c[0] for c in calls] == list(range(1, cfg.max_steps + 1))
+    assert {c[1] for c in calls} == {cfg.max_steps}
+    logged = {r["step"]: r["loss"] for r in map(json.loads, (root / "run" / "metrics.jsonl").read_text().splitlines())}
+    for step, _, loss in calls:
+        if step in logged:
+            assert loss == pytest.approx(logged[step], rel=1e-6)
+    assert logged, "metrics.jsonl logged no step"

@@ -28,11 +28,14 @@ def demo_align_config() -> AlignConfig:
 
 
 def demo_instruct_config() -> InstructConfig:
-    """Stage 2 as the demo trains it: SmolLM2 with modality-aware projectors, 800 warm-up prompts, then 600 NC
-    prompts (PPR demonstrations) and 1,600 LP prompts with LoRA adapters."""
-    return InstructConfig(llm="smollm2", projector="modality", warmup_examples=800, nc_per_dataset=600,
-                          lp_per_dataset=1600, batch_size=16, warmup_lr=3e-3, lr=3e-3, projector_lr_scale=0.1,
-                          lora=True, checkpoint_every=10_000, device="cpu")
+    """Stage 2 as the demo trains it: SmolLM2 with modality-aware projectors, 800 warm-up prompts, then 800 NC
+    prompts (PPR demonstrations) and 1,600 LP prompts with LoRA adapters. A quarter of the NC and LP prompts are
+    asked in ``ask``'s layout in varied wordings (so about 600 NC prompts keep the task's own layout, as before
+    ``ask`` learnt wordings), and 200 node descriptions are added, so that ``ask`` answers free questions."""
+    return InstructConfig(llm="smollm2", projector="modality", warmup_examples=800, nc_per_dataset=800,
+                          lp_per_dataset=1600, paraphrase_ratio=0.25, describe_per_dataset=200, batch_size=16,
+                          warmup_lr=3e-3, lr=3e-3, projector_lr_scale=0.1, lora=True, checkpoint_every=10_000,
+                          device="cpu")
 
 
 @dataclass
@@ -66,7 +69,7 @@ PRESETS: dict[str, dict] = {
     "full": {},
     # A sanity run for CI: every stage runs and writes its outputs, at a size that fits in ~3 minutes.
     "fast": {"nodes": 400, "align": {"epochs": 2},
-             "instruct": {"warmup_examples": 32, "nc_per_dataset": 16, "lp_per_dataset": 16},
+             "instruct": {"warmup_examples": 32, "nc_per_dataset": 16, "lp_per_dataset": 16, "describe_per_dataset": 16},
              "eval_nc": 16, "eval_lp": 16, "baseline_epochs": 30},
 }
 

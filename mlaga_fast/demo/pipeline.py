@@ -17,6 +17,11 @@ from mlaga_fast.demo.lanes import SideLane, split_threads
 
 __all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
 
+# The share of the MLaGA Stage 2's steps after which it waits for the second process and then trains on every
+# core. The second process's jobs took about 55% of Stage 2's time on the Zen 4 machine (docs/benchmarks.md,
+# stage times); from 65% on, Stage 2 gets the core that would otherwise idle.
+HANDOFF = 0.65
+
 
 class _Steps:
     """Numbered progress lines with wall time per stage (recorded in metrics.json)."""
@@ -61,10 +66,11 @@ def train_stage1(cfg: DemoConfig, data_dir: Path, feat_dir: Path, run: Path, *, 
 
 
 def train_stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: Path | None, out: Path, *,
-                 progress: bool = True, **fields: Any) -> dict:
+                 progress: bool = True, on_step: Callable[[int, int, dict], None] | None = None,
+                 **fields: Any) -> dict:
     """Stage 2 with ``cfg.instruct`` (``fields`` replace some of it) on the catalogue, seeded by ``cfg.seed``:
     on the aligner's tokens with NC and LP, or without ``align_run`` the raw-feature ablation, which is an
-    NC comparison (the same NC schedule, no LP)."""
+    NC comparison (the same NC schedule, no LP; the demo drops its descriptions)."""
     from mlaga_fast.train.instruct import train_instruct
     from mlaga_fast.train.instruct_config import check_config
 
@@ -73,7 +79,7 @@ def train_stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: Pat
         "node_source": "aligner" if align_run else "raw", "tasks": ["nc", "lp"] if align_run else ["nc"],
         "seed": cfg.seed})
     check_config(icfg)
-    return train_instruct(icfg, out, progress=progress)
+    return train_instruct(icfg, out, progress=progress, on_step=on_step)
 
 
 def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: Path, eval_dir: Path,
@@ -119,7 +125,8 @@ def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, 
     from mlaga_fast.demo.report import draw_embedding_map
 
     def raw_stage2() -> list:
-        train_stage2(cfg, data_dir, feat_dir, None, runs["raw"], progress=progress)
+        # an NC comparison: the MLaGA run's NC prompts, no descriptions (no row scores them for this run)
+        train_stage2(cfg, data_dir, feat_dir, None, runs["raw"], progress=progress, describe_per_dataset=0)
         return []
 
     def embedding_map() -> list:
@@ -225,7 +232,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
     # Stage 2 gains only ~1.3x from a second core (AVX2, fp32), and the thread count barely touches its results
     # (the first step agrees to rounding, later ones drift in the last bits: tests/test_instruct_threads.py):
     # with 2+ cores the raw-feature ablation, the baselines and the t-SNE map run in a second process beside it
-    # (mlaga_fast.demo.lanes), each lane on a fixed share of the cores, so a seed always gives the same table.
+    # (mlaga_fast.demo.lanes), each lane on a fixed share of the cores, so a seed always gives the same table;
+    # the last third of Stage 2 takes the second process's cores back (HANDOFF, at a fixed step).
     total = torch.get_num_threads()
     split = split_threads(total)
     side = None
@@ -234,14 +242,23 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
              f"({split[1]} thread{'s' * (split[1] > 1)}); step 5 runs here beside them ({split[0]})")
         side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, probe, threads=split[1])
         torch.set_num_threads(split[0])
+    side_out: list = []
+
+    def handoff(step: int, steps_total: int, rec: dict) -> None:
+        """At HANDOFF of Stage 2's steps (a step, never a time, so a seed's table stays the same on every run
+        of a machine): wait for the second process, then train on every core."""
+        if side is not None and not side_out and step >= HANDOFF * steps_total:
+            side_out.append(side.result())
+            torch.set_num_threads(total)
+
     try:
         steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.instruct.llm}; PPR demonstrations)",
-                  lambda: train_stage2(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"]))
+                  lambda: train_stage2(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"], on_step=handoff))
         side_results, side_times = steps.run(
             "Stage 2 ablation on raw pooled features, its evaluation, the baselines and the t-SNE map"
             + (" (waiting for the second process)" if side else ""),
-            lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, probe,
-                                                          progress=True))
+            lambda: (side_out or [side.result()])[0] if side else _side_jobs(cfg, data_dir, feat_dir, runs,
+                                                                             eval_dir, probe, progress=True))
     except BaseException:
         if side is not None:
             side.stop()

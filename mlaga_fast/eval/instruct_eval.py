@@ -39,7 +39,7 @@ from mlaga_fast.utils.io import atomic_write_text
 PROTOCOLS = ("constrained", "paper")
 TASKS = ("nc", "lp", "describe")  # describe: generated node descriptions, scored by whether they name the category
 WORDINGS = ("trained", "held-out")
-DESCRIPTION_TOKENS = 24  # longest generated description
+DESCRIPTION_TOKENS = 16  # longest generated description (the category comes first, then the title)
 PAPER_TEMPERATURE = 0.2
 
 

@@ -26,6 +26,7 @@ equals one process with the whole global batch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch.distributed as tdist
@@ -41,9 +42,11 @@ from mlaga_fast.train.loop import finished_run
 __all__ = ["train_instruct"]
 
 
-def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+                   on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     """Run Stage 2; returns a summary (run dir, steps, final loss, seconds, whether it was already complete).
-    Safe to interrupt: --resume continues from the last checkpoint, exactly.
+    Safe to interrupt: --resume continues from the last checkpoint, exactly. ``on_step(step, total, rec)`` runs
+    after every optimizer step.
 
     Under torchrun with W processes and per-process batch B, every step takes the same W*B prompts and
     the same gradient (the mean over all their answer tokens) as one process with batch W*B; only rank 0
@@ -64,7 +67,7 @@ def train_instruct(cfg: InstructConfig, out: str | Path, *, resume: bool = False
     owns_group = not (tdist.is_available() and tdist.is_initialized())
     info = dist.init_distributed(cfg.device)
     try:
-        summary = run_instruct(cfg, out, info, latest, progress)
+        summary = run_instruct(cfg, out, info, latest, progress, on_step)
     finally:
         if owns_group:
             dist.cleanup_distributed()

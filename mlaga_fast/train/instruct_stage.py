@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,8 @@ def node_modalities(datasets: list) -> list[str]:
     return list(kinds.pop())
 
 
-def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool) -> dict:
+def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, progress: bool,
+                 on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     main = info.is_main
     modality = cfg.projector == "modality"
     with dist.main_first():  # rank 0 fills the node-token caches; the other ranks then read them
@@ -196,7 +198,8 @@ def run_instruct(cfg: InstructConfig, out: Path, info, latest: Path | None, prog
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json")
     projectors.train()
-    last = run_loop(stage, cfg, out, info, resume_from=latest, show_progress=progress, desc="instruct")
+    last = run_loop(stage, cfg, out, info, resume_from=latest, show_progress=progress, desc="instruct",
+                    on_step=on_step)
     projectors.eval()
 
     if main:

@@ -114,11 +114,12 @@ def finished_run(run: Path) -> dict | None:
 
 def run_loop(stage: Stage, cfg: LoopConfig, run: Path, info, *, resume_from: Path | None, show_progress: bool,
              desc: str, betas: tuple[float, float] = (0.9, 0.999),
-             on_step: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+             on_step: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``stage`` from step 0 (or the checkpoint ``resume_from``) to ``stage.total_steps``.
 
     Writes RUN/checkpoints/step_*.pt (main rank), RUN/metrics.jsonl and the ``report_to`` logs.
-    Returns the last logged record (loss, lr, grad_norm and the stage's metrics).
+    Returns the last logged record (loss, lr, grad_norm and the stage's metrics). ``on_step(step, total, rec)``
+    runs after every optimizer step (``step`` counts the steps done).
     """
     import torch
 
@@ -176,7 +177,7 @@ def run_loop(stage: Stage, cfg: LoopConfig, run: Path, info, *, resume_from: Pat
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if on_step is not None:
-                on_step(step, rec)
+                on_step(step, total, rec)
             if step % cfg.log_every == 0 or step == total:
                 last = {k: float(v) for k, v in rec.items() if isinstance(v, (int, float))}
                 logger.log(last, step=step)
