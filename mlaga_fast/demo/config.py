@@ -69,7 +69,8 @@ PRESETS: dict[str, dict] = {
     "full": {},
     # A sanity run for CI: every stage runs and writes its outputs, at a size that fits in ~3 minutes.
     "fast": {"nodes": 400, "align": {"epochs": 2},
-             "instruct": {"warmup_examples": 32, "nc_per_dataset": 16, "lp_per_dataset": 16, "describe_per_dataset": 16},
+             "instruct": {"warmup_examples": 32, "nc_per_dataset": 16, "lp_per_dataset": 16,
+                          "describe_per_dataset": 16},
              "eval_nc": 16, "eval_lp": 16, "baseline_epochs": 30},
 }
 

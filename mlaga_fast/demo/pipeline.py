@@ -18,8 +18,8 @@ from mlaga_fast.demo.lanes import SideLane, split_threads
 __all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
 
 # The share of the MLaGA Stage 2's steps after which it waits for the second process and then trains on every
-# core. The second process's jobs took about 55% of Stage 2's time on the Zen 4 machine (docs/benchmarks.md,
-# stage times); from 65% on, Stage 2 gets the core that would otherwise idle.
+# core. The second process's jobs took about 55% of the time Stage 2 takes without it on the Zen 4 machine
+# (docs/benchmarks.md, stage times); from 65% of its steps on, Stage 2 gets the core that would otherwise idle.
 HANDOFF = 0.65
 
 
