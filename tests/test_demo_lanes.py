@@ -21,6 +21,9 @@ def test_side_lane_runs_in_another_process_with_its_threads():
     assert lane.result() != os.getpid()
     assert SideLane(torch.get_num_threads, threads=1).result() == 1
     assert SideLane(sorted, [3, 1, 2], threads=1).result() == [1, 2, 3]
+    lane = SideLane(sorted, [2, 1], threads=1)
+    assert not lane.done
+    assert lane.result() == [1, 2] and lane.done and lane.result() == [1, 2]  # asked again: the same answer
 
 
 def test_side_lane_reraises_the_job_exception_here():

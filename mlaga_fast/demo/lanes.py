@@ -42,7 +42,8 @@ def _child(conn, threads: int, fn: Callable[..., Any], args: tuple) -> None:
 
 class SideLane:
     """``fn(*args)`` in a spawned process with ``threads`` torch threads; ``result()`` waits and returns its value
-    (or raises its exception here), ``stop()`` ends it early. ``fn`` and ``args`` must pickle."""
+    (or raises its exception here; later calls give the same answer again), ``done`` says whether it has been
+    received, ``stop()`` ends it early. ``fn`` and ``args`` must pickle."""
 
     def __init__(self, fn: Callable[..., Any], *args: Any, threads: int):
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or torch state
@@ -50,14 +51,23 @@ class SideLane:
         self._proc = ctx.Process(target=_child, args=(child, threads, fn, args), daemon=True)
         self._proc.start()
         child.close()
+        self._out: tuple[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._out is not None
 
     def result(self) -> Any:
-        try:
-            status, value = self._conn.recv()
-        except EOFError:
+        if self._out is None:
+            try:
+                out = self._conn.recv()
+            except EOFError:
+                self._proc.join()
+                raise RuntimeError(f"the side process ended without a result (exit code {self._proc.exitcode})"
+                                   ) from None
             self._proc.join()
-            raise RuntimeError(f"the side process ended without a result (exit code {self._proc.exitcode})") from None
-        self._proc.join()
+            self._out = out
+        status, value = self._out
         if status == "error":
             exc, tb = value
             raise exc from RuntimeError("in the side process:\n" + tb)

@@ -242,13 +242,12 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
              f"({split[1]} thread{'s' * (split[1] > 1)}); step 5 runs here beside them ({split[0]})")
         side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, probe, threads=split[1])
         torch.set_num_threads(split[0])
-    side_out: list = []
 
     def handoff(step: int, steps_total: int, rec: dict) -> None:
         """At HANDOFF of Stage 2's steps (a step, never a time, so a seed's table stays the same on every run
         of a machine): wait for the second process, then train on every core."""
-        if side is not None and not side_out and step >= HANDOFF * steps_total:
-            side_out.append(side.result())
+        if side is not None and not side.done and step >= HANDOFF * steps_total:
+            side.result()
             torch.set_num_threads(total)
 
     try:
@@ -257,8 +256,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         side_results, side_times = steps.run(
             "Stage 2 ablation on raw pooled features, its evaluation, the baselines and the t-SNE map"
             + (" (waiting for the second process)" if side else ""),
-            lambda: (side_out or [side.result()])[0] if side else _side_jobs(cfg, data_dir, feat_dir, runs,
-                                                                             eval_dir, probe, progress=True))
+            lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, probe,
+                                                          progress=True))
     except BaseException:
         if side is not None:
             side.stop()
