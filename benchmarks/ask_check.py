@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file for every answer")
     args = ap.parse_args()
+    if args.nodes < 1:
+        raise SystemExit(f"ask_check: --nodes must be at least 1, got {args.nodes}")
 
     try:
         m = MLaGA.from_pretrained(args.run, device="cpu", progress=False)
@@ -46,6 +48,8 @@ def main() -> None:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"ask_check: {e}")
     test = np.asarray(ds.graph.test, dtype=np.int64)
+    if test.size == 0:
+        raise SystemExit(f"ask_check: {args.data} has no test nodes")
     rng = np.random.default_rng(args.seed)
     nodes = np.sort(rng.choice(test, size=min(args.nodes, test.size), replace=False))  # [n]
     labels = np.asarray(ds.graph.labels)
