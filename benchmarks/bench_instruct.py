@@ -12,7 +12,9 @@ and the precisions of path D side by side on this CPU (``--precision``, mlaga_fa
 
   fp32            fp32 weights and activations
   bf16 autocast   fp32 weights, bf16 autocast (the weights are cast again at every call)
-  bf16 weights    the frozen LLM cast to bf16 once (what --precision bf16 is on a CPU with native bf16)
+  bf16 weights    the frozen LLM cast to bf16 once (what --precision bf16 is on a CPU with native bf16),
+                  attention through the math backend in training (Precision.context)
+  bf16 w, fused   the same with torch's fused flash attention kernel (the path before)
 
 run in alternating rounds (best of ``--rounds``, so that load changes on a shared machine hit every mode),
 each with tokens/s, the achieved GFLOP/s and its fraction of this machine's matmul peak in that dtype
@@ -178,6 +180,18 @@ def run_precision(gls: dict, exs, inputs, batch: int, rounds: int) -> dict:
             for m, t in best.items()}
 
 
+def fused_attention_precision():
+    """Precision whose context leaves the attention backend to torch (the fused flash kernel): bf16 weights as
+    before Precision.context chose the math backend for bf16 training steps on CPU (the peer of "bf16 weights")."""
+    from mlaga_fast.runtime.precision import Precision
+
+    class FusedAttention(Precision):
+        def context(self, device_type: str):
+            return torch.autocast(device_type, enabled=False)
+
+    return FusedAttention
+
+
 def main() -> None:
     import copy
 
@@ -213,11 +227,13 @@ def main() -> None:
     # --- precisions, path D ---
     native = cpu_has_native_bf16()
     peak = matmul_peak()
+    FusedAttention = fused_attention_precision()
     bf16_model = frozen_to_bf16(copy.deepcopy(model))
     gls = {"fp32": graph_llm(model, tok, proj),
            "bf16 autocast": graph_llm(model, tok, proj, Precision("bf16", "float32", "bfloat16")),
-           "bf16 weights": graph_llm(bf16_model, tok, proj, Precision("bf16", "bfloat16", None))}
-    peak_of = {"fp32": peak["float32"], "bf16 autocast": peak["bfloat16"], "bf16 weights": peak["bfloat16"]}
+           "bf16 weights": graph_llm(bf16_model, tok, proj, Precision("bf16", "bfloat16", None)),
+           "bf16 w, fused": graph_llm(bf16_model, tok, proj, FusedAttention("bf16", "bfloat16", None))}
+    peak_of = {"fp32": peak["float32"], **{m: peak["bfloat16"] for m in gls if m != "fp32"}}
     prec_rows = []
     for kind in args.precision_prompts.split(","):
         res = run_precision(gls, ex[kind], inputs, args.batch, args.rounds)

@@ -102,8 +102,16 @@ def test_auto_chooses_bf16_only_when_measured_at_least_1_2x_faster(frozen, fp32_
 def test_autotune_off_is_fp32_unmeasured(monkeypatch, native, cache):
     monkeypatch.setenv("MLAGA_FAST_AUTOTUNE", "0")
     p = resolve_precision("auto", "cpu", frozen_weights=True, measure=never)
-    assert p == Precision("fp32", "float32", None) and "MLAGA_FAST_AUTOTUNE=1" in p.why["rule"]
+    assert p == Precision("fp32", "float32", None) and "MLAGA_FAST_AUTOTUNE=0" in p.why["rule"]
     assert not cache.exists()
+
+
+def test_auto_measures_unless_turned_off(monkeypatch, native, cache):
+    """Without MLAGA_FAST_AUTOTUNE, auto measures on a CPU with native bf16 (only the test suite turns it off)."""
+    monkeypatch.delenv("MLAGA_FAST_AUTOTUNE")
+    timer = Timer(2.0, 1.0)
+    p = resolve_precision("auto", "cpu", frozen_weights=True, measure=timer)
+    assert timer.calls == 1 and p == Precision("bf16", "bfloat16", None) and p.why["speedup"] == 2.0
 
 
 def test_cpu_without_native_bf16_is_never_measured_into_bf16(monkeypatch, cache):
@@ -329,3 +337,49 @@ def test_stage1_in_bf16_matches_fp32_losses_and_probe(tmp_path):
     assert abs(p16["aligned"]["test"] - p32["aligned"]["test"]) <= 0.05
     for p in (p32, p16):
         assert p["aligned"]["test"] > p["raw"]["test"]
+
+
+def _attention_f64(q, k, v, mask):
+    """softmax(q k^T / sqrt(d), masked) v in float64: the reference for the bf16 attention backends."""
+    s = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1) @ v.double()
+
+
+def test_bf16_on_cpu_trains_attention_through_the_math_backend():
+    """Precision.context computing in bf16 on a CPU (frozen weights in bf16, or autocast): where gradients
+    are taken, attention runs through the math backend (torch's fused CPU kernel's bf16 backward ran at
+    0.54x of fp32); without gradients the fused kernel stays, and fp32 or CUDA leave the backends alone.
+    Output and gradients agree with a float64 loop of the formula within bf16's rounding."""
+    import torch.nn.functional as F
+
+    flash = torch.backends.cuda.flash_sdp_enabled  # the global backend switch sdpa_kernel sets (CPU included)
+    bf16 = Precision("bf16", "bfloat16", None)
+    for p in (bf16, Precision("bf16", "float32", "bfloat16")):
+        with p.context("cpu"):
+            assert not flash() and torch.backends.cuda.math_sdp_enabled()
+        with torch.no_grad(), p.context("cpu"):
+            assert flash()
+    with Precision("fp32", "float32", None).context("cpu"):
+        assert flash()
+    with Precision("bf16", "bfloat16", None).context("cuda"):
+        assert flash()
+    assert flash()  # restored on exit
+
+    g = torch.Generator().manual_seed(0)
+    B, H, L, D = 2, 3, 12, 16
+    q, k, v = (torch.randn(B, H, L, D, generator=g).bfloat16().requires_grad_(True) for _ in range(3))
+    mask = torch.ones(L, L, dtype=torch.bool).tril()[None, None].repeat(B, 1, 1, 1)
+    mask[0, :, :, 9:] = False  # a padded prompt: its last 3 keys masked
+    mask[0, :, 9:, :] = True  # (padded query rows see every key, as transformers does)
+    up = torch.randn(B, H, L, D, generator=g)
+    with bf16.context("cpu"):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    (out.float() * up).sum().backward()
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    ref = _attention_f64(q64, k64, v64, mask)
+    (ref * up.double()).sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.double(), ref, atol=4 * U, rtol=4 * U)  # one bf16 rounding of an fp32 result
+    for t, r in ((q, q64), (k, k64), (v, v64)):  # gradients: fp32 inside, rounded to bf16 once
+        err = (t.grad.double() - r.grad).abs().max() / r.grad.abs().max()
+        assert err < 8 * U, err

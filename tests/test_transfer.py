@@ -197,7 +197,11 @@ def tuned(tmp_path_factory):
     """A tiny run tuned on toys 1-3 (NC + LP), and two targets it never saw: toys 4-6 and grocery 1-3."""
     import torch
 
-    from mlaga_fast.features.extract import FeatureConfig, extract_features, graph_fingerprint
+    from mlaga_fast.features.extract import (
+        FeatureConfig,
+        extract_features,
+        graph_fingerprint,
+    )
     from mlaga_fast.train.align import train_align
     from mlaga_fast.train.align_config import AlignConfig
     from mlaga_fast.train.instruct import train_instruct
@@ -235,11 +239,19 @@ def test_transfer_rows_are_marked_and_the_table_shows_them(tuned):
     for r in rows:
         assert bool(r["extra"].get("transfer")) is (r["method"] != "Chance"), r["method"]
     got = {(r["dataset"], r["method"], r["task"]) for r in rows}
+    cal_zs, cal_ic = ZERO_SHOT + " (calibrated)", IN_CONTEXT + " (calibrated)"
     for n in names:
-        assert {(n, ZERO_SHOT, "lp"), (n, ZERO_SHOT, "nc"), (n, IN_CONTEXT, "nc"), (n, "GCN", "lp"),
-                (n, "MLP", "lp"), (n, "Chance", "nc"), (n, "Chance", "lp")} == {x for x in got if x[0] == n}
+        assert {(n, ZERO_SHOT, "lp"), (n, ZERO_SHOT, "nc"), (n, IN_CONTEXT, "nc"), (n, cal_zs, "nc"), (n, cal_ic, "nc"),
+                (n, "GCN", "lp"), (n, "MLP", "lp"), (n, "Chance", "nc"),
+                (n, "Chance", "lp")} == {x for x in got if x[0] == n}
     zs = next(r for r in rows if r["method"] == ZERO_SHOT and r["task"] == "nc")
     assert zs["extra"]["demos"] == "none" and zs["class_names"] == made[zs["dataset"]].class_names
+    for raw_name in (ZERO_SHOT, IN_CONTEXT):  # a calibrated row re-reads its raw row's nodes, no other
+        for n in names:
+            raw = next(r for r in rows if (r["dataset"], r["method"], r["task"]) == (n, raw_name, "nc"))
+            cal = next(r for r in rows if (r["dataset"], r["method"], r["task"]) == (n, raw_name + " (calibrated)", "nc"))
+            assert cal["num_examples"] == raw["num_examples"] and cal["extra"]["calibration"] == "mean"
+            assert (np.asarray(cal["confusion"]).sum(1) == np.asarray(raw["confusion"]).sum(1)).all()
     table = results_table_markdown(rows).splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     gcn = next(line for line in table if line.startswith("| GCN (transfer) |"))
@@ -286,3 +298,37 @@ def test_manifest_records_each_datasets_prompts(tuned):
     per = read_stage_manifest(root / "run", "instruct")["num_examples"]["per_dataset"]
     assert per == [{"name": per[0]["name"], "graph_fingerprint": load(root / "src").fingerprint, "warmup": 0,
                     "nc": 16, "lp": 16}]
+
+
+def test_calibrated_nc_reads_the_same_scores_relative_to_their_means(tuned):
+    """eval --calibrate mean: the calibrated accuracy is the argmax of each option's score minus its mean over
+    the evaluated nodes (a float64 loop over the scores the run gives those prompts), beside the plain one."""
+    from mlaga_fast.assistant import MLaGA
+    from mlaga_fast.eval.instruct_eval import (
+        EvalOptions,
+        calibrate_scores,
+        eval_examples,
+        evaluate,
+    )
+
+    root, _, targets = tuned
+    _, data_dir, feat_dir = targets[0]
+    m = MLaGA.from_pretrained(root / "run", device="cpu", progress=False)
+    opts = EvalOptions(task="nc", features=str(feat_dir), demos="none", max_examples=12, device="cpu",
+                       calibrate="mean")
+    res = evaluate(root / "run", data_dir, opts, loaded=m, progress=False)
+    ds = m.dataset(data_dir, feat_dir, progress=False)
+    examples = eval_examples(m, ds, opts)
+    scores, _ = m.score(ds, examples, batch_size=8, progress=False)
+    s = np.asarray(scores, dtype=np.float64).tolist()
+    n, c = len(s), len(s[0])
+    means = [sum(s[i][k] for i in range(n)) / n for k in range(c)]
+    ref = [max(range(c), key=lambda k: s[i][k] - means[k]) for i in range(n)]
+    y = [ex.target for ex in examples]
+    assert res["extra"]["calibrated"]["accuracy"] == pytest.approx(sum(p == t for p, t in zip(ref, y)) / n)
+    assert res["accuracy"] == pytest.approx(float((np.asarray(scores).argmax(1) == np.asarray(y)).mean()))
+    assert np.allclose(calibrate_scores(scores), np.asarray(s) - np.asarray(means)[None])
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        calibrate_scores(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="only NC"):
+        EvalOptions(task="lp", calibrate="mean").validate()

@@ -80,25 +80,29 @@ def _no_verify_option(fn):
                    "released matching rules")
 @click.option("--seed", type=int, default=0, show_default=True, help="subsample, random demonstrations, sampling")
 @click.option("--method", default=None, help="name for tables [default: mlaga-<llm>[+ablation]]")
+@click.option("--calibrate", type=click.Choice(["none", "mean"]), default="none", show_default=True,
+              help="NC: also report the accuracy with each category's score taken relative to its mean over the "
+                   "evaluated nodes (no label used; for category names the run never saw)")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
               help="FILE.json (+ FILE.png, FILE.gen.png, FILE.gen.jsonl, FILE.md)")
 @_common_eval_options
-def eval_cmd(run_dir, data_dir, task, split, wording, demos, max_examples, generate, protocol, seed, method, out_file,
-             features, device, batch_size, no_progress, no_verify) -> None:
+def eval_cmd(run_dir, data_dir, task, split, wording, demos, max_examples, generate, protocol, seed, method, calibrate,
+             out_file, features, device, batch_size, no_progress, no_verify) -> None:
     """Accuracy of a Stage-2 run: NC or LP, constrained scoring (default) or the paper's protocol."""
     from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
 
     opts = EvalOptions(task=task, split=split, features=features, demos=demos, max_examples=max_examples,
                        batch_size=batch_size, generate=generate, protocol=protocol, device=device, seed=seed,
-                       method=method, wording=wording, verify=not no_verify)
+                       method=method, wording=wording, verify=not no_verify, calibrate=calibrate)
     res = evaluate(run_dir, data_dir, opts, out=out_file, progress=not no_progress)
-    gen = res["extra"].get("generation")
+    gen, cal = res["extra"].get("generation"), res["extra"].get("calibrated")
     click.echo(json.dumps({
         "method": res["method"], "dataset": res["dataset"], "task": task, "split": split, "wording": wording,
         "protocol": protocol,
         "accuracy": round(res["accuracy"], 4),
         "generation_accuracy": round(gen["accuracy"], 4) if gen else None,
         "generation_invalid": gen["num_invalid"] if gen else None,
+        "calibrated_accuracy": round(cal["accuracy"], 4) if cal else None,
         "chance": round(res["extra"]["chance"], 4), "num_examples": res["num_examples"],
         "transfer": res["extra"]["transfer"], "wall_s": res["extra"]["wall_s"], "out": out_file,
     }))

@@ -8,6 +8,8 @@ Rows per target (``mlaga-fast demo --transfer`` prints them beside the in-domain
   name appears).
 * MLaGA in-context, NC: the same nodes with PPR demonstrations drawn from the target's labelled
   *training* nodes (the target's labels are shown, nothing is tuned on them).
+* Both NC rows again, "(calibrated)": the same scores with each category's score taken relative to its mean
+  over the evaluated nodes (``mlaga_fast.eval.instruct_eval.calibrate_scores``; no label used).
 * GCN and MLP trained on the source (its LP task) and applied to the target's test pairs with the
   source's threshold. Their NC heads predict the source's 8 classes; no target shares that label set,
   so their NC cells stay "-".
@@ -69,17 +71,21 @@ def transfer_results(run_dir: Path, source_dir: Path, source_features: Path,
     m = loaded if loaded is not None else MLaGA.from_pretrained(run_dir, device="cpu", progress=progress)
     results: list[dict] = []
     for name, data_dir, feat_dir in targets:
+        cell = {}
         for method, task, demos in ((ZERO_SHOT, "lp", "none"), (ZERO_SHOT, "nc", "none"), (IN_CONTEXT, "nc", "ppr")):
             opts = EvalOptions(task=task, split="test", features=str(feat_dir), demos=demos,
                                max_examples=eval_nc if task == "nc" else eval_lp, device="cpu", seed=seed,
-                               method=method, batch_size=32)
+                               method=method, batch_size=32, calibrate="mean" if task == "nc" else "none")
             res = evaluate(run_dir, data_dir, opts, loaded=m, progress=progress)
             if not res["extra"]["transfer"]:
                 raise ValueError(f"{data_dir}: the run was trained on this target; it is no transfer")
+            cell[method, task] = res
             results.append(res)
-        zero = results[-2]
+            if task == "nc":  # the same scores, each category's read relative to its mean (no label used)
+                results.append(res["extra"]["calibrated"])
+        zero = cell[ZERO_SHOT, "nc"]
         results += [_chance(zero, "nc", zero["extra"]["chance"], "majority class"),
-                    _chance(results[-3], "lp", 0.5, "balanced pairs")]
+                    _chance(cell[ZERO_SHOT, "lp"], "lp", 0.5, "balanced pairs")]
     source, pooled = load(source_dir), FeatureStore(source_features).pooled()
     tgt = [(load(d), FeatureStore(f).pooled()) for _, d, f in targets]
     for model, label in (("gcn", "GCN"), ("mlp", "MLP")):

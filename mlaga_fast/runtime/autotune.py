@@ -18,8 +18,8 @@ AVX512-BF16, no AMX) is never measured: it computes in fp32.
   (``mlaga_fast.train.align.AlignStage``, through ``time_steps``): on the 2-core Zen 4 the synthetic block
   ran 1.77x faster in bf16 at the demo aligner's width, while the aligner itself ran at 0.85x.
 
-``MLAGA_FAST_AUTOTUNE=0`` turns the measurement off (fp32 on every CPU, as before; the test suite sets it,
-so that its runs do not depend on the machine's speed or load).
+``MLAGA_FAST_AUTOTUNE=0`` turns the measurement off (fp32 on every CPU; the test suite sets it, so that its
+runs do not depend on the machine's speed or load).
 
 Timings on a busy machine are noisy (on the shared 2-core Zen 4 at load 6, the Stage-2 block measured
 1.11x and the aligner 1.35x, against 1.77x and 0.85-1.02x at lower load): a decision measured while the
@@ -33,6 +33,7 @@ chosen precision and both timings go into the stage's manifest (``Precision.why`
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from typing import Callable
 from mlaga_fast.utils.io import atomic_write_json
 
 __all__ = ["Workload", "THRESHOLD", "SMOLLM2", "choose_cpu_precision", "measure_step_seconds", "time_steps",
-           "cache_file", "cpu_identity"]
+           "cache_file", "cpu_identity", "cpu_bf16_attention"]
 
 THRESHOLD = 1.2  # bf16 must be at least this much faster than fp32 to be chosen
 SMOLLM2 = {"hidden": 576, "intermediate": 1536, "heads": 9}  # SmolLM2-135M: the default LLM's layer shape
@@ -131,6 +132,23 @@ def _forward(w: Workload, x, layers: list[dict]):
     return x
 
 
+def cpu_bf16_attention():
+    """The attention backend for bf16 tensors on a CPU: the math backend where gradients are taken, the default
+    (flash) one otherwise. Both compute the softmax in fp32. On a 2-core Zen 4 (torch 2.14, 16 x 9 heads x 80
+    queries over 104 keys, head dim 64, padding mask) the fused flash kernel's forward+backward took 28.0 ms in
+    bf16 against 15.1 ms in fp32, the math backend 15.2 ms in bf16; forward alone (no grad), flash took 13.3 ms
+    and math 37.6. On the demo's NC prompts the whole Stage-2 step ran 1.79x faster than fp32 this way, 1.52x
+    with the fused kernel (benchmarks/bench_instruct.py, rows "bf16 weights" and "bf16 w, fused")."""
+    import contextlib
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _step_fn(w: Workload, mode: str) -> Callable[[], None]:
     """One forward + backward of the workload in ``mode`` (fp32 | bf16), as the stage would run it."""
     import torch
@@ -144,7 +162,8 @@ def _step_fn(w: Workload, mode: str) -> Callable[[], None]:
     def step() -> None:
         x = x0.clone().requires_grad_(True)  # fp32, as the projectors' (or encoders') outputs arrive
         ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and w.trains)
-        with ctx:
+        attention = cpu_bf16_attention() if bf16 else contextlib.nullcontext()  # as Precision.context
+        with ctx, attention:
             y = _forward(w, x.to(dtype), layers)
         y.float().pow(2).mean().backward()
         for p in layers:
@@ -234,10 +253,8 @@ def choose_cpu_precision(w: Workload, *, native: bool,
     (default: ``measure_step_seconds``); tests inject their own."""
     if not native:
         return {"choice": "fp32", "rule": "no native bf16 (AVX512-BF16 or AMX) on this CPU; not measured"}
-    if os.environ.get("MLAGA_FAST_AUTOTUNE", "0") != "1":
-        # Opt-in: on a quiet Zen 4, auto's bf16 for Stage 2 moved the demo's seed-0 NC from 97.50 to 96.50,
-        # below its target and GCN's 97.25, so fp32 stays the default until bf16 holds the targets.
-        return {"choice": "fp32", "rule": "not measured: auto measures bf16 only with MLAGA_FAST_AUTOTUNE=1"}
+    if os.environ.get("MLAGA_FAST_AUTOTUNE", "1") == "0":
+        return {"choice": "fp32", "rule": "not measured: MLAGA_FAST_AUTOTUNE=0 turns the measurement off"}
     ident = cpu_identity()
     path = cache_file(ident)
     data = _read_cache(path)

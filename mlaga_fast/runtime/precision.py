@@ -23,7 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from mlaga_fast.runtime.autotune import Workload, choose_cpu_precision
+from mlaga_fast.runtime.autotune import (
+    Workload,
+    choose_cpu_precision,
+    cpu_bf16_attention,
+)
 
 __all__ = ["Precision", "resolve_precision", "cpu_has_native_bf16"]
 
@@ -38,11 +42,21 @@ class Precision:
     why: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def context(self, device_type: str):
+        """Around a forward pass: autocast where the precision asks for it, and on a CPU computing in bf16
+        (frozen weights stored in bf16, or autocast), the attention backend that is faster there
+        (``cpu_bf16_attention``)."""
+        import contextlib
+
         import torch
 
+        stack = contextlib.ExitStack()
         if self.autocast is None:
-            return torch.autocast(device_type, enabled=False)
-        return torch.autocast(device_type, dtype=getattr(torch, self.autocast))
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        else:
+            stack.enter_context(torch.autocast(device_type, dtype=getattr(torch, self.autocast)))
+        if device_type == "cpu" and "bfloat16" in (self.weights, self.autocast):
+            stack.enter_context(cpu_bf16_attention())
+        return stack
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "weights": self.weights, "autocast": self.autocast}

@@ -42,7 +42,7 @@ from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlag
 from mlaga_fast.runs.manifest import features_record, write_stage_manifest
 from mlaga_fast.runs.open import ALIGN_ARTIFACTS, CHECKSUMS, record_checksums
 from mlaga_fast.runtime.autotune import Workload, time_steps
-from mlaga_fast.runtime.precision import resolve_precision
+from mlaga_fast.runtime.precision import Precision, resolve_precision
 from mlaga_fast.train import distributed as D
 from mlaga_fast.train.align_config import RESUMABLE_CHANGES, AlignConfig
 from mlaga_fast.train.checkpoint import find_latest
@@ -171,25 +171,28 @@ class AlignStage:
 
     def _measure(self, w: Workload) -> tuple[float, float]:
         """--precision auto's timer for Stage 1: forward + backward of a copy of this aligner on the store's first
-        ``w.tokens // w.seq`` nodes, in fp32 and under bf16 autocast. A synthetic layer is a poor proxy here:
-        it ran 1.77x faster in bf16 on a 2-core Zen 4 where the demo's aligner steps ran at 0.85x (its
-        masked attention, layer norms and input projections). In eval mode and on a forked RNG: the run's dropout masks never depend on
-        whether a decision was measured or read from the cache."""
+        ``w.tokens // w.seq`` nodes, in fp32 and under bf16 autocast, each in its precision's context (so bf16
+        takes the attention backend the training step takes). A synthetic layer is a poor proxy here: it ran
+        1.77x faster in bf16 on a 2-core Zen 4 where the demo's aligner steps ran at 0.85x with the fused
+        attention kernel (its masked attention, layer norms and input projections). In eval mode and on a
+        forked RNG: the run's dropout masks never depend on whether a decision was measured or read from the
+        cache."""
         with torch.random.fork_rng(devices=[]):
             model = copy.deepcopy(self.model).eval()
             ids = np.arange(min(max(1, w.tokens // w.seq), self.store.num_nodes))
             batch = {k: v.to(self.info.device) for k, v in trim_text(self.store.get(ids)).items()
                      if isinstance(v, torch.Tensor)}
 
-            def step(bf16: bool):
+            def step(p: Precision):
                 def run() -> None:
-                    with torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    with p.context(self.info.device.type):  # as the training step runs it
                         _, pooled = model(batch)  # [U, d]
                     pooled.float().pow(2).mean().backward()
                     model.zero_grad(set_to_none=True)
                 return run
 
-            return time_steps({"fp32": step(False), "bf16": step(True)})
+            return time_steps({"fp32": step(Precision("fp32", "float32", None)),
+                               "bf16": step(Precision("bf16", "float32", "bfloat16"))})
 
     # --- the loop's interface ---
     def state_dict(self) -> dict:
