@@ -197,11 +197,7 @@ def tuned(tmp_path_factory):
     """A tiny run tuned on toys 1-3 (NC + LP), and two targets it never saw: toys 4-6 and grocery 1-3."""
     import torch
 
-    from mlaga_fast.features.extract import (
-        FeatureConfig,
-        extract_features,
-        graph_fingerprint,
-    )
+    from mlaga_fast.features.extract import FeatureConfig, extract_features, graph_fingerprint
     from mlaga_fast.train.align import train_align
     from mlaga_fast.train.align_config import AlignConfig
     from mlaga_fast.train.instruct import train_instruct
