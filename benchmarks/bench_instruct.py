@@ -11,7 +11,7 @@ in one run:
 and the precisions of path D side by side on this CPU (``--precision``, mlaga_fast.runtime.precision):
 
   fp32            fp32 weights and activations
-  bf16 autocast   fp32 weights, bf16 autocast (the weights are cast again at every call)
+  bf16 autocast   fp32 weights, bf16 autocast (the weights are cast again at every call), math attention
   bf16 weights    the frozen LLM cast to bf16 once (what --precision bf16 is on a CPU with native bf16),
                   attention through the math backend in training (Precision.context)
   bf16 w, fused   the same with torch's fused flash attention kernel (the path before)
@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mlaga_fast.runtime.precision import Precision
 
 
 def build(args):
@@ -87,7 +89,6 @@ def old_loss(gl, batch_ex, inputs):
 
 def graph_llm(model, tok, proj, precision=None):
     from mlaga_fast.models.graph_llm import GraphLLM
-    from mlaga_fast.runtime.precision import Precision
 
     return GraphLLM(model, tok, proj, precision or Precision("fp32", "float32", None), "cpu")
 
@@ -180,16 +181,12 @@ def run_precision(gls: dict, exs, inputs, batch: int, rounds: int) -> dict:
             for m, t in best.items()}
 
 
-def fused_attention_precision():
-    """Precision whose context leaves the attention backend to torch (the fused flash kernel): bf16 weights as
-    before Precision.context chose the math backend for bf16 training steps on CPU (the peer of "bf16 weights")."""
-    from mlaga_fast.runtime.precision import Precision
+class FusedAttention(Precision):
+    """bf16 weights with the attention backend left to torch (its fused flash kernel), as before
+    Precision.context chose the math backend for bf16 training steps on a CPU: the peer of "bf16 weights"."""
 
-    class FusedAttention(Precision):
-        def context(self, device_type: str):
-            return torch.autocast(device_type, enabled=False)
-
-    return FusedAttention
+    def context(self, device_type: str):
+        return torch.autocast(device_type, enabled=False)
 
 
 def main() -> None:
@@ -197,7 +194,7 @@ def main() -> None:
 
     from mlaga_fast.models.graph_llm import frozen_to_bf16
     from mlaga_fast.runtime.autotune import Workload, measure_step_seconds
-    from mlaga_fast.runtime.precision import Precision, cpu_has_native_bf16
+    from mlaga_fast.runtime.precision import cpu_has_native_bf16
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llm", default="smollm2")
@@ -227,7 +224,6 @@ def main() -> None:
     # --- precisions, path D ---
     native = cpu_has_native_bf16()
     peak = matmul_peak()
-    FusedAttention = fused_attention_precision()
     bf16_model = frozen_to_bf16(copy.deepcopy(model))
     gls = {"fp32": graph_llm(model, tok, proj),
            "bf16 autocast": graph_llm(model, tok, proj, Precision("bf16", "float32", "bfloat16")),

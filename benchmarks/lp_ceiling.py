@@ -57,7 +57,10 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{'dataset':<28} {'pairs':>6} {'pos same':>9} {'neg same':>9} {'same label':>11} {'label+degree':>13}")
     for d in args.data:
-        r = ceilings(d, args.seed)
+        try:
+            r = ceilings(d, args.seed)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"lp_ceiling: {d}: {e}") from None
         print(f"{r['dataset']:<28} {r['pairs']:>6} {r['pos_same']:>9.2f} {r['neg_same']:>9.2f} "
               f"{100 * r['same_label']:>11.2f} {100 * r['label_degree']:>13.2f}")
 

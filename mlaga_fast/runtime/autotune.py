@@ -138,7 +138,7 @@ def cpu_bf16_attention():
     (flash) one otherwise. Both compute the softmax in fp32. On a 2-core Zen 4 (torch 2.14, 16 x 9 heads x 80
     queries over 104 keys, head dim 64, padding mask) the fused flash kernel's forward+backward took 28.0 ms in
     bf16 against 15.1 ms in fp32, the math backend 15.2 ms in bf16; forward alone (no grad), flash took 13.3 ms
-    and math 37.6. On the demo's NC prompts the whole Stage-2 step ran 1.79x faster than fp32 this way, 1.52x
+    and math 37.6. On the demo's NC prompts the whole Stage-2 step ran 1.69x faster than fp32 this way, 1.46x
     with the fused kernel (benchmarks/bench_instruct.py, rows "bf16 weights" and "bf16 w, fused")."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel

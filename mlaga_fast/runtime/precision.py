@@ -13,13 +13,15 @@
   the projector outputs are cast to bf16 where they are spliced into the prompt
   (``mlaga_fast.llm.splice``) and the loss is computed in fp32 (``mlaga_fast.llm.forward.logits_at_end``).
   Stage 1 trains its weights, so bf16 there is autocast over fp32 master weights. On a CPU without native
-  bf16, a forced ``--precision bf16`` is autocast in both stages.
+  bf16, a forced ``--precision bf16`` is autocast in both stages. Training steps in bf16 on a CPU take the
+  math attention backend (``Precision.context``; the fused kernel's bf16 backward is slow there).
 
 bf16 is checked against fp32 on real prompts (``mlaga_fast.models.graph_llm.bf16_agreement``, used by
 tests/test_precision_policy.py and benchmarks/bench_instruct.py).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -45,15 +47,11 @@ class Precision:
         """Around a forward pass: autocast where the precision asks for it, and on a CPU computing in bf16
         (frozen weights stored in bf16, or autocast), the attention backend that is faster there
         (``cpu_bf16_attention``)."""
-        import contextlib
-
         import torch
 
         stack = contextlib.ExitStack()
-        if self.autocast is None:
-            stack.enter_context(torch.autocast(device_type, enabled=False))
-        else:
-            stack.enter_context(torch.autocast(device_type, dtype=getattr(torch, self.autocast)))
+        stack.enter_context(torch.autocast(device_type, enabled=False) if self.autocast is None
+                            else torch.autocast(device_type, dtype=getattr(torch, self.autocast)))
         if device_type == "cpu" and "bfloat16" in (self.weights, self.autocast):
             stack.enter_context(cpu_bf16_attention())
         return stack
