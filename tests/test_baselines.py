@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlaga_fast.baselines.labelprop import label_propagation
-from mlaga_fast.baselines.models import EdgeScorer, build_encoder, edge_index_from_csr
+from mlaga_fast.baselines.models import EdgeScorer, build_encoder, edge_index_from_csr, graph_operand
 from mlaga_fast.baselines.train import (
     BaselineConfig,
     best_threshold,
@@ -153,6 +153,37 @@ def test_bad_csr_is_refused(indptr, indices, msg):
         return
     with pytest.raises(ValueError, match=msg):
         edge_index_from_csr(np.array(indptr), np.array(indices), 3)
+
+
+def test_sage_on_the_csr_operand_is_the_mean_over_neighbours():
+    # GraphSAGE takes the adjacency as a sparse CSR matrix (graph_operand): its layer must still be
+    # W_l mean_{j in N(i)} x_j + b + W_r x_i (0 for a node without neighbours), as a float64 loop computes it,
+    # and agree with the edge-list path in value and in gradients.
+    rng = np.random.default_rng(3)
+    a = random_sym(30, 0.15, rng, isolated=(4,))
+    indptr, indices = csr_from_dense(a)
+    adj, ei = graph_operand("sage", indptr, indices, 30), edge_index_from_csr(indptr, indices, 30)
+    assert adj.layout == torch.sparse_csr and graph_operand("gcn", indptr, indices, 30).equal(ei)
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(2))
+    enc = build_encoder("sage", 5, 8, 3, dropout=0.0).eval()
+    conv = enc.conv1
+    w_l, b, w_r = (t.detach().double().numpy() for t in (conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight))
+    xd = x.double().numpy()
+    ref = np.empty((30, 8))
+    for i in range(30):
+        nb = indices[indptr[i]:indptr[i + 1]]
+        mean = xd[nb].mean(0) if len(nb) else np.zeros(5)
+        ref[i] = w_l @ mean + b + w_r @ xd[i]
+    np.testing.assert_allclose(conv(x, adj).detach().double().numpy(), ref, rtol=1e-5, atol=1e-6)
+    grads = []
+    for g in (adj, ei):
+        enc.zero_grad()
+        out = enc(x, g)
+        out.pow(2).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in enc.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    for g0, g1 in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.cuda

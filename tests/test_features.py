@@ -265,6 +265,41 @@ def test_mismatched_directory_is_refused(tmp_path, tiny):
         extract_features(g, tmp_path / "other", cfg(), encoder=tiny, progress=False)
 
 
+def test_bf16_features_follow_fp32_and_a_resumed_folder_keeps_its_precision(tmp_path, tiny):
+    # --precision bf16 runs the towers under bf16 autocast: the stored features are the fp32 ones to bf16's
+    # rounding, and the manifest says which precision made them (its fingerprint too). auto (not measured in
+    # the tests: MLAGA_FAST_AUTOTUNE=0) keeps a resumed folder's precision; a forced other one is refused.
+    g = StandIn(60)
+    ref = extract_features(g, tmp_path / "fp32", cfg(precision="fp32"), encoder=tiny, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash(i):
+        raise Crash
+
+    with pytest.raises(Crash):
+        extract_features(g, tmp_path / "bf16", cfg(precision="bf16"), encoder=tiny, progress=False,
+                         on_shard_done=crash)
+    assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision: on disk 'bf16', now 'fp32'"):
+        extract_features(g, tmp_path / "bf16", cfg(precision="fp32"), encoder=tiny, progress=False)
+    st = extract_features(g, tmp_path / "bf16", cfg(), encoder=tiny, progress=False)  # auto: resumes in bf16
+    assert tiny.cpu_precision == "bf16" and st.manifest["precision"] == "bf16"
+    assert ref.manifest["precision"] == "fp32" and st.fingerprint != ref.fingerprint
+    ids = np.arange(60)
+    for part in ("image", "text"):
+        a, b = ref.get(ids)[part].float(), st.get(ids)[part].float()  # [N, L, D]
+        assert not torch.equal(a, b)
+        cos = torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
+        assert float(cos.min()) > 0.99, part
+    fresh = extract_features(g, tmp_path / "auto", cfg(), encoder=tiny, progress=False)
+    assert fresh.manifest["precision"] == "fp32" and "MLAGA_FAST_AUTOTUNE=0" in fresh.manifest["precision_why"]["rule"]
+    with pytest.raises(ValueError, match="precision"):
+        cfg(precision="fp16").validate()
+    tiny.cpu_precision = "fp32"  # the module's other tests share this encoder
+
+
 def test_bad_graph_and_config(tmp_path, tiny):
     g = StandIn(5)
     g.texts = g.texts[:4]

@@ -48,6 +48,23 @@ def test_online_get_equals_the_stored_store(graph_and_store):
     assert empty["image"].shape == (0, store.image_len, store.image_dim)
 
 
+def test_online_bf16_is_the_stored_bf16(graph_and_store, tmp_path):
+    # stored features made in bf16 (what `--precision auto` may choose) match online ones asked for in bf16, by
+    # fingerprint and value, and differ from the fp32 ones by fingerprint
+    graph, store = graph_and_store
+    cfg = FeatureConfig(encoder="tiny", device="cpu", batch_size=32, shard_size=70, cpu_threads=1, precision="bf16")
+    bf16 = extract_features(graph, tmp_path / "bf16", cfg, graph_fp=graph.fingerprint, progress=False)
+    online = OnlineFeatures(graph, "tiny", device="cpu", graph_fp=graph.fingerprint, precision="bf16")
+    assert online.fingerprint == bf16.fingerprint != store.fingerprint
+    idx = np.arange(0, 200, 3)
+    a, b = online.get(idx), bf16.get(idx)
+    for key in ("image", "text"):
+        # bf16 on other batch compositions: a few bf16 rounding steps apart
+        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=2 ** -6, atol=2 ** -8)
+    with pytest.raises(ValueError, match="precision"):
+        OnlineFeatures(graph, "tiny", device="cpu", precision="fp16")
+
+
 def test_online_and_stored_features_refuse_bad_ids_alike(graph_and_store):
     graph, store = graph_and_store
     online = OnlineFeatures(graph, "tiny", device="cpu")

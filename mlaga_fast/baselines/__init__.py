@@ -18,7 +18,7 @@ _WHERE = {
     "LabelPropResult": "labelprop", "label_propagation": "labelprop",
     "steps_to_converge": "labelprop",
     "EdgeScorer": "models", "Encoder": "models", "build_encoder": "models",
-    "edge_index_from_csr": "models",
+    "edge_index_from_csr": "models", "graph_operand": "models",
     "best_threshold": "train", "roc_auc": "train", "run_baseline": "train", "run_lp": "train",
     "run_nc": "train", "sample_negatives": "train",
 }

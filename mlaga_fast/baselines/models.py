@@ -27,6 +27,20 @@ def edge_index_from_csr(indptr, indices, num_nodes: int) -> torch.Tensor:
     return torch.stack([rows, torch.tensor(indices)])  # copies: `indices` may be a read-only map
 
 
+def graph_operand(model: str, indptr, indices, num_nodes: int) -> torch.Tensor:
+    """The graph as ``model``'s layers take it: the edge_index [2, E] (edge_index_from_csr), except for GraphSAGE,
+    which gets the adjacency as a sparse CSR matrix [N, N]. PyG then takes each node's mean over its neighbours as
+    one sparse-dense product instead of a gather and a scatter of [E, D] messages, with the same result: one
+    SAGEConv layer over 2,000 nodes x 1,664 features and 32k edges ran forward + backward in 0.082 s against
+    0.29 s (1 thread, 2-core Zen 4). PyG reads a sparse matrix as the transposed adjacency (row = target); the
+    package's graphs are symmetric (check_canonical_csr), so the CSR itself is that matrix."""
+    edge_index = edge_index_from_csr(indptr, indices, num_nodes)  # also validates the CSR
+    if model != "sage":
+        return edge_index
+    ptr = torch.from_numpy(np.ascontiguousarray(np.asarray(indptr), dtype=np.int64))
+    return torch.sparse_csr_tensor(ptr, edge_index[1], torch.ones(edge_index.shape[1]), (num_nodes, num_nodes))
+
+
 class Encoder(nn.Module):
     """dropout -> layer1 -> ReLU -> dropout -> layer2, with PyG conv layers or (MLP) Linear ones."""
 

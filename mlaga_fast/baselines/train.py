@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mlaga_fast.baselines.config import BaselineConfig
 from mlaga_fast.baselines.labelprop import label_propagation
-from mlaga_fast.baselines.models import EdgeScorer, build_encoder, edge_index_from_csr
+from mlaga_fast.baselines.models import EdgeScorer, build_encoder, graph_operand
 from mlaga_fast.data.graph import pairs_in_csr
 from mlaga_fast.eval.report import make_result
 
@@ -186,7 +186,7 @@ def run_nc(graph, features, cfg: BaselineConfig, meta: dict | None = None) -> di
         _seed_all(cfg.seed)
         dev = torch.device(cfg.device)
         x = prepare_features(features, n, cfg.standardize).to(dev)  # [N, D]
-        edge_index = edge_index_from_csr(indptr, indices, n).to(dev)  # [2, E]
+        edge_index = graph_operand(cfg.model, indptr, indices, n).to(dev)  # [2, E] (sage: CSR [N, N])
         model = build_encoder(cfg.model, x.shape[1], cfg.hidden, c, cfg.dropout, cfg.heads).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         y = torch.from_numpy(labels).to(dev)
@@ -246,7 +246,7 @@ def run_lp(graph, features, cfg: BaselineConfig, meta: dict | None = None, targe
     t0 = time.perf_counter()
 
     x = prepare_features(features, n, cfg.standardize).to(dev)  # [N, D]
-    edge_index = edge_index_from_csr(indptr, indices, n).to(dev)  # [2, E]
+    edge_index = graph_operand(cfg.model, indptr, indices, n).to(dev)  # [2, E] (sage: CSR [N, N])
     encoder = build_encoder(cfg.model, x.shape[1], cfg.hidden, cfg.hidden, cfg.dropout,
                             cfg.heads).to(dev)
     scorer = EdgeScorer(cfg.scorer, cfg.hidden).to(dev)
@@ -313,7 +313,7 @@ def _lp_on(graph, features, cfg: BaselineConfig, encoder, scorer, thr: float, de
     n = graph.num_nodes
     indptr, indices = graph.train_graph()
     x = prepare_features(features, n, cfg.standardize).to(dev)  # [N', D]
-    edge_index = edge_index_from_csr(np.asarray(indptr, np.int64), np.asarray(indices, np.int64), n).to(dev)
+    edge_index = graph_operand(cfg.model, indptr, indices, n).to(dev)  # [2, E] (sage: CSR [N, N])
     pos = _check_pairs(ls.test_pos, n, "link_split.test_pos")
     neg = _check_pairs(ls.test_neg, n, "link_split.test_neg")
     encoder.eval()

@@ -14,7 +14,7 @@ import multiprocessing
 import traceback
 from typing import Any, Callable
 
-__all__ = ["split_threads", "SideLane"]
+__all__ = ["split_threads", "SideLane", "new_gate"]
 
 
 def split_threads(total: int) -> tuple[int, int] | None:
@@ -23,6 +23,13 @@ def split_threads(total: int) -> tuple[int, int] | None:
         return None
     side = total // 2
     return total - side, side
+
+
+def new_gate() -> Any:
+    """An event this process sets and a side lane's job waits on (``gate.wait()``), made in the context the side
+    lane spawns with. A job waiting on a gate its parent never sets ends with the parent (``SideLane.stop``, or
+    the daemon process dying with it)."""
+    return multiprocessing.get_context("spawn").Event()
 
 
 def _child(conn, threads: int, fn: Callable[..., Any], args: tuple) -> None:

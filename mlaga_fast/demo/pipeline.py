@@ -1,5 +1,6 @@
-"""The demo pipeline: synthesise -> features -> Stage 1 -> embed -> Stage 2 (PPR demos; beside it, in a second
-process, the raw-feature Stage 2 ablation, its evaluation, the baselines and the t-SNE map) -> eval -> report.
+"""The demo pipeline: synthesise -> features -> Stage 1 -> Stage 2 (PPR demos) -> eval -> report; from the features
+on, a second process runs beside Stages 1 and 2: the raw-feature Stage 2 ablation, its evaluation, the baselines,
+then (once Stage 1 is done) the aligner's node embeddings with the linear probes, and the t-SNE map.
 Every stage is the library's own entry point, called exactly as the CLI calls it, so the demo is a
 faithful tour of the tool rather than a separate code path."""
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import Any, Callable
 import click
 
 from mlaga_fast.demo.config import DemoConfig, check_demo_config
-from mlaga_fast.demo.lanes import SideLane, split_threads
+from mlaga_fast.demo.lanes import SideLane, new_gate, split_threads
 
 __all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
 
 # The share of the MLaGA Stage 2's steps after which it waits for the second process and then trains on every
-# core. The second process's jobs took about 55% of the time Stage 2 takes without it on the Zen 4 machine
-# (docs/benchmarks.md, stage times); from 65% of its steps on, Stage 2 gets the core that would otherwise idle.
-HANDOFF = 0.65
+# core. The second process starts when the features are done, beside Stage 1; on the Zen 4 machine its jobs
+# ended as Stage 2 passed 45% of its steps (docs/benchmarks.md, stage times). From then on, Stage 2 gets the core
+# that would otherwise idle.
+HANDOFF = 0.45
 
 
 class _Steps:
@@ -117,16 +119,29 @@ def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: 
 
 
 def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, Path], eval_dir: Path,
-               probe: dict, *, progress: bool = False) -> tuple[list[dict], dict[str, float]]:
-    """Stage 2 on raw pooled features, its NC evaluation, the baselines, then the report's t-SNE map:
-    (results, {what: seconds}). None of them needs the MLaGA run, so the demo runs them in a second process
-    beside its Stage 2."""
+               stage1_done: Any = None, *, progress: bool = False) -> tuple[list[dict], dict[str, float], dict]:
+    """Stage 2 on raw pooled features, its NC evaluation, the baselines, then (after ``stage1_done``, an event the
+    caller sets when the aligner is trained; None: it is) the aligner's node embeddings with the linear probes,
+    and the report's t-SNE map: (results, {what: seconds}, the probes). None of them needs the MLaGA Stage 2
+    run, so the demo runs them in a second process beside its Stages 1 and 2."""
     from mlaga_fast.data import load
     from mlaga_fast.demo.report import draw_embedding_map
+    from mlaga_fast.eval.probe import probe_run
+    from mlaga_fast.models.embeddings import export_embeddings
+
+    probe: dict = {}
 
     def raw_stage2() -> list:
         # an NC comparison: the MLaGA run's NC prompts, no descriptions (no row scores them for this run)
         train_stage2(cfg, data_dir, feat_dir, None, runs["raw"], progress=progress, describe_per_dataset=0)
+        return []
+
+    def embed_and_probe() -> list:
+        if stage1_done is not None:
+            stage1_done.wait()
+        export_embeddings(runs["align"], runs["align"] / "embed", device="cpu")
+        probe.update(probe_run(runs["align"], emb_dir=runs["align"] / "embed", data_dir=data_dir, device="cpu",
+                               progress=False))
         return []
 
     def embedding_map() -> list:
@@ -137,13 +152,14 @@ def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, 
     jobs = [("raw-feature Stage 2", raw_stage2),
             ("raw-feature evaluation", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, keys=("raw",))),
             ("baselines", lambda: _baselines(cfg, data_dir, feat_dir, eval_dir)),
+            ("embed all nodes + linear probes", embed_and_probe),
             ("report: t-SNE map", embedding_map)]
     times, results = {}, []
     for name, job in jobs:
         t0 = time.perf_counter()
         results += job()
         times[name] = round(time.perf_counter() - t0, 2)
-    return results, times
+    return results, times, probe
 
 
 def _baselines(cfg: DemoConfig, data_dir: Path, feat_dir: Path, eval_dir: Path) -> list[dict]:
@@ -169,13 +185,15 @@ def _baselines(cfg: DemoConfig, data_dir: Path, feat_dir: Path, eval_dir: Path) 
     return results
 
 
-def _precisions(runs: dict[str, Path]) -> dict[str, str]:
-    """What each trained stage computed in, as its manifest records it: {stage: fp32 | bf16 | fp16}. The
-    table depends on it, so the demo prints it beside the table."""
+def _precisions(feat_dir: Path, runs: dict[str, Path]) -> dict[str, str]:
+    """What the feature encoders and each trained stage computed in, as their manifests record it: {step: fp32 |
+    bf16 | fp16}. The table depends on it, so the demo prints it beside the table."""
+    from mlaga_fast.features.store import read_manifest
     from mlaga_fast.runs.manifest import read_stage_manifest
 
     names = {"align": "Stage 1", "mlaga": "Stage 2", "raw": "raw-feature Stage 2"}
-    return {label: read_stage_manifest(runs[key])["precision"]["name"] for key, label in names.items()}
+    return {"features": read_manifest(feat_dir)["precision"],
+            **{label: read_stage_manifest(runs[key])["precision"]["name"] for key, label in names.items()}}
 
 
 def _chance_rows(results: list[dict]) -> list[dict]:
@@ -196,9 +214,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
 
     from mlaga_fast.data.synth import make_catalogue
     from mlaga_fast.demo.report import draw_figures, write_summary
-    from mlaga_fast.eval.probe import probe_run
     from mlaga_fast.eval.report import results_table_markdown
-    from mlaga_fast.models.embeddings import export_embeddings
     from mlaga_fast.utils.io import atomic_write_json
 
     check_demo_config(cfg)
@@ -217,30 +233,27 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
             "raw": out / "runs" / "instruct_raw"}
     report, eval_dir = out / "report", out / "report" / "eval"
     notes: list[str] = []
-    steps = _Steps(8, echo)
+    steps = _Steps(7, echo)
     t_start = time.perf_counter()
 
     graph = steps.run(f"synthesise the catalogue ({cfg.nodes} nodes, {cfg.classes} classes)", lambda: make_catalogue(
         data_dir, nodes=cfg.nodes, classes=cfg.classes, homophily=cfg.homophily, image_mismatch=cfg.image_mismatch,
         text_mismatch=cfg.text_mismatch, seed=cfg.seed, progress=True))
     _, encoder = steps.run(f"extract features ({cfg.encoder})", lambda: demo_features(cfg, graph, feat_dir, notes))
-    steps.run("Stage 1: train the aligner", lambda: train_stage1(cfg, data_dir, feat_dir, runs["align"]))
-    probe = steps.run("embed all nodes + linear probes", lambda: (
-        export_embeddings(runs["align"], runs["align"] / "embed", device="cpu"),
-        probe_run(runs["align"], emb_dir=runs["align"] / "embed", data_dir=data_dir, device="cpu", progress=False),
-    )[1])
-    # Stage 2 gains only ~1.3x from a second core (AVX2, fp32), and the thread count barely touches its results
+    # A second thread speeds Stages 1 and 2 up by only ~1.5x, and the thread count barely touches their results
     # (the first step agrees to rounding, later ones drift in the last bits: tests/test_instruct_threads.py):
-    # with 2+ cores the raw-feature ablation, the baselines and the t-SNE map run in a second process beside it
-    # (mlaga_fast.demo.lanes), each lane on a fixed share of the cores, so a seed always gives the same table;
-    # the last third of Stage 2 takes the second process's cores back (HANDOFF, at a fixed step).
+    # with 2+ cores the raw-feature ablation, its evaluation, the baselines, the aligner's embeddings with the
+    # linear probes, and the t-SNE map run in a second process beside Stages 1 and 2 (mlaga_fast.demo.lanes),
+    # each lane on a fixed share of the cores, so a seed always gives the same table; Stage 2 takes the second
+    # process's cores back from a fixed step on (HANDOFF).
     total = torch.get_num_threads()
     split = split_threads(total)
-    side = None
+    side, stage1_done = None, None
     if split:
-        echo(f"      the raw-feature ablation, the baselines and the t-SNE map start in a second process "
-             f"({split[1]} thread{'s' * (split[1] > 1)}); step 5 runs here beside them ({split[0]})")
-        side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, probe, threads=split[1])
+        echo(f"      the raw-feature ablation, the baselines, the linear probes and the t-SNE map start in a second "
+             f"process ({split[1]} thread{'s' * (split[1] > 1)}); steps 3 and 4 run here beside them ({split[0]})")
+        stage1_done = new_gate()
+        side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, stage1_done, threads=split[1])
         torch.set_num_threads(split[0])
 
     def handoff(step: int, steps_total: int, rec: dict) -> None:
@@ -251,13 +264,15 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
             torch.set_num_threads(total)
 
     try:
+        steps.run("Stage 1: train the aligner", lambda: train_stage1(cfg, data_dir, feat_dir, runs["align"]))
+        if stage1_done is not None:
+            stage1_done.set()
         steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.instruct.llm}; PPR demonstrations)",
                   lambda: train_stage2(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"], on_step=handoff))
-        side_results, side_times = steps.run(
-            "Stage 2 ablation on raw pooled features, its evaluation, the baselines and the t-SNE map"
-            + (" (waiting for the second process)" if side else ""),
-            lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, probe,
-                                                          progress=True))
+        side_results, side_times, probe = steps.run(
+            "Stage 2 ablation on raw pooled features, its evaluation, the baselines, the linear probes and the "
+            "t-SNE map" + (" (waiting for the second process)" if side else ""),
+            lambda: side.result() if side else _side_jobs(cfg, data_dir, feat_dir, runs, eval_dir, progress=True))
     except BaseException:
         if side is not None:
             side.stop()
@@ -275,7 +290,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
 
     table = results_table_markdown(results)
     metrics = {"config": asdict(cfg), "encoder": encoder, "notes": notes, "probe": probe, "results": results,
-               "precision": _precisions(runs)}
+               "precision": _precisions(feat_dir, runs)}
     steps.run("report figures and configs", lambda: draw_figures(report, metrics, runs))
     # the wall time covers every stage, the figures included; only the two small files below come after it
     metrics.update(stage_seconds=steps.times, wall_seconds=round(time.perf_counter() - t_start, 1))

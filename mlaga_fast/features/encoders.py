@@ -94,6 +94,9 @@ class Encoder:
     text_dim: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     towers: dict = field(default_factory=dict)  # modality -> the spec its tower came from (None: no tower)
+    # CPU compute: "fp32" (exact), or "bf16" (autocast over the fp32 weights; extract_features chooses it by
+    # measurement on CPUs with native bf16). CUDA always runs fp16 autocast.
+    cpu_precision: str = "fp32"
 
     def to(self, device: str | torch.device) -> "Encoder":
         self.device = torch.device(device)
@@ -105,15 +108,30 @@ class Encoder:
     @torch.inference_mode()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, non_blocking=True)
-        with _autocast(self.device):
+        with self._compute():
             return self.image(pixels).float()  # [B, Li, Di]
 
     @torch.inference_mode()
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-        with _autocast(self.device):
+        with self._compute():
             x = self.text(ids, mask).float()  # [B, Lt, Dt]
         return x * mask.unsqueeze(-1)  # zero the padding (see module doc)
+
+    @property
+    def precision(self) -> str:
+        """What the towers compute in, as the features manifest records it: fp16 on CUDA, else cpu_precision."""
+        return "fp16" if self.device.type == "cuda" else self.cpu_precision
+
+    def _compute(self):
+        # Half precision on GPU for speed (features are stored in fp16 anyway). On CPU exact fp32, or bf16
+        # autocast where chosen (2-core Zen 4, 64 nodes: image tower 0.60 s -> 0.20 s, MiniLM 0.36 s -> 0.19 s;
+        # image features' cosine to fp32 >= 0.997). Both are deterministic for a given thread count.
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        if self.cpu_precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
 
     def probe(self) -> "Encoder":
         """Fill the token counts and dims by running one dummy input (exact, whatever the model)."""
@@ -128,12 +146,6 @@ class Encoder:
         return self
 
 
-def _autocast(device: torch.device):
-    # Half precision on GPU for speed (features are stored in fp16 anyway); exact fp32 on CPU so runs
-    # are bit-reproducible there.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", enabled=False)
 
 
 # ----------------------------------------------------------------------------------------------

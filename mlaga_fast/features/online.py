@@ -27,16 +27,22 @@ class OnlineFeatures(FeatureReader):
     """Encoder features of ``graph``'s nodes, computed on demand.
 
     graph: a MultimodalGraph (or anything extract_features accepts: num_nodes, texts, images,
-    load_image). encoder: a spec string (see mlaga_fast.features.encoders) or a loaded Encoder.
+    load_image). encoder: a spec string (see mlaga_fast.features.encoders) or a loaded Encoder. precision: what
+    the encoders compute in on a CPU, fp32 or bf16 (autocast): stored features match only when extracted in the
+    same one (their manifest's "precision"; `mlaga-fast features --precision auto` may choose bf16).
     """
 
-    def __init__(self, graph: Any, encoder: Any = "tiny", *, device: str = "auto", graph_fp: Optional[str] = None):
+    def __init__(self, graph: Any, encoder: Any = "tiny", *, device: str = "auto", graph_fp: Optional[str] = None,
+                 precision: str = "fp32"):
         from mlaga_fast import __version__
         from mlaga_fast.features.encoders import load_encoder
 
         n, has_texts, has_images = _check_graph(graph)
         self.device = _resolve_device(device)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
         enc = load_encoder(encoder, self.device) if isinstance(encoder, str) else encoder.to(self.device)
+        enc.cpu_precision = precision
         self._enc = enc
         self._graph = graph
         self._use_image = enc.image is not None and has_images
@@ -52,7 +58,8 @@ class OnlineFeatures(FeatureReader):
             "encoder_info": enc.info,
             "image": {"tokens": enc.image_tokens, "dim": enc.image_dim} if self._use_image else None,
             "text": {"tokens": enc.text_tokens, "dim": enc.text_dim} if self._use_text else None,
-            "dtype": "float16", "num_nodes": n, "graph_fingerprint": graph_fp or graph_fingerprint(graph),
+            "dtype": "float16", "precision": enc.precision, "num_nodes": n,
+            "graph_fingerprint": graph_fp or graph_fingerprint(graph),
             "graph_name": getattr(graph, "name", ""), "mlaga_fast_version": __version__,
         }
         self.manifest = {**header, "fingerprint": features_fingerprint(header), "mode": "online", "complete": True}

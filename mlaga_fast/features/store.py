@@ -36,8 +36,8 @@ from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, 
 FORMAT = "mlaga_fast.features/1"
 MANIFEST = "manifest.json"
 # Header keys that must agree between a half-finished directory and a run that wants to resume it.
-RESUME_KEYS = ("format", "encoder", "image", "text", "dtype", "num_nodes", "shard_size", "graph_fingerprint",
-               "mlaga_fast_version")
+RESUME_KEYS = ("format", "encoder", "image", "text", "dtype", "precision", "num_nodes", "shard_size",
+               "graph_fingerprint", "mlaga_fast_version")
 
 
 def shard_name(i: int, part: str) -> str:
@@ -56,8 +56,8 @@ def shard_parts(manifest: dict) -> list:
 
 def features_fingerprint(header: dict) -> str:
     """What the features are, independent of how they are laid out in shards."""
-    keys = ("format", "encoder", "encoder_info", "image", "text", "dtype", "num_nodes", "graph_fingerprint",
-            "mlaga_fast_version")
+    keys = ("format", "encoder", "encoder_info", "image", "text", "dtype", "precision", "num_nodes",
+            "graph_fingerprint", "mlaga_fast_version")
     return fingerprint({k: header.get(k) for k in keys})
 
 
