@@ -202,6 +202,29 @@ def _check_graph(graph: Any) -> tuple:
     return n, texts is not None, has_images
 
 
+def _header(cfg: FeatureConfig, enc: Any, graph: Any, graph_fp: Optional[str], n: int, use_image: bool,
+            use_text: bool, precision_why: dict) -> dict:
+    """The features manifest's header (everything but the shard list), its fingerprint included."""
+    from mlaga_fast import __version__
+
+    image_hdr = {"tokens": enc.image_tokens, "dim": enc.image_dim} if use_image else None
+    text_hdr = {"tokens": enc.text_tokens, "dim": enc.text_dim} if use_text else None
+    per_node = (enc.image_tokens * enc.image_dim * 2 if use_image else 0) + (
+        enc.text_tokens * (enc.text_dim * 2 + 1) if use_text else 0)  # fp16 features + bool mask bytes
+    S = cfg.shard_size or max(1, min(cfg.max_shard_nodes, (cfg.shard_mib << 20) // max(per_node, 1)))
+    S = min(S, n)
+    header = {
+        "format": FORMAT, "encoder": enc.spec, "encoders": tower_record(enc, use_text, use_image),
+        "encoder_info": enc.info, "image": image_hdr, "text": text_hdr,
+        "dtype": "float16", "precision": enc.precision, "precision_why": precision_why,
+        "num_nodes": n, "shard_size": S, "num_shards": -(-n // S),
+        "graph_fingerprint": graph_fp or graph_fingerprint(graph), "graph_name": getattr(graph, "name", ""),
+        "mlaga_fast_version": __version__,
+    }
+    header["fingerprint"] = features_fingerprint(header)
+    return header
+
+
 def _read_old_manifest(out: Path) -> Optional[dict]:
     """The manifest of an earlier run in ``out`` (None when there is none); a one-line error when unreadable."""
     if not (out / MANIFEST).is_file():
@@ -253,7 +276,6 @@ def extract_features(
     import torch
     from tqdm.auto import tqdm
 
-    from mlaga_fast import __version__
     from mlaga_fast.features.encoders import load_encoder
 
     cfg = config or FeatureConfig()
@@ -276,33 +298,17 @@ def extract_features(
                          f"only {reads}: choose an encoder that reads {has}")
 
     out = Path(out_dir)
-    old = _read_old_manifest(out) if not cfg.overwrite else None
-    name, why = choose_precision(cfg.precision, enc, graph, use_image, use_text, resumed=old)
-    if enc.device.type != "cuda":
-        enc.cpu_precision = name
-    image_hdr = {"tokens": enc.image_tokens, "dim": enc.image_dim} if use_image else None
-    text_hdr = {"tokens": enc.text_tokens, "dim": enc.text_dim} if use_text else None
-    per_node = (enc.image_tokens * enc.image_dim * 2 if use_image else 0) + (
-        enc.text_tokens * (enc.text_dim * 2 + 1) if use_text else 0)  # fp16 features + bool mask bytes
-    S = cfg.shard_size or max(1, min(cfg.max_shard_nodes, (cfg.shard_mib << 20) // max(per_node, 1)))
-    S = min(S, n)
-    header = {
-        "format": FORMAT, "encoder": enc.spec, "encoders": tower_record(enc, use_text, use_image),
-        "encoder_info": enc.info, "image": image_hdr, "text": text_hdr,
-        "dtype": "float16", "precision": enc.precision, "precision_why": why,
-        "num_nodes": n, "shard_size": S, "num_shards": -(-n // S),
-        "graph_fingerprint": graph_fp or graph_fingerprint(graph), "graph_name": getattr(graph, "name", ""),
-        "mlaga_fast_version": __version__,
-    }
-    header["fingerprint"] = features_fingerprint(header)
-    K = header["num_shards"]
-
     # One writer per folder: a second run would mix its shards with ours or delete our temp files.
     with exclusive_output(out, "features"):  # creates the folder
         if cfg.overwrite:
             _wipe(out)
-        if (out / MANIFEST).is_file():
-            old = _read_old_manifest(out)
+        old = _read_old_manifest(out)
+        name, why = choose_precision(cfg.precision, enc, graph, use_image, use_text, resumed=old)
+        if enc.device.type != "cuda":
+            enc.cpu_precision = name
+        header = _header(cfg, enc, graph, graph_fp, n, use_image, use_text, why)
+        S, K = header["shard_size"], header["num_shards"]
+        if old is not None:
             diff = [k for k in RESUME_KEYS if old.get(k) != header.get(k)]
             if diff:
                 detail = "; ".join(f"{k}: on disk {old.get(k)!r}, now {header.get(k)!r}" for k in diff)
