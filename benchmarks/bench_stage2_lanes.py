@@ -1,0 +1,142 @@
+"""How Stage 2 should use two cores once the demo's second process is done: the demo gives the MLaGA Stage 2
+both cores as two threads of one process (mlaga_fast.demo.pipeline, HANDOFF). This times that layout against
+the alternatives on a finished demo's own run, each a real ``train_instruct`` on its prompts and node tokens:
+
+  threads   one process, --threads threads, batch 16                           (what the demo does; the peer)
+  procs     two processes at once, --threads / 2 threads each, batch 8 each: the compute of a two-rank
+            data-parallel step with the same global batch, without its gradient all-reduce (an upper bound)
+  batch32   one process, --threads threads, batch 32 (half the optimizer steps for the same prompts)
+  noprefix  as "threads", with the shared prompt prefix run without gradient under LoRA: the forward is the
+            same, the LoRA gradient through the prefix's keys and values is dropped (not shipped: inexact)
+
+Each mode trains ``--steps`` instruct-phase steps (no warm-up, so LoRA trains from the first step) in the
+run's precision, and reports seconds per step (the mean after the first 3 steps), prompts per second and the
+ratio to "threads"; the table also goes to benchmarks/results/stage2_lanes.json. The modes run one after another in ``--rounds`` alternating rounds (the order reversed
+every other round), and each reports its best round, so that a machine whose speed drifts hits every mode alike.
+
+    python benchmarks/bench_stage2_lanes.py --run demo_out [--steps 30] [--rounds 3] [--threads 2]
+        [--modes threads,procs,batch32,noprefix]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from mlaga_fast.runtime.autotune import cpu_identity
+from mlaga_fast.runtime.precision import cpu_has_native_bf16
+
+MODES = ("threads", "procs", "batch32", "noprefix")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _worker(args) -> None:
+    """One timed train_instruct in this process; prints {"step_s": ..., "batch": ...} as its last line."""
+    import numpy as np
+    import torch
+
+    from mlaga_fast.train.instruct import train_instruct
+    from mlaga_fast.train.instruct_config import InstructConfig
+
+    torch.set_num_threads(args.threads)
+    if args.no_prefix_grad:
+        from mlaga_fast.llm import forward
+
+        compute = forward.PrefixKV._compute
+
+        def no_grad_compute(self, ids, device):
+            with torch.no_grad():
+                return compute(self, ids, device)
+
+        forward.PrefixKV._compute = no_grad_compute
+    run = Path(args.run) / "runs" / "instruct"
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    man = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    demo = Path(args.run).resolve()  # the demo's layout: data/, data/features/, runs/align/
+    saved.update(data=[str(demo / "data")], features=[str(demo / "data" / "features")],
+                 align=str(demo / "runs" / "align"), precision=man["precision"]["name"], batch_size=args.batch,
+                 warmup_examples=0, nc_per_dataset=10 * args.batch, lp_per_dataset=20 * args.batch,
+                 describe_per_dataset=2 * args.batch, max_steps=args.steps, checkpoint_every=10_000)
+    cfg = InstructConfig(**{f.name: saved[f.name] for f in fields(InstructConfig) if f.name in saved})
+    marks: list[float] = []
+    with tempfile.TemporaryDirectory() as out:
+        train_instruct(cfg, Path(out) / "run", progress=False,
+                       on_step=lambda step, total, rec: marks.append(time.perf_counter()))
+    print(json.dumps({"step_s": float(np.diff(marks)[3:].mean()), "batch": args.batch}))
+
+
+def _spawn(run: str, threads: int, batch: int, steps: int, no_prefix_grad: bool = False) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--worker", "--run", run, "--threads", str(threads), "--batch", str(batch),
+           "--steps", str(steps)] + (["--no-prefix-grad"] if no_prefix_grad else [])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _result(p: subprocess.Popen) -> dict:
+    out, _ = p.communicate()
+    if p.returncode != 0:
+        raise SystemExit(f"a timing process failed (exit {p.returncode}); run it alone with --worker to see why")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a finished demo's folder (demo_out, or demo_out/seedN after --seeds)")
+    ap.add_argument("--steps", type=int, default=30, help="instruct steps per mode")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (each mode's best is reported)")
+    ap.add_argument("--threads", type=int, default=2, help="cores given to Stage 2")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-prefix-grad", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return _worker(args)
+    run = Path(args.run)
+    if not (run / "runs" / "instruct" / "manifest.json").is_file():
+        raise SystemExit(f"--run: {run} holds no finished demo Stage 2 (runs/instruct/manifest.json)")
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad or args.steps < 5 or args.threads < 2 or args.rounds < 1:
+        raise SystemExit(f"--modes {bad} not of {list(MODES)}" if bad else
+                         "--steps must be >= 5, --threads >= 2 and --rounds >= 1")
+    T, n = args.threads, args.steps
+    rows: dict[str, tuple[float, float, str]] = {}  # mode -> (s/step, prompts/s, layout) of its best round
+    for r in range(args.rounds):
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
+            if mode == "procs":
+                half = [_spawn(str(run), T // 2, 8, n) for _ in range(2)]
+                res = [_result(p) for p in half]
+                step, batch = max(x["step_s"] for x in res), 16  # a data-parallel step waits for the slower rank
+                what = (f"two processes, {T // 2} thread(s) and batch 8 each "
+                        f"({res[0]['step_s']:.3f} / {res[1]['step_s']:.3f} s)")
+            else:
+                batch = 32 if mode == "batch32" else 16
+                step = _result(_spawn(str(run), T, batch, n, no_prefix_grad=mode == "noprefix"))["step_s"]
+                what = f"one process, {T} threads, batch {batch}" + (", prefix without gradient" * (mode == "noprefix"))
+            if mode not in rows or batch / step > rows[mode][1]:
+                rows[mode] = (step, batch / step, what)
+            print(f"round {r + 1}: {mode} {step:.3f} s/step", file=sys.stderr, flush=True)
+    peer = rows.get("threads")
+    print(f"Stage 2 instruct steps on {run} ({n} steps per mode, best of {args.rounds} rounds)")
+    print(f"{'mode':<10} {'s/step':>8} {'prompts/s':>10} {'vs threads':>11}  layout")
+    for mode in modes:
+        step, rate, what = rows[mode]
+        ratio = f"{rate / peer[1]:.2f}x" if peer else "-"
+        print(f"{mode:<10} {step:>8.3f} {rate:>10.2f} {ratio:>11}  {what}")
+    RESULTS.mkdir(exist_ok=True)
+    ident = cpu_identity()
+    rec = {"run": str(run.resolve()), "steps": n, "rounds": args.rounds, "threads": T, "cpu": ident["cpu"],
+           "native_bf16": cpu_has_native_bf16(), "torch": ident["torch"], "modes": {m: {"s_per_step": rows[m][0], "prompts_per_s": rows[m][1],
+                                                 "layout": rows[m][2]} for m in modes}}
+    (RESULTS / "stage2_lanes.json").write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
