@@ -11,8 +11,9 @@ the alternatives on a finished demo's own run, each a real ``train_instruct`` on
 
 Each mode trains ``--steps`` instruct-phase steps (no warm-up, so LoRA trains from the first step) in the
 run's precision, and reports seconds per step (the mean after the first 3 steps), prompts per second and the
-ratio to "threads"; the table also goes to benchmarks/results/stage2_lanes.json. The modes run one after another in ``--rounds`` alternating rounds (the order reversed
-every other round), and each reports its best round, so that a machine whose speed drifts hits every mode alike.
+ratio to "threads"; the table also goes to benchmarks/results/stage2_lanes.json. The modes run one after another
+in ``--rounds`` alternating rounds (the order reversed every other round), and each reports its best round, so
+that a machine whose speed drifts hits every mode alike.
 
     python benchmarks/bench_stage2_lanes.py --run demo_out [--steps 30] [--rounds 3] [--threads 2]
         [--modes threads,procs,batch32,noprefix]
@@ -87,7 +88,8 @@ def _result(p: subprocess.Popen) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="a finished demo's folder (demo_out, or demo_out/seedN after --seeds)")
+    ap.add_argument("--run", required=True,
+                    help="a finished demo's folder (demo_out, or demo_out/seedN after --seeds)")
     ap.add_argument("--steps", type=int, default=30, help="instruct steps per mode")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (each mode's best is reported)")
     ap.add_argument("--threads", type=int, default=2, help="cores given to Stage 2")
@@ -119,7 +121,8 @@ def main(argv=None) -> None:
             else:
                 batch = 32 if mode == "batch32" else 16
                 step = _result(_spawn(str(run), T, batch, n, no_prefix_grad=mode == "noprefix"))["step_s"]
-                what = f"one process, {T} threads, batch {batch}" + (", prefix without gradient" * (mode == "noprefix"))
+                what = f"one process, {T} threads, batch {batch}"
+                what += ", prefix without gradient" if mode == "noprefix" else ""
             if mode not in rows or batch / step > rows[mode][1]:
                 rows[mode] = (step, batch / step, what)
             print(f"round {r + 1}: {mode} {step:.3f} s/step", file=sys.stderr, flush=True)
@@ -133,8 +136,8 @@ def main(argv=None) -> None:
     RESULTS.mkdir(exist_ok=True)
     ident = cpu_identity()
     rec = {"run": str(run.resolve()), "steps": n, "rounds": args.rounds, "threads": T, "cpu": ident["cpu"],
-           "native_bf16": cpu_has_native_bf16(), "torch": ident["torch"], "modes": {m: {"s_per_step": rows[m][0], "prompts_per_s": rows[m][1],
-                                                 "layout": rows[m][2]} for m in modes}}
+           "native_bf16": cpu_has_native_bf16(), "torch": ident["torch"],
+           "modes": {m: {"s_per_step": rows[m][0], "prompts_per_s": rows[m][1], "layout": rows[m][2]} for m in modes}}
     (RESULTS / "stage2_lanes.json").write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
 
 
