@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 
 from mlaga_fast.runtime.autotune import cpu_identity
@@ -42,6 +42,8 @@ def _worker(args) -> None:
     import numpy as np
     import torch
 
+    from mlaga_fast.config import RUN_CONFIG, load_config
+    from mlaga_fast.runs.manifest import read_stage_manifest
     from mlaga_fast.train.instruct import train_instruct
     from mlaga_fast.train.instruct_config import InstructConfig
 
@@ -56,15 +58,13 @@ def _worker(args) -> None:
                 return compute(self, ids, device)
 
         forward.PrefixKV._compute = no_grad_compute
-    run = Path(args.run) / "runs" / "instruct"
-    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    man = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    demo = Path(args.run).resolve()  # the demo's layout: data/, data/features/, runs/align/
-    saved.update(data=[str(demo / "data")], features=[str(demo / "data" / "features")],
-                 align=str(demo / "runs" / "align"), precision=man["precision"]["name"], batch_size=args.batch,
-                 warmup_examples=0, nc_per_dataset=10 * args.batch, lp_per_dataset=20 * args.batch,
-                 describe_per_dataset=2 * args.batch, max_steps=args.steps, checkpoint_every=10_000)
-    cfg = InstructConfig(**{f.name: saved[f.name] for f in fields(InstructConfig) if f.name in saved})
+    demo = Path(args.run).resolve()  # the demo's layout: data/, data/features/, runs/align/, runs/instruct/
+    run = demo / "runs" / "instruct"
+    cfg = replace(load_config(InstructConfig, run / RUN_CONFIG), data=[str(demo / "data")],
+                  features=[str(demo / "data" / "features")], align=str(demo / "runs" / "align"),
+                  precision=read_stage_manifest(run, "instruct")["precision"]["name"], batch_size=args.batch,
+                  warmup_examples=0, nc_per_dataset=10 * args.batch, lp_per_dataset=20 * args.batch,
+                  describe_per_dataset=2 * args.batch, max_steps=args.steps, checkpoint_every=10_000)
     marks: list[float] = []
     with tempfile.TemporaryDirectory() as out:
         train_instruct(cfg, Path(out) / "run", progress=False,
@@ -105,9 +105,9 @@ def main(argv=None) -> None:
         raise SystemExit(f"--run: {run} holds no finished demo Stage 2 (runs/instruct/manifest.json)")
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
-    if bad or args.steps < 5 or args.threads < 2 or args.rounds < 1:
+    if bad or args.steps < 10 or args.threads < 2 or args.rounds < 1:
         raise SystemExit(f"--modes {bad} not of {list(MODES)}" if bad else
-                         "--steps must be >= 5, --threads >= 2 and --rounds >= 1")
+                         "--steps must be >= 10 (the first 3 are not timed), --threads >= 2 and --rounds >= 1")
     T, n = args.threads, args.steps
     rows: dict[str, tuple[float, float, str]] = {}  # mode -> (s/step, prompts/s, layout) of its best round
     for r in range(args.rounds):

@@ -32,8 +32,8 @@ def graph_operand(model: str, indptr, indices, num_nodes: int) -> torch.Tensor:
     which gets the adjacency as a sparse CSR matrix [N, N]. PyG then takes each node's mean over its neighbours as
     one sparse-dense product instead of a gather and a scatter of [E, D] messages, with the same result: one
     SAGEConv layer over 2,000 nodes x 1,664 features and a random graph of ~32k edges ran forward + backward in
-    0.082 s against 0.29 s (1 thread, 2-core Zen 4). PyG reads a sparse matrix as the transposed adjacency (row = target); the
-    package's graphs are symmetric (check_canonical_csr), so the CSR itself is that matrix."""
+    0.082 s against 0.29 s (1 thread, 2-core Zen 4). PyG reads a sparse matrix as the transposed adjacency
+    (row = target); the package's graphs are symmetric (check_canonical_csr), so the CSR itself is that matrix."""
     edge_index = edge_index_from_csr(indptr, indices, num_nodes)  # also validates the CSR
     if model != "sage":
         return edge_index
