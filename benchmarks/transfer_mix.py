@@ -1,6 +1,6 @@
 """Transfer after Stage 2 on a mix of toy-store catalogues: the experiment behind docs/transfer.md's mix rows.
 
-    python benchmarks/transfer_mix.py SOURCE TARGETS OUT [--text-tokens 32] [--rename 0.0] [--seed 0]
+    python benchmarks/transfer_mix.py SOURCE TARGETS OUT [--text-tokens 32] [--rename 0.0] [--mix-aligner] [--seed 0]
 
 SOURCE is a finished demo's output (``demo_out``: its ``data``, features and ``runs/align``), TARGETS the
 folder where ``mlaga-fast demo --transfer`` put its targets (``demo_out/transfer``: toys 9-16 and grocery 1-8).
@@ -10,7 +10,9 @@ folder where ``mlaga-fast demo --transfer`` put its targets (``demo_out/transfer
    the demo's encoder (kept in OUT/mix and reused).
 2. Stage 2 on the source and the four (``--data-weights 2,1,1,1,1``), the demo's prompt budget spread over
    the five datasets, Stage 1 being the source's aligner (``--allow-unseen-features``), with
-   ``--text-tokens`` tokens of the question node's text in every prompt.
+   ``--text-tokens`` tokens of the question node's text in every prompt. With ``--mix-aligner``, Stage 1 is
+   first trained again on all five datasets (``train_align`` with several datasets, the source run's Stage-1
+   config, OUT/align), and Stage 2 reads that aligner instead.
 3. The transfer rows (``mlaga_fast.demo.transfer.transfer_results``: zero-shot LP and NC, in-context NC, both
    NC rows calibrated, GCN/MLP, chance) and the source's own NC with and without demonstrations, plain and
    calibrated (``eval --calibrate mean``), printed as one table and written to OUT/rows.json.
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlaga_fast.config import load_config
 from mlaga_fast.data.synth import make_catalogue
 from mlaga_fast.demo.config import DemoConfig
 from mlaga_fast.demo.pipeline import demo_features
@@ -38,6 +41,8 @@ from mlaga_fast.demo.transfer import TARGETS, transfer_results
 from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
 from mlaga_fast.eval.report import results_table_markdown
 from mlaga_fast.train import instruct_examples
+from mlaga_fast.train.align import train_align
+from mlaga_fast.train.align_config import AlignConfig
 from mlaga_fast.train.instruct import train_instruct
 from mlaga_fast.train.instruct_config import check_config
 
@@ -82,6 +87,7 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--text-tokens", type=int, default=32, help="question-node text tokens in every prompt")
     ap.add_argument("--rename", type=float, default=0.0, help="share of NC prompts with renamed categories")
+    ap.add_argument("--mix-aligner", action="store_true", help="train Stage 1 on the five datasets too")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if not 0 <= args.rename <= 1:
@@ -102,8 +108,14 @@ def main() -> None:
         dirs.append(d)
     data = [src / "data", *dirs]
     n = len(data)
+    align = src / "runs" / "align"
+    if args.mix_aligner:  # one aligner on all five, each node's positives from its own graph
+        align_cfg = replace(load_config(AlignConfig, align / "config.json"), seed=args.seed)
+        if not (args.out / "align" / "manifest.json").exists():
+            train_align(align_cfg, data, [d / "features" for d in data], args.out / "align", show_progress=True)
+        align = args.out / "align"
     icfg = replace(cfg.instruct, data=[str(d) for d in data], features=[str(d / "features") for d in data],
-                   align=str(src / "runs" / "align"), node_source="aligner", tasks=["nc", "lp"], seed=args.seed,
+                   align=str(align), node_source="aligner", tasks=["nc", "lp"], seed=args.seed,
                    allow_unseen_features=True, data_weights=[2.0] + [1.0] * (n - 1),
                    nc_per_dataset=cfg.instruct.nc_per_dataset // n, lp_per_dataset=cfg.instruct.lp_per_dataset // n,
                    describe_per_dataset=cfg.instruct.describe_per_dataset // n, target_text_tokens=args.text_tokens)

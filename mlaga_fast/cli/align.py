@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mlaga_fast.cli.params import FEATURES
+from mlaga_fast.cli.params import DIRS, FEATURES, FEATURES_LIST
 from mlaga_fast.config import config_options, preset_overrides
 from mlaga_fast.train.align_config import PRESETS, AlignConfig
 
@@ -18,9 +18,15 @@ from mlaga_fast.train.align_config import PRESETS, AlignConfig
 INPUTS_RECORD = "inputs.json"  # --data/--features of a Stage-1 run, recorded at its start for --resume
 
 
-def _run_inputs(out_dir: str, data_dir: str | None, features_dir: str | None, resume: bool) -> tuple[str, str]:
-    """--data/--features for a run: as given, or on --resume the ones the run recorded when it started."""
-    if resume and (data_dir is None or features_dir is None):
+def _as_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _run_inputs(out_dir: str, data_dirs: list[str] | None, feature_dirs: list[str] | None,
+                resume: bool) -> tuple[list[str], list[str]]:
+    """--data/--features for a run (one entry per dataset): as given, or on --resume the ones the run recorded
+    when it started."""
+    if resume and (data_dirs is None or feature_dirs is None):
         rec, man = Path(out_dir) / INPUTS_RECORD, Path(out_dir) / "manifest.json"
         try:
             if rec.is_file():
@@ -31,16 +37,20 @@ def _run_inputs(out_dir: str, data_dir: str | None, features_dir: str | None, re
             else:
                 raise ValueError(f"--resume: {out_dir} records no inputs ({INPUTS_RECORD}); pass --data and "
                                  "--features")
-            data_dir, features_dir = data_dir or saved["data"], features_dir or saved["features"]
+            data_dirs = data_dirs or _as_list(saved["data"])
+            feature_dirs = feature_dirs or _as_list(saved["features"])
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"--resume: the inputs recorded in {out_dir} are unreadable ({e}); pass --data and "
                              "--features") from None
-    if data_dir is None or features_dir is None:
+    if data_dirs is None or feature_dirs is None:
         raise click.UsageError("--data and --features are required for a new run (--resume reads them from the run)")
-    return data_dir, features_dir
+    if len(data_dirs) != len(feature_dirs):
+        raise click.UsageError(f"--data lists {len(data_dirs)} dataset(s) but --features {len(feature_dirs)}: give "
+                               "one features source per dataset, in the same order")
+    return data_dirs, feature_dirs
 
 
-def _record_inputs(out_dir: str, data_dir: str, features_dir: str) -> None:
+def _record_inputs(out_dir: str, data_dirs: list[str], feature_dirs: list[str]) -> None:
     """Record a new run's inputs, unless the folder already holds a run (train_align then refuses it)."""
     from mlaga_fast.features.source import features_arg
     from mlaga_fast.train.checkpoint import find_latest
@@ -48,16 +58,17 @@ def _record_inputs(out_dir: str, data_dir: str, features_dir: str) -> None:
 
     out = Path(out_dir)
     if not (out / "manifest.json").exists() and find_latest(out / "checkpoints") is None:
-        atomic_write_json(out / INPUTS_RECORD, {"data": str(Path(data_dir).resolve()),
-                                                "features": features_arg(features_dir)})
+        atomic_write_json(out / INPUTS_RECORD, {"data": [str(Path(d).resolve()) for d in data_dirs],
+                                                "features": [features_arg(f) for f in feature_dirs]})
 
 
 @click.command("align")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
-              help="dataset directory (mlaga_fast.data.save output); with --resume, the run's by default")
-@click.option("--features", "features_dir", type=FEATURES,
+@click.option("--data", "data_dir", type=DIRS,
+              help="dataset directory (mlaga_fast.data.save output), or several, comma-separated: one aligner for "
+                   "all of them, each node's positives from its own graph; with --resume, the run's by default")
+@click.option("--features", "features_dir", type=FEATURES_LIST,
               help="features directory (`mlaga-fast features` output) or online:ENCODER (encoders run on every "
-                   "batch, nothing stored); with --resume, the run's by default")
+                   "batch, nothing stored), one per --data entry; with --resume, the run's by default")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory to create")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/TOML/JSON file of config fields (applied over --preset; CLI options override both)")

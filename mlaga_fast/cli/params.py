@@ -26,3 +26,23 @@ class FeaturesSource(click.ParamType):
 
 
 FEATURES = FeaturesSource()
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list of ``item`` values (each converted and checked by ``item``): ``--data A,B``."""
+
+    def __init__(self, item: click.ParamType):
+        self.item = item
+        self.name = f"{item.name}[,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r}: an empty entry in the comma-separated list", param, ctx)
+        return [self.item.convert(p, param, ctx) for p in parts]
+
+
+DIRS = CommaList(click.Path(exists=True, file_okay=False))
+FEATURES_LIST = CommaList(FEATURES)

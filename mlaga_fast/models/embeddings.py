@@ -41,7 +41,10 @@ def open_run_features(run_manifest: dict[str, Any], features_dir: str | os.PathL
     path = features_dir if features_dir is not None else inputs.get("features_dir")
     if path is None:
         raise ValueError("the run manifest does not record its features directory; pass --features")
-    store = open_features(path, data_dir=inputs.get("data_dir"), device=str(pick_device(device)))
+    # a Stage-1 run on several datasets lists them: online features are computed on the one they belong to
+    data_dir = next((d["data_dir"] for d in inputs.get("datasets", []) if d.get("features_dir") == str(path)),
+                    inputs.get("data_dir"))
+    store = open_features(path, data_dir=data_dir, device=str(pick_device(device)))
     check_features_match(run_manifest, store)
     return store
 
@@ -73,7 +76,8 @@ def export_embeddings(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "stage": "embed", "mlaga_fast_version": __version__, "num_nodes": n, "num_queries": nq, "d": d,
             "dtype": "float16", "run_dir": str(Path(run_dir).resolve()), "run_fingerprint": fingerprint(run_manifest),
             "features_fingerprint": store.fingerprint,
-            "graph_fingerprint": run_manifest.get("inputs", {}).get("graph_fingerprint"),
+            "graph_fingerprint": store.manifest.get("graph_fingerprint")
+            or run_manifest.get("inputs", {}).get("graph_fingerprint"),
             "files": {"tokens": "tokens.npy", "pooled": "pooled.npy"},
         }
         atomic_write_json(tmp / "manifest.json", manifest)

@@ -129,7 +129,8 @@ def features_record(feature_store: Any) -> dict[str, Any]:
 
 
 def check_features_match(run_manifest: Mapping[str, Any], feature_store: Any) -> None:
-    """Raise ValueError if ``feature_store`` is not the feature set the run was trained on.
+    """Raise ValueError if ``feature_store`` is not the feature set the run was trained on (one of them, for a
+    Stage-1 run on several datasets).
 
     Dims and the encoder are compared first (they explain the likely mistake, e.g. a ViT-L run fed
     tiny features), then the content fingerprint.
@@ -137,6 +138,8 @@ def check_features_match(run_manifest: Mapping[str, Any], feature_store: Any) ->
     rec = run_manifest.get("inputs", {}).get("features")
     if rec is None:
         raise ValueError("run manifest records no features (inputs.features missing)")
+    if isinstance(rec, list):  # a Stage-1 run on several datasets: any of their features, else vs the first
+        rec = next((r for r in rec if r.get("fingerprint") == feature_store.fingerprint), rec[0])
     actual = features_record(feature_store)
     order = ["encoder", "image_len", "image_dim", "text_len", "text_dim", "num_nodes", "graph_fingerprint",
              "fingerprint"]

@@ -2,6 +2,7 @@
 MLaGA loss by default, or our InfoNCE; ``mlaga_fast.models.contrastive``).
 
     mlaga-fast train align --data DIR --features FEATDIR --out RUN [--preset paper] [--config FILE] [--resume]
+    mlaga-fast train align --data A,B --features FA,FB --out RUN     (one aligner for several graphs)
     torchrun --nproc-per-node P -m mlaga_fast train align ...      (DDP: NCCL on GPUs, gloo on CPU)
 
 RUN/ holds config.json (resolved config), metrics.jsonl, checkpoints/step_*.pt, and, once training
@@ -25,7 +26,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from mlaga_fast._version import __version__
 from mlaga_fast.config import check_resume_config, config_to_dict, save_config
 from mlaga_fast.data import load
 from mlaga_fast.features.source import features_arg, open_features
+from mlaga_fast.features.union import FeatureUnion, union_csr
 from mlaga_fast.models.aligner import Aligner, input_stats
 from mlaga_fast.models.aligner_mlaga import MLaGAAligner
 from mlaga_fast.models.contrastive import contrastive_stats, graph_infonce, mlaga_objective, sample_positives
@@ -272,11 +274,25 @@ def build_aligner(cfg: AlignConfig, store: Any):
     return cls(image_dim=store.image_dim, text_dim=store.text_dim, **cfg.model_kwargs())
 
 
-def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str | os.PathLike,
-                out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a Stage 1 run; returns a summary dict. Works alone or under torchrun."""
+def _as_list(x: Any) -> list:
+    return [x] if isinstance(x, (str, os.PathLike)) else list(x)
+
+
+def train_align(cfg: AlignConfig, data_dir: str | os.PathLike | Sequence[str | os.PathLike],
+                features_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a Stage 1 run; returns a summary dict. Works alone or under torchrun.
+
+    ``data_dir`` / ``features_dir`` may list several datasets (one features source each, same encoder and
+    token dims): one aligner then trains on all of them, each node's positives drawn from its own graph
+    (``mlaga_fast.features.union``)."""
     cfg.validate()
-    data_dir, features_dir, run = Path(data_dir).resolve(), features_arg(features_dir), Path(out_dir)
+    data_dirs = [Path(d).resolve() for d in _as_list(data_dir)]
+    feature_dirs = [features_arg(f) for f in _as_list(features_dir)]
+    if not data_dirs or len(data_dirs) != len(feature_dirs):
+        raise ValueError(f"train align: {len(data_dirs)} dataset(s) but {len(feature_dirs)} features source(s); "
+                         "give one features source per dataset, in the same order")
+    run = Path(out_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = D.init_distributed(cfg.device)
     try:
@@ -292,12 +308,17 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
                         "manifest": done if info.is_main else {}, "already_complete": True}
         elif (run / "manifest.json").exists() or find_latest(ckpt_dir) is not None:
             raise ValueError(f"{run} already holds a run; pass --resume to continue it or choose a new --out")
-        graph, store, graph_fp = _load_inputs(data_dir, features_dir, str(info.device))
-        indptr, indices = graph.train_graph()
-        per_epoch = graph.num_nodes // cfg.batch_size
+        loaded = [_load_inputs(d, f, str(info.device)) for d, f in zip(data_dirs, feature_dirs)]
+        if len(loaded) == 1:
+            store = loaded[0][1]
+            indptr, indices = loaded[0][0].train_graph()
+        else:  # one node range over every dataset; positives never cross graphs (block-diagonal adjacency)
+            store = FeatureUnion([s for _, s, _ in loaded], names=feature_dirs)
+            indptr, indices = union_csr([g.train_graph() for g, _, _ in loaded])
+        per_epoch = store.num_nodes // cfg.batch_size
         if per_epoch < 1:
             raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the number of nodes "
-                             f"({graph.num_nodes})")
+                             f"({store.num_nodes})")
         total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accum)
         ckpt_path = find_latest(ckpt_dir) if resume else None
         if info.is_main:
@@ -323,11 +344,18 @@ def train_align(cfg: AlignConfig, data_dir: str | os.PathLike, features_dir: str
             atomic_write_bytes(run / "model.safetensors",
                                st_save(tensors, metadata={"stage": "align", "mlaga_fast_version": __version__}))
             dims = dict(model.arch, image_len=store.image_len, text_len=store.text_len)
+            # data_dir, features_dir, features...: the first dataset's, where embed, probe and plot look by
+            # default; "datasets" lists every one, and Stage 2 accepts the features of any of them
+            _, first_store, first_fp = loaded[0]
+            records = [features_record(s) for _, s, _ in loaded]
             manifest = write_stage_manifest(
                 run, "align", config=config_to_dict(cfg),
-                inputs={"data_dir": str(data_dir), "graph_fingerprint": graph_fp, "features_dir": features_dir,
-                        "features": features_record(store),
-                        "features_manifest": {k: v for k, v in store.manifest.items() if k != "shards"}},
+                inputs={"data_dir": str(data_dirs[0]), "graph_fingerprint": first_fp, "features_dir": feature_dirs[0],
+                        "features": records[0] if len(records) == 1 else records,
+                        "features_manifest": {k: v for k, v in first_store.manifest.items() if k != "shards"},
+                        "datasets": [{"name": g.name, "data_dir": str(d), "graph_fingerprint": fp,
+                                      "features_dir": f, "num_nodes": int(g.num_nodes)}
+                                     for (g, _, fp), d, f in zip(loaded, data_dirs, feature_dirs)]},
                 dims=dims,
                 extra={"precision": stage.precision.to_dict(),
                        CHECKSUMS: record_checksums(run, ALIGN_ARTIFACTS),
