@@ -16,9 +16,10 @@ the alternatives on a finished demo's own run, each a real ``train_instruct`` on
 
 Each mode trains ``--steps`` instruct-phase steps (no warm-up, so LoRA trains from the first step) in the
 run's precision (or ``--precision fp32|bf16``), and reports seconds per step (the mean after the first 3
-steps), prompts per second and the ratio to "threads"; the table also goes to benchmarks/results/stage2_lanes.json. The modes run one after another
-in ``--rounds`` alternating rounds (the order reversed every other round), and each reports its best round, so
-that a machine whose speed drifts hits every mode alike.
+steps), prompts per second and the ratio to "threads"; the table also goes to
+benchmarks/results/stage2_lanes.json. The modes run one after another in ``--rounds`` alternating rounds (the
+order reversed every other round), and each reports its best round, so that a machine whose speed drifts hits
+every mode alike.
 
     python benchmarks/bench_stage2_lanes.py --run demo_out [--steps 30] [--rounds 3] [--threads 2]
         [--modes threads,procs,batch32,noprefix,packed] [--precision run|fp32|bf16]
