@@ -85,6 +85,11 @@ def pair_scores(data_dir: Path, aligners: dict, runs: dict, seed: int,
     return out
 
 
+def _short(run: str) -> str:
+    """A run's name in the table: its last two folders (demo_out/runs/align -> runs/align)."""
+    return "/".join(Path(run).resolve().parts[-2:])
+
+
 def best_threshold(s: np.ndarray, y: np.ndarray) -> float:
     """The cosine cut that maximises accuracy on (s, y): scanned over the scores' quantiles."""
     cuts = np.quantile(s, np.linspace(0.005, 0.995, 199))
@@ -100,17 +105,19 @@ def main() -> None:
     ap.add_argument("--max-pairs", type=int, default=0, help="test pairs per dataset (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="the evaluation's pair seed")
     args = ap.parse_args()
-    aligners = {Path(r).name: Aligner.from_pretrained(r) for r in args.align}
-    runs = {Path(r).name: MLaGA.from_pretrained(r, device="cpu", progress=False) for r in args.run}
+    aligners = {_short(r): Aligner.from_pretrained(r) for r in args.align}
+    runs = {_short(r): MLaGA.from_pretrained(r, device="cpu", progress=False) for r in args.run}
+    if len(aligners) < len(args.align) or len(runs) < len(args.run):
+        raise SystemExit("--align / --run: two runs end in the same two folder names; give distinct runs")
     src = pair_scores(args.source, aligners, runs, args.seed, args.max_pairs)
     cuts = {k: best_threshold(*v) for k, v in src["val"].items()}
     cuts.update({f"MLaGA {name}": 0.0 for name in runs})  # a run answers Yes when P(Yes) > P(No)
-    print(f"{'dataset':<28} {'scorer':<24} {'AUC':>6} {'acc %':>6}")
+    print(f"{'dataset':<28} {'scorer':<32} {'AUC':>6} {'acc %':>6}")
     for d in [args.source] + args.target:
         test = (src if d == args.source else pair_scores(d, aligners, runs, args.seed, args.max_pairs))["test"]
         label = f"source {d.name}" if d == args.source else d.name
         for k, (s, y) in test.items():
-            print(f"{label:<28} {k:<24} {roc_auc_score(y, s):6.3f} {100 * ((s > cuts[k]) == y).mean():6.2f}")
+            print(f"{label:<28} {k:<32} {roc_auc_score(y, s):6.3f} {100 * ((s > cuts[k]) == y).mean():6.2f}")
 
 
 if __name__ == "__main__":
