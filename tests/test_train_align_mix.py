@@ -101,6 +101,15 @@ def test_one_aligner_on_two_datasets(two, tmp_path):
     tokens, pooled, em = load_embeddings(tmp_path / "emb2")
     assert tokens.shape == (64, 2, 16) and em["graph_fingerprint"] == s2.manifest["graph_fingerprint"]
 
+    # probe and plot on such a run read the first dataset by default
+    r = CliRunner().invoke(cli, ["probe", "--run", str(run), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert 0 <= json.loads(r.output)["aligned"]["test"] <= 1
+    r = CliRunner().invoke(cli, ["plot", "embeddings", "--run", str(run), "--out", str(tmp_path / "e.png"),
+                                 "--device", "cpu", "--max-nodes", "40"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["nodes"] == 40 and (tmp_path / "e.png").is_file()
+
     # the CLI: comma-separated lists, the same count on both sides, --resume reading them back
     cli_run = tmp_path / "cli"
     args = ["train", "align", "--data", f"{d1},{d2}", "--features", f"{f1},{f2}", "--out", str(cli_run),

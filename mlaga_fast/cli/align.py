@@ -163,6 +163,5 @@ def plot_embeddings_cmd(run_dir, out_png, emb_dir, max_nodes, seed, device):
     accs = {"raw": linear_probe(raw, labels, graph.train, {"test": graph.test})["test"],
             "aligned": linear_probe(aligned, labels, graph.train, {"test": graph.test})["test"]}
     n = plot_raw_vs_aligned(raw, aligned, labels, out_png, class_names=graph.class_names, max_nodes=max_nodes,
-                            seed=seed, title=f"{graph.name}: {manifest['inputs']['features']['encoder']} "
-                                             f"features", accuracies=accs)
+                            seed=seed, title=f"{graph.name}: {store.encoder} features", accuracies=accs)
     click.echo(json.dumps({"out": str(out_png), "nodes": n, "probe_test_acc": accs}))
