@@ -195,6 +195,52 @@ def test_prefix_cache_equals_a_full_forward(loaded, family, prefill):
             torch.testing.assert_close(step[i], ref[-1], atol=2e-5, rtol=1e-4, msg=f"{family} row {i} next step")
 
 
+@pytest.mark.parametrize("family,attn", [(f, None) for f in NAMES] + [("llama3", "eager")],
+                         ids=[f"{f}-{a or 'default'}" for f, a in [(f, None) for f in NAMES] + [("llama3", "eager")]])
+def test_packed_prefix_equals_two_decoder_calls_with_gradients(llm_dirs, family, attn):
+    """Training under LoRA packs the prefix with the rows into one decoder call (mlaga_fast.llm.forward, item 1).
+    Reference: the same forward_hidden with packing off (the prefix's keys and values, then the rows): hidden
+    states, the inputs' gradient and every LoRA gradient agree. Sliding-window families never pack."""
+    import torch
+
+    from mlaga_fast.llm import load_llm
+    from mlaga_fast.llm.forward import LLMParts, PrefixKV, forward_hidden, logits_at_end
+    from mlaga_fast.llm.loading import LLMOptions
+    from mlaga_fast.llm.splice import GRAPH_TOKEN_ID, splice_node_embeds
+    from mlaga_fast.prompts.batch import collate
+
+    model, tok, _ = load_llm(str(llm_dirs[family]), LLMOptions(lora=True, progress=False))
+    if attn:
+        model.config._attn_implementation = attn
+    lora = [p for p in model.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in lora:  # peft starts one factor at zero: give the adapters a path through every layer
+            p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    parts = LLMParts(model)
+    packs = FAMILIES[family].sliding_window is None
+    assert parts.trainable and parts.packed_prefix == packs
+    exs = _examples(_builder(tok))
+    batch = collate(exs, tok.pad_token_id, with_answer=True)
+    k = int((batch.input_ids == GRAPH_TOKEN_ID).sum()) // 2
+    nodes = torch.randn(k, 2, parts.hidden, generator=g)  # [K, nq, H]
+    with torch.no_grad():
+        embeds = splice_node_embeds(parts.embed, batch.input_ids, nodes)  # [B, T, H]
+    got = {}
+    for packed in (True, False):
+        parts.packed_prefix = packed and packs
+        e = embeds.clone().requires_grad_()
+        for p in lora:
+            p.grad = None
+        hidden, _ = forward_hidden(parts, e, batch.mask, batch.prefix, PrefixKV(parts))
+        logits_at_end(parts, hidden, batch.keep).logsumexp(-1).mean().backward()
+        assert parts.packed_prefix == (packed and packs)  # packing was not dropped on the way
+        real = batch.mask.bool()
+        got[packed] = [hidden[real].detach(), e.grad] + [p.grad for p in lora]
+    for name, a, b in zip(["hidden", "input grad"] + [f"lora {i}" for i in range(len(lora))], got[True], got[False]):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=f"{family} {name}")
+
+
 def test_gemma_scales_text_embeddings_and_splices_node_tokens_as_given(loaded):
     """Gemma multiplies its token embeddings by sqrt(hidden) inside the embedding module: text positions
     get that scale through LLMParts.embed, and node tokens are the projectors' outputs, placed unchanged
