@@ -6,13 +6,10 @@ the alternatives on a finished demo's own run, each a real ``train_instruct`` on
   procs     two processes at once, --threads / 2 threads each, batch 8 each: the compute of a two-rank
             data-parallel step with the same global batch, without its gradient all-reduce (an upper bound)
   batch32   one process, --threads threads, batch 32 (half the optimizer steps for the same prompts)
-  noprefix  as "threads", with the shared prompt prefix run without gradient under LoRA: the forward is the
-            same, the LoRA gradient through the prefix's keys and values is dropped (not shipped: inexact)
-  packed    as "threads", with the prefix packed into the rows' decoder call under LoRA: one sequence of
-            prefix + every row's tokens, so each linear layer runs once per step instead of once for the prefix
-            (batch 1) and once for the rows; attention is split back per row (the prefix causal on itself, each
-            row on the prefix and its own tokens): the same loss, LoRA gradients within 6e-7 (relative,
-            fp32, one batch) of the shipped path (not shipped: see docs/bench_bf16.md)
+  twocalls  as "threads", with the shared prompt prefix run as its own decoder call (batch 1, with gradient)
+            before the rows, as Stage 2 did before it packed the prefix with the rows (mlaga_fast.llm.forward)
+  noprefix  as "twocalls", with the prefix's call without gradient under LoRA: the forward is the same, the
+            LoRA gradient through the prefix's keys and values is dropped (not shipped: inexact)
 
 Each mode trains ``--steps`` instruct-phase steps (no warm-up, so LoRA trains from the first step) in the
 run's precision (or ``--precision fp32|bf16``), and reports seconds per step (the mean after the first 3
@@ -22,7 +19,7 @@ order reversed every other round), and each reports its best round, so that a ma
 every mode alike.
 
     python benchmarks/bench_stage2_lanes.py --run demo_out [--steps 30] [--rounds 3] [--threads 2]
-        [--modes threads,procs,batch32,noprefix,packed] [--precision run|fp32|bf16]
+        [--modes threads,procs,batch32,twocalls,noprefix] [--precision run|fp32|bf16]
     python benchmarks/bench_stage2_lanes.py --run demo_out --check-packed
 """
 from __future__ import annotations
@@ -40,7 +37,7 @@ from pathlib import Path
 from mlaga_fast.runtime.autotune import cpu_identity
 from mlaga_fast.runtime.precision import cpu_has_native_bf16
 
-MODES = ("threads", "procs", "batch32", "noprefix", "packed")
+MODES = ("threads", "procs", "batch32", "twocalls", "noprefix")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,6 +52,8 @@ def _worker(args) -> None:
     from mlaga_fast.train.instruct_config import InstructConfig
 
     torch.set_num_threads(args.threads)
+    if args.two_calls or args.no_prefix_grad:
+        _unpacked()
     if args.no_prefix_grad:
         from mlaga_fast.llm import forward
 
@@ -65,8 +64,6 @@ def _worker(args) -> None:
                 return compute(self, ids, device)
 
         forward.PrefixKV._compute = no_grad_compute
-    if args.packed:
-        _pack_prefix()
     demo = Path(args.run).resolve()  # the demo's layout: data/, data/features/, runs/align/, runs/instruct/
     run = demo / "runs" / "instruct"
     cfg = replace(load_config(InstructConfig, run / RUN_CONFIG), data=[str(demo / "data")],
@@ -82,70 +79,27 @@ def _worker(args) -> None:
     print(json.dumps({"step_s": float(np.diff(marks)[3:].mean()), "batch": args.batch}))
 
 
-def _pack_prefix() -> None:
-    """The "packed" mode: Stage 2's LoRA training forward runs prefix + rows as one decoder call (module docstring).
-    Reference: the shipped ``forward_hidden`` (prefix keys/values at batch 1, then the rows), which it must match."""
-    import contextvars
+def _unpacked() -> None:
+    """Stage 2 as before the prefix was packed with the rows: every LLM's parts keep the two decoder calls."""
+    from mlaga_fast.llm import forward
 
-    import torch
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+    init = forward.LLMParts.__init__
 
-    import mlaga_fast.models.graph_llm as graph_llm
+    def two_calls(self, model):
+        init(self, model)
+        self.packed_prefix = False
 
-    layout = contextvars.ContextVar("packed_layout")
-    name = "packed_prefix"
-
-    def attention(module, q, k, v, attention_mask, **kw):
-        P, B, T, masks, inner = layout.get()  # q [1, h, P + B*T, dh], k/v [1, kvh, P + B*T, dh]
-        fn = ALL_ATTENTION_FUNCTIONS[inner]
-
-        def rows(x):  # [1, n, B*T, dh] -> [B, n, T, dh]
-            return x[0, :, P:].unflatten(1, (B, T)).transpose(0, 1)
-
-        kp, vp = k[:, :, :P], v[:, :, :P]
-        out_p, _ = fn(module, q[:, :, :P], kp, vp, masks[0], **kw)  # [1, P, h, dh]
-        out_r, _ = fn(module, rows(q), torch.cat([kp.expand(B, -1, -1, -1), rows(k)], 2),
-                      torch.cat([vp.expand(B, -1, -1, -1), rows(v)], 2), masks[1], **kw)  # [B, T, h, dh]
-        return torch.cat([out_p, out_r.reshape(1, B * T, *out_r.shape[2:])], 1), None
-
-    AttentionInterface.register(name, attention)
-    shipped = graph_llm.forward_hidden
-
-    def forward_hidden(parts, embeds, mask, prefix_ids, prefix, *, use_cache=False):
-        if not (prefix_ids and parts.trainable and torch.is_grad_enabled() and not use_cache):
-            return shipped(parts, embeds, mask, prefix_ids, prefix, use_cache=use_cache)
-        B, T, H = embeds.shape
-        P, dev = len(prefix_ids), embeds.device
-        pre = parts.embed(torch.tensor([list(prefix_ids)], device=dev)).to(embeds.dtype)  # [1, P, H]
-        pos = torch.cat([torch.arange(P, device=dev), (P + (mask.cumsum(1) - 1).clamp(min=0)).reshape(-1)])[None]
-        m = mask.bool()
-        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
-        row_mask = torch.cat([torch.ones(B, T, P, dtype=torch.bool, device=dev), causal & m[:, None, :]], 2)[:, None]
-        pre_mask = torch.ones(P, P, dtype=torch.bool, device=dev).tril()[None, None]
-        cfg = parts.config
-        inner = cfg._attn_implementation  # sdpa or eager: both take these boolean masks
-        token = layout.set((P, B, T, (pre_mask, row_mask), inner))
-        cfg._attn_implementation = name
-        try:
-            out = parts.decoder.module(inputs_embeds=torch.cat([pre, embeds.reshape(1, B * T, H)], 1),
-                                       position_ids=pos, use_cache=False)
-        finally:
-            cfg._attn_implementation = inner
-            layout.reset(token)
-        return out.last_hidden_state[:, P:].reshape(B, T, H), None
-
-    graph_llm.forward_hidden = forward_hidden
+    forward.LLMParts.__init__ = two_calls
 
 
 def _check_packed(run: Path) -> None:
     """``--check-packed``: one training forward + backward of the run's LLM with LoRA (random adapters, fp32,
-    random node embeddings, left-padded rows, a 30-token prefix) through the shipped path and the packed one;
-    prints the loss of each and the largest relative gradient difference (inputs, LoRA weights)."""
+    random node embeddings, left-padded rows, a 30-token prefix), packed and in two decoder calls; prints the
+    loss of each and the largest relative gradient difference (inputs, LoRA weights)."""
     import torch
 
-    import mlaga_fast.models.graph_llm as graph_llm
     from mlaga_fast.config import RUN_CONFIG, load_config
-    from mlaga_fast.llm.forward import PrefixKV, llm_parts
+    from mlaga_fast.llm.forward import PrefixKV, forward_hidden, llm_parts
     from mlaga_fast.llm.loading import LLMOptions, load_llm
     from mlaga_fast.train.instruct_config import InstructConfig
 
@@ -157,34 +111,36 @@ def _check_packed(run: Path) -> None:
     for p in lora:
         torch.nn.init.normal_(p, std=0.02)  # peft starts B at zero: give the adapters a path to differ on
     parts = llm_parts(model)
+    if not parts.packed_prefix:
+        raise SystemExit(f"{cfg.llm}: this model keeps two decoder calls (sliding window or attention "
+                         f"{parts.config._attn_implementation!r})")
     B, T, P = 16, 40, 30
     embeds = (0.05 * torch.randn(B, T, parts.hidden)).requires_grad_()  # [B, T, H]
     mask = torch.ones(B, T, dtype=torch.long)
     for b in range(B):
         mask[b, :(3 * b) % 12] = 0  # left padding of 0-11 columns
     prefix = list(range(100, 100 + P))
-    shipped = graph_llm.forward_hidden
-    _pack_prefix()
     out = {}
-    for name, fn in (("shipped", shipped), ("packed", graph_llm.forward_hidden)):
+    for name in ("packed", "two calls"):
+        parts.packed_prefix = name == "packed"
         embeds.grad = None
         for p in lora:
             p.grad = None
-        hidden, _ = fn(parts, embeds, mask, prefix, PrefixKV(parts))
+        hidden, _ = forward_hidden(parts, embeds, mask, prefix, PrefixKV(parts))
         loss = hidden[:, -4:].pow(2).mean()  # a loss on the last positions, as Stage 2's answers are
         loss.backward()
         out[name] = (loss.item(), [embeds.grad.clone()] + [p.grad.clone() for p in lora])
-    graph_llm.forward_hidden = shipped
-    rel = max(float((a - b).norm() / b.norm().clamp(min=1e-30)) for a, b in zip(out["packed"][1], out["shipped"][1]))
-    print(f"loss shipped {out['shipped'][0]:.8f} packed {out['packed'][0]:.8f}; largest relative gradient difference "
-          f"{rel:.2e} (inputs and {len(lora)} LoRA tensors)")
+    pairs = zip(out["packed"][1], out["two calls"][1])
+    rel = max(float((a - b).norm() / b.norm().clamp(min=1e-30)) for a, b in pairs)
+    print(f"loss packed {out['packed'][0]:.8f} two calls {out['two calls'][0]:.8f}; largest relative gradient "
+          f"difference {rel:.2e} (inputs and {len(lora)} LoRA tensors)")
 
 
-def _spawn(run: str, threads: int, batch: int, steps: int, no_prefix_grad: bool = False, packed: bool = False,
+def _spawn(run: str, threads: int, batch: int, steps: int, mode: str = "threads",
            precision: str = "run") -> subprocess.Popen:
+    flag = {"noprefix": ["--no-prefix-grad"], "twocalls": ["--two-calls"]}.get(mode, [])
     cmd = [sys.executable, __file__, "--worker", "--run", run, "--threads", str(threads), "--batch", str(batch),
-           "--steps", str(steps), "--precision", precision] + (["--no-prefix-grad"] if no_prefix_grad else []) \
-        + (["--packed"] if packed else [])
+           "--steps", str(steps), "--precision", precision] + flag
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -207,9 +163,9 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", choices=("run", "fp32", "bf16"), default="run",
                     help="Stage 2's precision: the demo run's (default) or forced")
     ap.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
-    ap.add_argument("--packed", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--two-calls", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--check-packed", action="store_true",
-                    help="compare the packed path's loss and gradients with the shipped path's, then exit")
+                    help="compare the packed path's loss and gradients with the two-call path's, then exit")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-prefix-grad", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -237,11 +193,10 @@ def main(argv=None) -> None:
                         f"({res[0]['step_s']:.3f} / {res[1]['step_s']:.3f} s)")
             else:
                 batch = 32 if mode == "batch32" else 16
-                step = _result(_spawn(str(run), T, batch, n, no_prefix_grad=mode == "noprefix",
-                                      packed=mode == "packed", precision=args.precision))["step_s"]
+                step = _result(_spawn(str(run), T, batch, n, mode, precision=args.precision))["step_s"]
                 what = f"one process, {T} threads, batch {batch}"
-                what += {"noprefix": ", prefix without gradient",
-                         "packed": ", prefix packed with the rows"}.get(mode, "")
+                what += {"noprefix": ", prefix in its own call, without gradient",
+                         "twocalls": ", prefix in its own call"}.get(mode, "")
             if mode not in rows or batch / step > rows[mode][1]:
                 rows[mode] = (step, batch / step, what)
             print(f"round {r + 1}: {mode} {step:.3f} s/step", file=sys.stderr, flush=True)
