@@ -141,9 +141,11 @@ class LLMParts:
         self.head = inner.get_output_embeddings()
         self.cache_kw = self.decoder.cache_kw
         self.prefix_cache = self.decoder.kv_layers_only  # False: run prefixes as input (module docstring)
-        # training under LoRA: prefix and rows in one decoder call (module docstring, item 1)
+        # training under LoRA: prefix and rows in one decoder call (module docstring, item 1). Not with gradient
+        # checkpointing: its backward re-runs the layers after the packed call has ended.
         self.packed_prefix = (self.prefix_cache and self.decoder.window is None
                               and getattr(self.config, "_attn_implementation", None) in _PACKABLE
+                              and not _checkpointing(inner)
                               and _register_packed_attention())
         self.trainable = any(p.requires_grad for p in model.parameters())  # LoRA adapters
 
@@ -216,6 +218,15 @@ class PrefixKV:
 _PACKED = "mlaga_packed_prefix"  # the attention implementation's registered name
 _PACKABLE = ("sdpa", "eager")  # the implementations whose masks _packed_masks builds
 _packed_layout: contextvars.ContextVar = contextvars.ContextVar("mlaga_packed_layout", default=None)
+
+
+def _checkpointing(model: Any) -> bool:
+    """Whether activation (gradient) checkpointing is on: transformers >= 5 names the property
+    ``is_activation_checkpointing`` (its old name warns), earlier releases ``is_gradient_checkpointing``."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 class CannotPack(Exception):
