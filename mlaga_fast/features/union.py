@@ -12,17 +12,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from mlaga_fast.features.store import FeatureReader
+from mlaga_fast.runs.manifest import ALIGNER_INPUT_KEYS, features_record
 from mlaga_fast.utils.io import fingerprint
 
-__all__ = ["FeatureUnion", "union_csr", "COMPAT_KEYS"]
-
-# what every part must share for one aligner to read them all (its input projections are sized by them)
-COMPAT_KEYS = ("encoder", "image_len", "image_dim", "text_len", "text_dim")
-
-
-def _describe(store: Any) -> dict[str, Any]:
-    return {"encoder": store.manifest.get("encoder"), "image_len": int(store.image_len),
-            "image_dim": int(store.image_dim), "text_len": int(store.text_len), "text_dim": int(store.text_dim)}
+__all__ = ["FeatureUnion", "union_csr"]
 
 
 class FeatureUnion(FeatureReader):
@@ -33,10 +26,10 @@ class FeatureUnion(FeatureReader):
             raise ValueError("a feature union needs at least one features source")
         self.parts = list(parts)
         names = list(names) if names is not None else [str(getattr(p, "path", i)) for i, p in enumerate(parts)]
-        first = _describe(self.parts[0])
+        first = features_record(self.parts[0])
         for name, p in zip(names[1:], self.parts[1:]):
-            d = _describe(p)
-            diffs = [f"{k} {d[k]!r} (the first has {first[k]!r})" for k in COMPAT_KEYS if d[k] != first[k]]
+            d = features_record(p)
+            diffs = [f"{k} {d[k]!r} (the first has {first[k]!r})" for k in ALIGNER_INPUT_KEYS if d[k] != first[k]]
             if diffs:
                 raise ValueError(f"features {name} cannot train one aligner with {names[0]}: " + ", ".join(diffs))
         self.offsets = np.cumsum([0] + [int(p.num_nodes) for p in self.parts]).astype(np.int64)  # [k + 1]

@@ -265,12 +265,9 @@ def _packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     prefix attends causally to itself, each row to the prefix and causally to its own tokens, through the
     model's own implementation. query [1, h, P + B*T, dh], key/value [1, kvh, P + B*T, dh] ->
     [1, P + B*T, h, dh]. Reference: ``forward_hidden``'s unpacked path (prefix cache, then the rows)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     layout = _packed_layout.get()
-    P, B, T, (pre_mask, row_mask), inner = layout["shape"]
+    P, B, T, (pre_mask, row_mask), attend = layout["shape"]
     layout["calls"] += 1
-    attend = layout["eager"] if inner == "eager" else ALL_ATTENTION_FUNCTIONS[inner]
 
     def rows(x: torch.Tensor) -> torch.Tensor:  # [1, n, P + B*T, dh] -> [B, n, T, dh]
         return x[0, :, P:].unflatten(1, (B, T)).transpose(0, 1)
@@ -282,24 +279,26 @@ def _packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     return torch.cat([out_p, out_r.reshape(1, B * T, *out_r.shape[2:])], dim=1), None
 
 
-def _packed_hidden(parts: LLMParts, embeds: torch.Tensor, mask: torch.Tensor,
-                   prefix_ids: Sequence[int]) -> torch.Tensor:
+def _packed_hidden(parts: LLMParts, embeds: torch.Tensor, mask: torch.Tensor, prefix_ids: Sequence[int],
+                   row_pos: torch.Tensor) -> torch.Tensor:
     """forward_hidden's hidden states [B, T, H] for training under LoRA, from one decoder call over the packed
-    sequence (module docstring, item 1). Raises CannotPack if a layer's attention did not go through
-    ``_packed_attention`` (its output is then not the model's)."""
+    sequence (module docstring, item 1); ``row_pos`` [B, T] are the rows' position ids. Raises CannotPack if a
+    layer's attention did not go through ``_packed_attention`` (its output is then not the model's)."""
     B, T, H = embeds.shape
     P, dev = len(prefix_ids), embeds.device
     pre = parts.embed(torch.tensor([list(prefix_ids)], dtype=torch.long, device=dev)).to(embeds.dtype)  # [1, P, H]
-    row_pos = P + (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]: padding does not shift positions
     pos = torch.cat([torch.arange(P, device=dev), row_pos.reshape(-1)])[None]  # [1, P + B*T]
     cfg = parts.config
     inner = cfg._attn_implementation
-    eager = None
     if inner == "eager":  # not in transformers' mapping: the modeling module's own eager function
-        eager = getattr(inspect.getmodule(type(parts.decoder.module)), "eager_attention_forward", None)
-        if eager is None:
+        attend = getattr(inspect.getmodule(type(parts.decoder.module)), "eager_attention_forward", None)
+        if attend is None:
             raise CannotPack(type(parts.model).__name__)
-    layout = {"shape": (P, B, T, _packed_masks(mask, P, inner, embeds.dtype), inner), "calls": 0, "eager": eager}
+    else:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        attend = ALL_ATTENTION_FUNCTIONS[inner]
+    layout = {"shape": (P, B, T, _packed_masks(mask, P, inner, embeds.dtype), attend), "calls": 0}
     token = _packed_layout.set(layout)
     cfg._attn_implementation = _PACKED
     try:
@@ -322,14 +321,14 @@ def forward_hidden(parts: LLMParts, embeds: torch.Tensor, mask: torch.Tensor, pr
     """
     B, T, _ = embeds.shape
     P = len(prefix_ids)
-    att = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=mask.device), mask], dim=1)  # [B, P + T]
     pos = P + (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]: padding does not shift positions
-    cache = None
     if P and parts.packed_prefix and parts.trainable and torch.is_grad_enabled() and not use_cache:
         try:
-            return _packed_hidden(parts, embeds, mask, prefix_ids), None
+            return _packed_hidden(parts, embeds, mask, prefix_ids, pos), None
         except CannotPack:
             parts.packed_prefix = False  # learnt once per model: two decoder calls from now on
+    att = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=mask.device), mask], dim=1)  # [B, P + T]
+    cache = None
     if P and parts.prefix_cache:
         kv = prefix if prefix is not None else PrefixKV(parts)
         try:

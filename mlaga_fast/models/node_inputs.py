@@ -19,25 +19,17 @@ from mlaga_fast.features.extract import graph_fingerprint
 from mlaga_fast.features.source import is_online, open_features
 from mlaga_fast.models.aligner import load_aligner
 from mlaga_fast.models.encode import encode_nodes
-from mlaga_fast.runs.manifest import check_features_match, features_record, read_stage_manifest
+from mlaga_fast.runs.manifest import (ALIGNER_INPUT_KEYS, check_features_match, feature_records, features_record,
+                                     read_stage_manifest)
 from mlaga_fast.utils.io import atomic_np_save, atomic_write_json, fingerprint, sha256_file
 
 NODE_SOURCES = ("aligner", "raw")
-_COMPAT_KEYS = ("encoder", "image_len", "image_dim", "text_len", "text_dim")
-
-
-def _feature_records(align_manifest: dict) -> list[dict]:
-    rec = align_manifest.get("inputs", {}).get("features")
-    if rec is None:
-        raise ValueError("aligner run manifest records no features (inputs.features missing)")
-    return list(rec) if isinstance(rec, list) else [rec]
-
 
 def check_aligner_features(align_manifest: dict, store, *, allow_unseen: bool) -> None:
     """Refuse features the aligner cannot read. Features the aligner was trained on always pass;
     other features (transfer to an unseen dataset) pass only with allow_unseen and only when the
     encoder and token dims are the same."""
-    recs = _feature_records(align_manifest)
+    recs = feature_records(align_manifest, "aligner run")
     if any(r.get("fingerprint") == store.fingerprint for r in recs):
         return
     if not allow_unseen:
@@ -46,7 +38,7 @@ def check_aligner_features(align_manifest: dict, store, *, allow_unseen: bool) -
         raise ValueError(f"features at {store.path} are not among those the aligner run was trained on")
     actual = features_record(store)
     diffs = [f"{k}: aligner expects {recs[0].get(k)!r}, these features have {actual[k]!r}"
-             for k in _COMPAT_KEYS if k in recs[0] and recs[0].get(k) != actual[k]]
+             for k in ALIGNER_INPUT_KEYS if k in recs[0] and recs[0].get(k) != actual[k]]
     if diffs:
         raise ValueError(f"features at {store.path} cannot feed the aligner run: " + "; ".join(diffs))
 

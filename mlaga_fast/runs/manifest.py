@@ -113,6 +113,19 @@ def require_match(expected: Mapping[str, Any], actual: Mapping[str, Any], *, wha
         raise ValueError(f"{what} mismatch: " + "; ".join(diffs))
 
 
+# what one aligner needs of every features source it reads: its input projections are sized by these
+ALIGNER_INPUT_KEYS = ("encoder", "image_len", "image_dim", "text_len", "text_dim")
+
+
+def feature_records(run_manifest: Mapping[str, Any], what: str = "run") -> list[dict[str, Any]]:
+    """The features records a run manifest holds (``inputs.features``): one, or one per dataset for a Stage-1
+    run on several datasets."""
+    rec = run_manifest.get("inputs", {}).get("features")
+    if rec is None:
+        raise ValueError(f"{what} manifest records no features (inputs.features missing)")
+    return list(rec) if isinstance(rec, list) else [rec]
+
+
 def features_record(feature_store: Any) -> dict[str, Any]:
     """What a run records about the features it was trained on (from a FeatureStore)."""
     m = feature_store.manifest
@@ -135,11 +148,8 @@ def check_features_match(run_manifest: Mapping[str, Any], feature_store: Any) ->
     Dims and the encoder are compared first (they explain the likely mistake, e.g. a ViT-L run fed
     tiny features), then the content fingerprint.
     """
-    rec = run_manifest.get("inputs", {}).get("features")
-    if rec is None:
-        raise ValueError("run manifest records no features (inputs.features missing)")
-    if isinstance(rec, list):  # a Stage-1 run on several datasets: any of their features, else vs the first
-        rec = next((r for r in rec if r.get("fingerprint") == feature_store.fingerprint), rec[0])
+    recs = feature_records(run_manifest)  # several for a Stage-1 run on several datasets: any, else vs the first
+    rec = next((r for r in recs if r.get("fingerprint") == feature_store.fingerprint), recs[0])
     actual = features_record(feature_store)
     order = ["encoder", "image_len", "image_dim", "text_len", "text_dim", "num_nodes", "graph_fingerprint",
              "fingerprint"]
