@@ -1,12 +1,12 @@
 """The demo's second lane (mlaga_fast.demo.lanes): the thread split, and a spawned job's result, thread
-count, exception, death and early stop."""
+count, exception, death and early stop, and this process waiting on a gate the job sets."""
 import os
 import time
 
 import pytest
 import torch
 
-from mlaga_fast.demo.lanes import SideLane, split_threads
+from mlaga_fast.demo.lanes import SideLane, new_gate, split_threads
 
 
 def test_split_threads_gives_each_lane_its_share():
@@ -41,3 +41,17 @@ def test_side_lane_stop_ends_a_running_job():
     lane.stop()
     assert not lane._proc.is_alive()
     assert lane._proc.exitcode is not None and lane._proc.exitcode != 0
+
+
+def test_waiting_on_a_gate_the_job_sets_and_on_a_job_that_never_sets_it():
+    gate = new_gate()
+    lane = SideLane(gate.set, threads=1)  # the job sets the gate and returns None
+    lane.wait(gate, poll_s=0.05)
+    assert gate.is_set() and lane.result() is None
+    # a job that fails, or ends, before setting the gate: its error, or a one-line report, instead of a hang
+    with pytest.raises(ValueError, match="invalid literal"):
+        SideLane(int, "not a number", threads=1).wait(new_gate(), poll_s=0.05)
+    with pytest.raises(RuntimeError, match="without setting the gate"):
+        SideLane(sorted, [2, 1], threads=1).wait(new_gate(), poll_s=0.05)
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        SideLane(os._exit, 3, threads=1).wait(new_gate(), poll_s=0.05)

@@ -26,9 +26,10 @@ def split_threads(total: int) -> tuple[int, int] | None:
 
 
 def new_gate() -> Any:
-    """An event this process sets and a side lane's job waits on (``gate.wait()``), made in the context the side
-    lane spawns with. A job waiting on a gate its parent never sets ends with the parent (``SideLane.stop``, or
-    the daemon process dying with it)."""
+    """An event one process sets and the other waits on: a side lane's job waits (``gate.wait()``) for this
+    process, or this process (``SideLane.wait(gate)``) for the job; made in the context the side lane spawns
+    with. A job waiting on a gate its parent never sets ends with the parent (``SideLane.stop``, or the daemon
+    process dying with it)."""
     return multiprocessing.get_context("spawn").Event()
 
 
@@ -79,6 +80,16 @@ class SideLane:
             exc, tb = value
             raise exc from RuntimeError("in the side process:\n" + tb)
         return value
+
+    def wait(self, gate: Any, poll_s: float = 1.0) -> None:
+        """Wait until the side lane's job sets ``gate`` (an event from ``new_gate`` passed to it); if the job ends
+        first, raise its error here (or say that it ended without setting the gate), so a failed job never
+        leaves this process waiting."""
+        while not gate.wait(poll_s):
+            if not self._proc.is_alive() or self._conn.poll():
+                self.result()  # raises the job's error
+                if not gate.is_set():
+                    raise RuntimeError("the side process finished without setting the gate this process waits on")
 
     def stop(self) -> None:
         if self._proc.is_alive():

@@ -1,6 +1,7 @@
-"""The demo pipeline: synthesise -> features -> Stage 1 -> Stage 2 (PPR demos) -> eval -> report; from the features
-on, a second process runs beside Stages 1 and 2: the raw-feature Stage 2 ablation, its evaluation, the baselines,
-then (once Stage 1 is done) the aligner's node embeddings with the linear probes, and the t-SNE map.
+"""The demo pipeline: synthesise -> features -> Stage 1 -> Stage 2 (PPR demos) -> eval -> report; after Stage 1,
+a second process runs beside the MLaGA Stage 2: the raw-feature Stage 2 ablation, its evaluation, the
+baselines, the aligner's node embeddings with the linear probes, and the t-SNE map; then it scores a share of
+the MLaGA evaluations while this process scores the rest.
 Every stage is the library's own entry point, called exactly as the CLI calls it, so the demo is a
 faithful tour of the tool rather than a separate code path."""
 from __future__ import annotations
@@ -18,11 +19,11 @@ from mlaga_fast.demo.lanes import SideLane, new_gate, split_threads
 
 __all__ = ["run_demo", "demo_features", "train_stage1", "train_stage2"]
 
-# The share of the MLaGA Stage 2's steps after which it waits for the second process and then trains on every
-# core. The second process starts when the features are done, beside Stage 1; on the Zen 4 machine its jobs
-# ended as Stage 2 passed 45% of its steps (docs/benchmarks.md, stage times). From then on, Stage 2 gets the core
-# that would otherwise idle.
-HANDOFF = 0.45
+# The share of the MLaGA Stage 2's steps after which it waits for the second process to be free and then trains
+# on every core. The second process starts when Stage 1 is done, beside Stage 2; on the Zen 4 machine its jobs
+# took 180 s, as Stage 2 passed about 65% of its steps on one core (docs/benchmarks.md, stage times). From then
+# on, Stage 2 gets the core that would otherwise idle.
+HANDOFF = 0.65
 
 
 class _Steps:
@@ -84,46 +85,62 @@ def train_stage2(cfg: DemoConfig, data_dir: Path, feat_dir: Path, align_run: Pat
     return train_instruct(icfg, out, progress=progress, on_step=on_step)
 
 
+def _variants(cfg: DemoConfig) -> list[tuple[str, str, str, str | None, str, str]]:
+    """The evaluated (run key, method name, task, demos override, wording, lane) in table order; LP prompts show
+    no demonstration here. ``lane`` says where the MLaGA variants are scored when the demo has two processes:
+    "side" ones in the second process while this one scores the "here" ones; their times (measured on the Zen 4
+    machine, 2 threads: 20 s of the 40 s each) balance the two."""
+    variants = [("mlaga", "MLaGA", "nc", None, "trained", "here"), ("mlaga", "MLaGA", "lp", None, "trained", "here"),
+                ("mlaga", "MLaGA w/o demonstrations", "nc", "none", "trained", "side"),
+                ("mlaga", "MLaGA random demonstrations", "nc", "random", "trained", "side")]
+    if cfg.instruct.paraphrase_ratio > 0:  # a run that learnt varied wordings is scored on unseen ones too
+        variants += [("mlaga", "MLaGA, unseen wordings", task, None, "held-out", "here") for task in ("nc", "lp")]
+    if cfg.instruct.describe_per_dataset:
+        variants.append(("mlaga", "MLaGA description names the category (unseen wordings)", "describe", None,
+                         "held-out", "side"))
+    return variants + [("raw", "MLaGA w/o aligner (raw features)", "nc", None, "trained", "side")]
+
+
+def _table_order(cfg: DemoConfig, results: list[dict]) -> list[dict]:
+    """``results`` of the variants in ``_variants`` order (the table's rows follow it), the others after them."""
+    order = {(method, "nc" if task == "describe" else task): i
+             for i, (_, method, task, *_rest) in enumerate(_variants(cfg))}
+    return sorted(results, key=lambda r: order.get((r["method"], r["task"]), len(order)))
+
+
 def _evaluate(cfg: DemoConfig, runs: dict[str, Path], data_dir: Path, feat_dir: Path, eval_dir: Path,
-              keys: tuple[str, ...] = ("mlaga", "raw")) -> list[dict]:
-    """Each (method, task) variant of the runs ``keys``; a run's LLM is loaded once for all its variants."""
+              key: str, lane: str | None = None) -> list[dict]:
+    """The variants of run ``key`` (those of ``lane`` only, if given); the run's LLM is loaded once for them all."""
     from mlaga_fast.eval.instruct_eval import EvalOptions, evaluate
     from mlaga_fast.eval.report import write_result_json
 
     from mlaga_fast.assistant import MLaGA
 
-    variants = [  # (run key, method name, task, demos override, wording); LP prompts show no demonstration here
-        ("mlaga", "MLaGA", "nc", None, "trained"), ("mlaga", "MLaGA", "lp", None, "trained"),
-        ("mlaga", "MLaGA w/o demonstrations", "nc", "none", "trained"),
-        ("mlaga", "MLaGA random demonstrations", "nc", "random", "trained"),
-        ("raw", "MLaGA w/o aligner (raw features)", "nc", None, "trained"),
-    ]
-    if cfg.instruct.paraphrase_ratio > 0:  # a run that learnt varied wordings is scored on unseen ones too
-        variants += [("mlaga", "MLaGA, unseen wordings", task, None, "held-out") for task in ("nc", "lp")]
-    if cfg.instruct.describe_per_dataset:
-        variants.append(("mlaga", "MLaGA description names the category (unseen wordings)", "describe", None,
-                         "held-out"))
+    mine = [v for v in _variants(cfg) if v[0] == key and lane in (None, v[5])]
+    if not mine:
+        return []
+    loaded = MLaGA.from_pretrained(runs[key], device="cpu")
     results = []
-    for key in keys:
-        loaded = MLaGA.from_pretrained(runs[key], device="cpu")
-        for _, method, task, demos, wording in (v for v in variants if v[0] == key):
-            opts = EvalOptions(task=task, split="test", features=str(feat_dir), demos=demos,
-                               max_examples=cfg.eval_lp if task == "lp" else cfg.eval_nc, seed=cfg.seed,
-                               generate=cfg.generate and task != "describe", device="cpu", method=method,
-                               batch_size=32, wording=wording)
-            slug = method.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "").replace(",", "")
-            res = evaluate(runs[key], data_dir, opts, loaded=loaded, progress=False)
-            write_result_json(eval_dir / f"{slug}_{task}.json", res)  # the report draws the figures it shows
-            results.append(res)
+    for _, method, task, demos, wording, _lane in mine:
+        opts = EvalOptions(task=task, split="test", features=str(feat_dir), demos=demos,
+                           max_examples=cfg.eval_lp if task == "lp" else cfg.eval_nc, seed=cfg.seed,
+                           generate=cfg.generate and task != "describe", device="cpu", method=method,
+                           batch_size=32, wording=wording)
+        slug = method.lower().replace(" ", "_").replace("/", "").replace("(", "").replace(")", "").replace(",", "")
+        res = evaluate(runs[key], data_dir, opts, loaded=loaded, progress=False)
+        write_result_json(eval_dir / f"{slug}_{task}.json", res)  # the report draws the figures it shows
+        results.append(res)
     return results
 
 
 def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, Path], eval_dir: Path,
-               stage1_done: Any = None, *, progress: bool = False) -> tuple[list[dict], dict[str, float], dict]:
-    """Stage 2 on raw pooled features, its NC evaluation, the baselines, then (after ``stage1_done``, an event the
-    caller sets when the aligner is trained; None: it is) the aligner's node embeddings with the linear probes,
-    and the report's t-SNE map: (results, {what: seconds}, the probes). None of them needs the MLaGA Stage 2
-    run, so the demo runs them in a second process beside its Stages 1 and 2."""
+               free: Any = None, stage2_done: Any = None, *, progress: bool = False
+               ) -> tuple[list[dict], dict[str, float], dict]:
+    """Stage 2 on raw pooled features, its NC evaluation, the baselines, the aligner's node embeddings with the
+    linear probes, and the report's t-SNE map: (results, {what: seconds}, the probes). None of them needs the
+    MLaGA Stage 2 run, so the demo runs them in a second process beside it, after Stage 1. In that process
+    (``stage2_done`` given: an event the caller sets when the MLaGA Stage 2 is trained) the job then sets
+    ``free``, waits for ``stage2_done`` and scores the MLaGA variants of the "side" lane."""
     from mlaga_fast.data import load
     from mlaga_fast.demo.report import draw_embedding_map
     from mlaga_fast.eval.probe import probe_run
@@ -137,8 +154,6 @@ def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, 
         return []
 
     def embed_and_probe() -> list:
-        if stage1_done is not None:
-            stage1_done.wait()
         export_embeddings(runs["align"], runs["align"] / "embed", device="cpu")
         probe.update(probe_run(runs["align"], emb_dir=runs["align"] / "embed", data_dir=data_dir, device="cpu",
                                progress=False))
@@ -149,11 +164,20 @@ def _side_jobs(cfg: DemoConfig, data_dir: Path, feat_dir: Path, runs: dict[str, 
         draw_embedding_map(eval_dir.parent, probe, runs, graph.labels, graph.class_names, cfg.seed)
         return []
 
+    def wait_for_stage2() -> list:
+        free.set()  # the caller's Stage 2 may take this process's cores now
+        stage2_done.wait()
+        return []
+
     jobs = [("raw-feature Stage 2", raw_stage2),
-            ("raw-feature evaluation", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, keys=("raw",))),
+            ("raw-feature evaluation", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, "raw")),
             ("baselines", lambda: _baselines(cfg, data_dir, feat_dir, eval_dir)),
             ("embed all nodes + linear probes", embed_and_probe),
             ("report: t-SNE map", embedding_map)]
+    if stage2_done is not None:
+        jobs += [("waiting for the MLaGA Stage 2", wait_for_stage2),
+                 ("MLaGA evaluation, its share", lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, "mlaga",
+                                                                    lane="side"))]
     times, results = {}, []
     for name, job in jobs:
         t0 = time.perf_counter()
@@ -241,34 +265,44 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         text_mismatch=cfg.text_mismatch, seed=cfg.seed, progress=True))
     _, encoder = steps.run(f"extract features ({cfg.encoder})", lambda: demo_features(cfg, graph, feat_dir, notes))
     # A second thread speeds Stages 1 and 2 up by only ~1.5x, and the thread count barely touches their results
-    # (the first step agrees to rounding, later ones drift in the last bits: tests/test_instruct_threads.py):
-    # with 2+ cores the raw-feature ablation, its evaluation, the baselines, the aligner's embeddings with the
-    # linear probes, and the t-SNE map run in a second process beside Stages 1 and 2 (mlaga_fast.demo.lanes),
-    # each lane on a fixed share of the cores, so a seed always gives the same table; Stage 2 takes the second
-    # process's cores back from a fixed step on (HANDOFF).
+    # (the first step agrees to rounding, later ones drift in the last bits: tests/test_instruct_threads.py).
+    # Stage 1 has every core to itself (1.7x on two threads, against 1.4x for a Stage-2 step). With 2+ cores, the
+    # raw-feature ablation, its evaluation, the baselines, the aligner's embeddings with the linear probes, and
+    # the t-SNE map then run in a second process beside the MLaGA Stage 2 (mlaga_fast.demo.lanes), each lane
+    # on a fixed share of the cores, so a seed always gives the same table; Stage 2 takes the second process's
+    # cores from a fixed step on (HANDOFF), and the two processes share the MLaGA evaluations.
     total = torch.get_num_threads()
     split = split_threads(total)
-    side, stage1_done = None, None
-    if split:
-        echo(f"      the raw-feature ablation, the baselines, the linear probes and the t-SNE map start in a second "
-             f"process ({split[1]} thread{'s' * (split[1] > 1)}); steps 3 and 4 run here beside them ({split[0]})")
-        stage1_done = new_gate()
-        side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, stage1_done, threads=split[1])
-        torch.set_num_threads(split[0])
+    side, free, stage2_done = None, None, None
+    handed = False
 
     def handoff(step: int, steps_total: int, rec: dict) -> None:
         """At HANDOFF of Stage 2's steps (a step, never a time, so a seed's table stays the same on every run
-        of a machine): wait for the second process, then train on every core."""
-        if side is not None and not side.done and step >= HANDOFF * steps_total:
-            side.result()
+        of a machine): wait for the second process to be free, then train on every core."""
+        nonlocal handed
+        if side is not None and not handed and step >= HANDOFF * steps_total:
+            side.wait(free)
             torch.set_num_threads(total)
+            handed = True
 
     try:
         steps.run("Stage 1: train the aligner", lambda: train_stage1(cfg, data_dir, feat_dir, runs["align"]))
-        if stage1_done is not None:
-            stage1_done.set()
+        if split:
+            echo(f"      the raw-feature ablation, the baselines, the linear probes and the t-SNE map start in a "
+                 f"second process ({split[1]} thread{'s' * (split[1] > 1)}); step 4 runs here beside them "
+                 f"({split[0]}), and the two share step 5")
+            free, stage2_done = new_gate(), new_gate()
+            side = SideLane(_side_jobs, cfg, data_dir, feat_dir, runs, eval_dir, free, stage2_done, threads=split[1])
+            torch.set_num_threads(split[0])
         steps.run(f"Stage 2: instruction tuning on NC + LP ({cfg.instruct.llm}; PPR demonstrations)",
                   lambda: train_stage2(cfg, data_dir, feat_dir, runs["align"], runs["mlaga"], on_step=handoff))
+        if side is not None:
+            side.wait(free)  # only if Stage 2 ended before HANDOFF (a short run)
+            torch.set_num_threads(split[0])
+            stage2_done.set()
+        results = steps.run("evaluate MLaGA and its ablations" + (" (a share in the second process)" if side else ""),
+                            lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, "mlaga",
+                                              lane="here" if side else None))
         side_results, side_times, probe = steps.run(
             "Stage 2 ablation on raw pooled features, its evaluation, the baselines, the linear probes and the "
             "t-SNE map" + (" (waiting for the second process)" if side else ""),
@@ -283,9 +317,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, echo: Callable[[str], None] = 
         steps.times[name] = sec
         if side:
             echo(f"      {name}: {sec:.1f} s in the second process")
-    results = steps.run("evaluate MLaGA and its ablations",
-                        lambda: _evaluate(cfg, runs, data_dir, feat_dir, eval_dir, keys=("mlaga",)))
-    results += side_results
+    results = _table_order(cfg, results + side_results)
     results += _chance_rows(results)
 
     table = results_table_markdown(results)

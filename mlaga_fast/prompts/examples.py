@@ -39,10 +39,12 @@ def builder_for(settings: Mapping[str, Any] | Any, tokenizer, graph, nq: int, im
 
 
 def nc_examples(graph, builder: PromptBuilder, targets: np.ndarray, demos: NCDemos, *,
-                with_label: bool, dataset: int = 0, drop_demos: np.ndarray | None = None) -> list[Example]:
+                with_label: bool, dataset: int = 0, drop_demos: np.ndarray | None = None,
+                relabel: dict[int, np.ndarray] | None = None) -> list[Example]:
     """NC prompts for ``targets``; ``drop_demos`` [len(targets)] bool shows those prompts no demonstrations.
     Each example keeps its node's label as ``target`` (-1 when unlabelled); with_label puts it after the
-    prompt as the answer to train on."""
+    prompt as the answer to train on. ``relabel`` {j: perm [C]} names class c "perm[c]" in the j-th prompt's
+    demonstrations and answer (training only; its ``target`` is then the renamed class, the one it answers)."""
     labels = np.asarray(graph.labels)
     out = []
     for j, v in enumerate(np.asarray(targets, dtype=np.int64).tolist()):
@@ -50,6 +52,9 @@ def nc_examples(graph, builder: PromptBuilder, targets: np.ndarray, demos: NCDem
         y = int(labels[v]) if labels.size else -1
         if with_label and y < 0:
             raise ValueError(f"nc target node {v} has no label (-1)")
+        if relabel is not None and j in relabel:
+            perm = relabel[j]
+            dy, y = [int(perm[c]) for c in dy], int(perm[y])
         out.append(builder.nc(v, d, dy, label=y if with_label else -1, dataset=dataset))
         out[-1].target = y  # eval keeps the truth for scoring; it is never in the prompt ids
     return out

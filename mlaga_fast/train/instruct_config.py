@@ -43,6 +43,10 @@ class InstructConfig(LoopConfig):
     nc_demo_dropout: float = field(default=0.1, metadata={
         "help": "fraction of NC training prompts shown without demonstrations (keeps the no-demonstration "
                 "prompt in the instruct phase)"})
+    nc_relabel: float = field(default=0.0, metadata={
+        "help": "fraction of the NC training prompts with demonstrations whose category names are permuted at "
+                "random, the same way for the demonstrations and the answer: they can only be answered from the "
+                "demonstrations, as prompts on categories the run never saw (transfer) must be"})
     lp_demo: bool = field(default=False, metadata={"help": "show one LP demonstration pair"})
     ppr_k: int = field(default=8, metadata={"help": "PPR candidates cached per node"})
     ppr_alpha: float = field(default=0.15, metadata={"help": "PPR restart probability"})
@@ -142,6 +146,8 @@ def check_config(cfg: InstructConfig) -> None:
         raise ValueError(f"config field 'describe_per_dataset' must be >= 0, got {cfg.describe_per_dataset}")
     if cfg.describe_per_dataset and "nc" not in cfg.tasks:
         raise ValueError("describe_per_dataset: descriptions name the node's category; add nc to --tasks or set it to 0")
+    if not 0 <= cfg.nc_relabel <= 1:
+        raise ValueError(f"config field 'nc_relabel' must be in [0, 1], got {cfg.nc_relabel}")
     if not 0 <= cfg.nc_demo_dropout <= 1:
         raise ValueError(f"config field 'nc_demo_dropout' must be in [0, 1], got {cfg.nc_demo_dropout}")
     if not (math.isfinite(cfg.warmup_lr) and 0 < cfg.warmup_lr <= 10):

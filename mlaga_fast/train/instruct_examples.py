@@ -76,8 +76,9 @@ def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, imag
             shown = {v: nc_demos(v) for v, off in zip(targets.tolist(), drop) if not off}
             demos = lambda v: shown.get(v, ([], []))  # noqa: E731
             asked = _asked(wrng, len(targets), cfg.paraphrase_ratio)
+            relabel = _relabelled(cfg, di, drop[~asked], len(ds.graph.class_names))
             instruct += nc_examples(ds.graph, builder, targets[~asked], demos, with_label=True, dataset=di,
-                                    drop_demos=drop[~asked])
+                                    drop_demos=drop[~asked], relabel=relabel)
             instruct += asked_nc_examples(ds.graph, builder, targets[asked], demos,
                                           cycle_wordings(words["nc_train"], int(asked.sum()), wrng), with_label=True,
                                           dataset=di)
@@ -105,6 +106,17 @@ def build_phase_examples(cfg: InstructConfig, datasets, tokenizer, nq: int, imag
                                               cycle_wordings(words["lp_train"], int(asked.sum()), wrng),
                                               with_label=True, dataset=di)
     return warm, instruct
+
+
+def _relabelled(cfg: InstructConfig, dataset: int, dropped: np.ndarray, classes: int) -> dict[int, np.ndarray] | None:
+    """{prompt j: a random permutation [classes]} for about ``cfg.nc_relabel`` of the prompts that show
+    demonstrations (``dropped`` [n] bool: those that do not); None when nc_relabel is 0 (no draw at all, so
+    every other prompt stays what it was). Seeded per dataset from a stream of its own."""
+    if cfg.nc_relabel <= 0 or cfg.num_demos <= 0:
+        return None
+    rng = np.random.default_rng([cfg.seed, dataset, 17])
+    pick = (rng.random(dropped.size) < cfg.nc_relabel) & ~dropped
+    return {int(j): rng.permutation(classes) for j in np.flatnonzero(pick)}
 
 
 def _asked(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
