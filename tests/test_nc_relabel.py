@@ -56,9 +56,8 @@ def test_relabelled_prompts_are_the_same_prompts_under_one_renaming_of_the_class
         v, y = e1.query[0], int(labels[e1.query[0]])
         dy = [int(labels[d]) for d in e1.demos]
         # the renamings that give this prompt and answer, out of every permutation of the classes
-        fits = [p for p in itertools.permutations(range(classes))
-                if (lambda r: (r.prompt_ids, r.answer_ids) == (e1.prompt_ids, e1.answer_ids))(
-                    b.nc(v, e1.demos, [p[c] for c in dy], label=p[y]))]
+        built = {p: b.nc(v, e1.demos, [p[c] for c in dy], label=p[y]) for p in itertools.permutations(range(classes))}
+        fits = [p for p, r in built.items() if (r.prompt_ids, r.answer_ids) == (e1.prompt_ids, e1.answer_ids)]
         assert fits, f"prompt of node {v}: no renaming of the classes gives it"
         assert all(p[y] == e1.target for p in fits)  # it answers (and records) the renamed class
     # every prompt with demonstrations was renamed; a draw that keeps its classes' names leaves it as it was
